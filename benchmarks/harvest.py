@@ -1,0 +1,70 @@
+"""Harvest throughput vs the plain HF body-only forward, on the same 8x128-token batches, in one run.
+
+Prints tokens/s of each and, last, ``harvest_vs_hf_body_ratio: <x>`` (workbench / HF; target >= 0.85).
+The workbench side runs ``workbench.activations.harvest`` through the bridge backend, collecting all
+``hook_resid_post`` and all ``mlp.hook_post`` sites with the default statistics (histograms on the MLP sites).
+Rounds alternate between the two so background load hits both alike; the median round time is reported.
+
+    python benchmarks/harvest.py [--batches 4] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from workbench.activations import TokenBatch, harvest
+from workbench.models import load_hf_model, load_model
+from workbench.sites import sites_for
+
+
+def make_batches(n_batches: int, vocab: int, seed: int = 0) -> list[TokenBatch]:
+    """Seeded token ids (BOS first, no padding): throughput does not depend on which tokens they are."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        tokens = torch.randint(1000, vocab - 1000, (8, 128), generator=generator)
+        tokens[:, 0] = 2
+        batches.append(TokenBatch(tokens, torch.ones_like(tokens), ["bench"] * 8))
+    return batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    hf_model, _ = load_hf_model()
+    bridge = load_model(backend="bridge")
+    sites = sites_for(bridge, ["resid_post", "mlp_post"])
+    batches = make_batches(args.batches, bridge.cfg.d_vocab)
+    n_tokens = sum(batch.tokens.numel() for batch in batches)
+
+    def hf_body() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                hf_model.model(input_ids=batch.tokens, attention_mask=batch.attention_mask)
+
+    def workbench_harvest() -> None:
+        harvest(bridge, batches, sites, progress=False)
+
+    hf_body(), workbench_harvest()  # warm-up
+    timings: dict[str, list[float]] = {"hf_body": [], "harvest": []}
+    for _ in range(args.rounds):
+        for name, run in (("hf_body", hf_body), ("harvest", workbench_harvest)):
+            started = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - started)
+    throughput = {name: n_tokens / statistics.median(times) for name, times in timings.items()}
+    print(f"threads: {torch.get_num_threads()}, tokens per round: {n_tokens}, sites: {len(sites)}")
+    for name, value in throughput.items():
+        print(f"{name}_tokens_per_s: {value:.1f}")
+    print(f"harvest_vs_hf_body_ratio: {throughput['harvest'] / throughput['hf_body']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

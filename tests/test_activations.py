@@ -1,0 +1,159 @@
+import pytest
+import torch
+
+from workbench.activations import (
+    ActivationStats,
+    HarvestConfig,
+    HarvestError,
+    TokenBatch,
+    _UnitAccumulator,
+    batch_texts,
+    harvest,
+    histogram_cdf,
+    histogram_quantile,
+)
+from workbench.sites import Site
+
+BOS, PAD = 1, 0
+SITES = ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pre"]
+
+
+def _batch(rows: list[list[int]], labels: list[str], pad_to: int) -> TokenBatch:
+    tokens = torch.full((len(rows), pad_to), PAD)
+    mask = torch.zeros_like(tokens)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return TokenBatch(tokens, mask, labels)
+
+
+def _direct(model, rows_by_group, site):
+    """Reference: run each sequence alone (no padding) and pool its non-BOS activations."""
+    pooled = {}
+    for group, rows in rows_by_group.items():
+        acts = []
+        for row in rows:
+            _, cache = model.run_with_cache(torch.tensor([row]), names_filter=site)
+            acts.append(cache[site][0, 1:])
+        pooled[group] = torch.cat(acts)
+    return pooled
+
+
+ROWS = {
+    "aa": [[BOS, 5, 6, 7, 8, 9], [BOS, 10, 11], [BOS, 12, 13, 14, 15, 16, 17, 18]],
+    "bb": [[BOS, 40, 41, 42], [BOS, 43, 44, 45, 46, 47]],
+}
+
+
+def test_statistics_equal_a_direct_computation_with_padding_and_bos_excluded(tiny_model):
+    # Mixed-group, right-padded batches: padding and BOS must not leak into any statistic.
+    batches = [_batch([ROWS["aa"][0], ROWS["bb"][0], ROWS["aa"][1]], ["aa", "bb", "aa"], pad_to=10),
+               _batch([ROWS["bb"][1], ROWS["aa"][2]], ["bb", "aa"], pad_to=12)]
+    stats = harvest(tiny_model, batches, SITES, bos_token_id=BOS, progress=False)
+    assert stats.groups == ["aa", "bb"]
+    for site in SITES:
+        for group, acts in _direct(tiny_model, ROWS, site).items():
+            assert stats.count(site, group) == acts.shape[0]
+            torch.testing.assert_close(stats.mean(site, group), acts.mean(0), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(stats.var(site, group), acts.var(0, unbiased=False), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(stats.frac_positive(site, group), (acts > 0).float().mean(0))
+            torch.testing.assert_close(stats.maximum(site, group), acts.max(0).values)
+
+
+def test_bos_can_be_kept(tiny_model):
+    batches = [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)]
+    kept = harvest(tiny_model, batches, SITES[:1], config=HarvestConfig(exclude_bos=False), bos_token_id=BOS,
+                   progress=False)
+    dropped = harvest(tiny_model, batches, SITES[:1], bos_token_id=BOS, progress=False)
+    assert kept.count(SITES[0], "aa") == dropped.count(SITES[0], "aa") + 3
+
+
+def test_forward_stops_before_the_unembedding(tiny_model):
+    calls = []
+    tiny_model.ln_final.hook_normalized.add_hook(lambda x, hook: calls.append(hook.name))
+    try:
+        harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)], ["blocks.0.hook_resid_post"],
+                bos_token_id=BOS, progress=False)
+        assert calls == []
+        tiny_model(torch.tensor([ROWS["aa"][0]]))
+        assert calls == ["ln_final.hook_normalized"]  # the probe itself works
+    finally:
+        tiny_model.reset_hooks()
+
+
+def test_memory_does_not_grow_with_tokens(tiny_model):
+    one = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)], SITES, bos_token_id=BOS,
+                  progress=False)
+    many = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)] * 20, SITES, bos_token_id=BOS,
+                   progress=False)
+    assert {k: v.shape for k, v in one.tensors.items()} == {k: v.shape for k, v in many.tensors.items()}
+    assert many.count(SITES[0], "aa") == 20 * one.count(SITES[0], "aa")
+
+
+@pytest.mark.parametrize("n", [17, 2000])
+def test_quantiles_within_one_bin_of_exact(n):
+    torch.manual_seed(n)
+    config = HarvestConfig()
+    x = torch.randn(n, 48) * torch.logspace(-2, 2, 48) + torch.linspace(-3, 3, 48)
+    acc = _UnitAccumulator(48, config.bin_edges(), config)
+    for chunk in x.split(301):
+        acc.update(chunk)
+    for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+        exact = torch.quantile(x, q, dim=0)
+        approx = histogram_quantile(acc.histogram, config.bin_edges(), q, acc.minimum, acc.maximum)
+        bin_width = exact.abs() * 0.047 + 2.5e-3
+        assert ((approx - exact).abs() <= bin_width).all(), q
+
+
+def test_cdf_is_consistent_with_quantiles():
+    torch.manual_seed(0)
+    config = HarvestConfig()
+    x = torch.randn(5000, 8) * 3
+    acc = _UnitAccumulator(8, config.bin_edges(), config)
+    acc.update(x)
+    for q in (0.1, 0.5, 0.9):
+        value = torch.quantile(x, q, dim=0)
+        cdf = histogram_cdf(acc.histogram, config.bin_edges(), value, acc.minimum, acc.maximum)
+        assert (cdf - q).abs().max() < 0.02
+
+
+def test_save_load_round_trip(tiny_model, tmp_path):
+    stats = harvest(tiny_model, [_batch(ROWS["bb"], ["bb"] * 2, pad_to=8)], SITES, bos_token_id=BOS,
+                    progress=False)
+    loaded = ActivationStats.load(stats.save(tmp_path / "stats"))
+    assert loaded.sites == stats.sites and loaded.groups == stats.groups and loaded.config == stats.config
+    torch.testing.assert_close(loaded.quantile(SITES[1], "bb", 0.9), stats.quantile(SITES[1], "bb", 0.9))
+    assert loaded.stack("frac_positive", "mlp_pre").shape == (1, 32, 1)
+
+
+def test_clear_errors(tiny_model):
+    with pytest.raises(HarvestError, match="no texts to harvest for group"):
+        batch_texts(None, {"en": []})
+    with pytest.raises(HarvestError, match="no usable tokens"):
+        harvest(tiny_model, [], SITES, bos_token_id=BOS, progress=False)
+    stats = harvest(tiny_model, [_batch(ROWS["bb"], ["bb"] * 2, pad_to=8)], SITES, bos_token_id=BOS,
+                    progress=False)
+    with pytest.raises(HarvestError, match="harvested groups: bb"):
+        stats.mean(SITES[0], "en")
+    with pytest.raises(HarvestError, match="histogram_kinds"):
+        stats.quantile(SITES[0], "bb", 0.5)
+    with pytest.raises(HarvestError, match="was not harvested"):
+        stats.mean(Site(0, "mlp_out"), "bb")
+
+
+@pytest.mark.model
+def test_real_model_statistics_match_direct_computation_on_both_backends(gemma_hooked, gemma_bridge):
+    texts = {"en": ["The quick brown fox jumps over the lazy dog.", "Short one."],
+             "es": ["El rápido zorro marrón salta sobre el perro perezoso.", "Hola mundo, ¿qué tal?"]}
+    sites = ["blocks.4.hook_resid_post", "blocks.4.mlp.hook_post", "blocks.4.mlp.hook_pre"]
+    tokenizer = gemma_hooked.tokenizer
+    rows = {group: [tokenizer(text)["input_ids"] for text in group_texts] for group, group_texts in texts.items()}
+    for model in (gemma_hooked, gemma_bridge):
+        stats = harvest(model, batch_texts(tokenizer, texts, batch_size=2), sites, progress=False)
+        for site in sites:
+            for group, acts in _direct(gemma_hooked, rows, site).items():
+                assert stats.count(site, group) == acts.shape[0]
+                scale = acts.abs().max()
+                torch.testing.assert_close(stats.mean(site, group), acts.mean(0), atol=2e-5 * scale, rtol=1e-4)
+                torch.testing.assert_close(stats.frac_positive(site, group)[acts.abs().amin(0) > 1e-3],
+                                           (acts > 0).float().mean(0)[acts.abs().amin(0) > 1e-3])

@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from workbench import models
+from workbench.models import ModelLoadError, load_model, verify_checkpoint
+from workbench.sites import SITE_KINDS, Site
+
+
+def _fake_checkpoint(directory):
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text('{"model_type": "toy"}')
+    (directory / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    models._write_manifest(directory, "test")
+    return directory
+
+
+def test_verify_checkpoint_detects_incomplete_truncated_and_corrupt_caches(tmp_path):
+    good = _fake_checkpoint(tmp_path / "good")
+    assert verify_checkpoint(good) is None
+
+    truncated = _fake_checkpoint(tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    assert "bytes, expected" in verify_checkpoint(truncated)
+
+    corrupt = _fake_checkpoint(tmp_path / "corrupt")
+    data = bytearray((corrupt / "model.safetensors").read_bytes())
+    data[100] ^= 0xFF
+    (corrupt / "model.safetensors").write_bytes(bytes(data))
+    assert "sha256" in verify_checkpoint(corrupt)
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "model.safetensors").write_bytes(b"half")
+    assert "never completed" in verify_checkpoint(unfinished)
+
+
+def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV_VAR, str(tmp_path))
+    builds = []
+
+    def build(target):
+        builds.append(target)
+        _fake_checkpoint(target)
+
+    monkeypatch.setattr(models, "_build_embedded_checkpoint", build)
+    first = models.ensure_embedded_checkpoint()
+    assert first == tmp_path / "models" / "gemma-3-270m" and len(builds) == 1
+    assert models.ensure_embedded_checkpoint() == first and len(builds) == 1  # verified cache: no rebuild
+    (first / "model.safetensors").write_bytes(b"garbage")
+    monkeypatch.setattr(models, "_build_embedded_checkpoint",
+                        lambda target: (builds.append(target), __import__("shutil").rmtree(target),
+                                        _fake_checkpoint(target)))
+    models.ensure_embedded_checkpoint()
+    assert len(builds) == 2 and verify_checkpoint(first) is None
+
+
+def test_unknown_name_lists_known_aliases():
+    with pytest.raises(ModelLoadError, match=r"gemma-3-270m.*known_aliases"):
+        load_model("gemma-3-270mm")
+
+
+def test_unknown_backend_and_non_checkpoint_directory(tmp_path):
+    with pytest.raises(ModelLoadError, match="hooked, bridge"):
+        load_model(backend="jax")
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(tmp_path)
+
+
+def test_local_checkpoint_needs_a_known_architecture(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "mystery"}')
+    with pytest.raises(ModelLoadError, match="architecture="):
+        load_model(tmp_path)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("text", ["English: Good morning, how are you?\nHindi:", "नमस्ते, आप कैसे हैं?"])
+def test_both_backends_match_hf_logits(gemma_hooked, gemma_bridge, gemma_hf, text):
+    """Within 1e-4 absolute, plus float32 rounding at the logits' own scale (Hindi logits reach ~180, where
+    even the bridge, which runs the HF modules themselves, differs from HF by ~2e-4)."""
+    hf_model, tokenizer = gemma_hf
+    tokens = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        reference = hf_model(tokens).logits
+        tolerance = 1e-4 + 2e-6 * reference.abs().max().item()
+        for model in (gemma_hooked, gemma_bridge):
+            logits = model(tokens)
+            assert (logits - reference).abs().max() < tolerance, model.workbench_metadata.backend
+            assert torch.equal(logits.argmax(-1), reference.argmax(-1))
+
+
+@pytest.mark.model
+def test_padded_batches_match_hf_at_real_positions(gemma_bridge, gemma_hf):
+    hf_model, tokenizer = gemma_hf
+    encoded = tokenizer(["English: Good morning, how are you?\nHindi:", "Hola"], return_tensors="pt",
+                        padding=True, padding_side="right")
+    real = encoded["attention_mask"].bool()
+    with torch.inference_mode():
+        reference = hf_model(**encoded).logits
+        logits = gemma_bridge(encoded["input_ids"], attention_mask=encoded["attention_mask"])
+    assert (logits - reference)[real].abs().max() < 1e-4
+
+
+@pytest.mark.model
+def test_backends_share_hook_names_and_record_metadata(gemma_hooked, gemma_bridge):
+    for layer in (0, 17):
+        for kind in SITE_KINDS:
+            name = Site(layer, kind).hook_name
+            assert name in gemma_hooked.hook_dict and name in gemma_bridge.hook_dict, name
+    for model, backend in ((gemma_hooked, "hooked"), (gemma_bridge, "bridge")):
+        meta = models.model_metadata(model)
+        assert meta["backend"] == backend and meta["source"].startswith("embedded-gguf:")
+        assert (meta["n_layers"], meta["d_model"], meta["d_mlp"], meta["d_vocab"]) == (18, 640, 2048, 262144)
+        assert not any(meta["processing"].values())
+
+
+@pytest.mark.model
+def test_local_checkpoint_directory_loads_the_same_way(gemma_bridge):
+    local = load_model(models.embedded_checkpoint_dir(), backend="bridge")
+    assert local.workbench_metadata.source.startswith("local:")
+    tokens = local.tokenizer("Hola", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        torch.testing.assert_close(local(tokens), gemma_bridge(tokens))

