@@ -45,6 +45,14 @@ def gemma_bridge():
 
 
 @pytest.fixture(scope="session")
+def gemma_fast():
+    """The ``hf`` backend: HF forward with TL hook points at residual and MLP sites."""
+    from workbench.models import load_model
+
+    return load_model(backend="hf")
+
+
+@pytest.fixture(scope="session")
 def gemma_hf():
     from workbench.models import load_hf_model
 

@@ -16,6 +16,7 @@ from workbench.sites import Site
 
 BOS, PAD = 1, 0
 SITES = ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post", "blocks.1.mlp.hook_pre"]
+WITH_HISTOGRAMS = HarvestConfig(histogram_kinds=("mlp_pre", "mlp_post"))
 
 
 def _batch(rows: list[list[int]], labels: list[str], pad_to: int) -> TokenBatch:
@@ -82,10 +83,10 @@ def test_forward_stops_before_the_unembedding(tiny_model):
 
 
 def test_memory_does_not_grow_with_tokens(tiny_model):
-    one = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)], SITES, bos_token_id=BOS,
-                  progress=False)
-    many = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)] * 20, SITES, bos_token_id=BOS,
-                   progress=False)
+    one = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)], SITES, config=WITH_HISTOGRAMS,
+                  bos_token_id=BOS, progress=False)
+    many = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=8)] * 20, SITES, config=WITH_HISTOGRAMS,
+                   bos_token_id=BOS, progress=False)
     assert {k: v.shape for k, v in one.tensors.items()} == {k: v.shape for k, v in many.tensors.items()}
     assert many.count(SITES[0], "aa") == 20 * one.count(SITES[0], "aa")
 
@@ -118,8 +119,8 @@ def test_cdf_is_consistent_with_quantiles():
 
 
 def test_save_load_round_trip(tiny_model, tmp_path):
-    stats = harvest(tiny_model, [_batch(ROWS["bb"], ["bb"] * 2, pad_to=8)], SITES, bos_token_id=BOS,
-                    progress=False)
+    stats = harvest(tiny_model, [_batch(ROWS["bb"], ["bb"] * 2, pad_to=8)], SITES, config=WITH_HISTOGRAMS,
+                    bos_token_id=BOS, progress=False)
     loaded = ActivationStats.load(stats.save(tmp_path / "stats"))
     assert loaded.sites == stats.sites and loaded.groups == stats.groups and loaded.config == stats.config
     torch.testing.assert_close(loaded.quantile(SITES[1], "bb", 0.9), stats.quantile(SITES[1], "bb", 0.9))
@@ -131,8 +132,8 @@ def test_clear_errors(tiny_model):
         batch_texts(None, {"en": []})
     with pytest.raises(HarvestError, match="no usable tokens"):
         harvest(tiny_model, [], SITES, bos_token_id=BOS, progress=False)
-    stats = harvest(tiny_model, [_batch(ROWS["bb"], ["bb"] * 2, pad_to=8)], SITES, bos_token_id=BOS,
-                    progress=False)
+    stats = harvest(tiny_model, [_batch(ROWS["bb"], ["bb"] * 2, pad_to=8)], SITES, config=WITH_HISTOGRAMS,
+                    bos_token_id=BOS, progress=False)
     with pytest.raises(HarvestError, match="harvested groups: bb"):
         stats.mean(SITES[0], "en")
     with pytest.raises(HarvestError, match="histogram_kinds"):

@@ -75,7 +75,7 @@ def test_local_checkpoint_needs_a_known_architecture(tmp_path):
 
 @pytest.mark.model
 @pytest.mark.parametrize("text", ["English: Good morning, how are you?\nHindi:", "नमस्ते, आप कैसे हैं?"])
-def test_both_backends_match_hf_logits(gemma_hooked, gemma_bridge, gemma_hf, text):
+def test_every_backend_matches_hf_logits(gemma_hooked, gemma_bridge, gemma_fast, gemma_hf, text):
     """Within 1e-4 absolute, plus float32 rounding at the logits' own scale (Hindi logits reach ~180, where
     even the bridge, which runs the HF modules themselves, differs from HF by ~2e-4)."""
     hf_model, tokenizer = gemma_hf
@@ -83,7 +83,7 @@ def test_both_backends_match_hf_logits(gemma_hooked, gemma_bridge, gemma_hf, tex
     with torch.inference_mode():
         reference = hf_model(tokens).logits
         tolerance = 1e-4 + 2e-6 * reference.abs().max().item()
-        for model in (gemma_hooked, gemma_bridge):
+        for model in (gemma_hooked, gemma_bridge, gemma_fast):
             logits = model(tokens)
             assert (logits - reference).abs().max() < tolerance, model.workbench_metadata.backend
             assert torch.equal(logits.argmax(-1), reference.argmax(-1))
@@ -102,12 +102,12 @@ def test_padded_batches_match_hf_at_real_positions(gemma_bridge, gemma_hf):
 
 
 @pytest.mark.model
-def test_backends_share_hook_names_and_record_metadata(gemma_hooked, gemma_bridge):
+def test_backends_share_hook_names_and_record_metadata(gemma_hooked, gemma_bridge, gemma_fast):
     for layer in (0, 17):
         for kind in SITE_KINDS:
             name = Site(layer, kind).hook_name
-            assert name in gemma_hooked.hook_dict and name in gemma_bridge.hook_dict, name
-    for model, backend in ((gemma_hooked, "hooked"), (gemma_bridge, "bridge")):
+            assert all(name in model.hook_dict for model in (gemma_hooked, gemma_bridge, gemma_fast)), name
+    for model, backend in ((gemma_hooked, "hooked"), (gemma_bridge, "bridge"), (gemma_fast, "hf")):
         meta = models.model_metadata(model)
         assert meta["backend"] == backend and meta["source"].startswith("embedded-gguf:")
         assert (meta["n_layers"], meta["d_model"], meta["d_mlp"], meta["d_vocab"]) == (18, 640, 2048, 262144)
@@ -121,3 +121,31 @@ def test_local_checkpoint_directory_loads_the_same_way(gemma_bridge):
     tokens = local.tokenizer("Hola", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         torch.testing.assert_close(local(tokens), gemma_bridge(tokens))
+
+
+@pytest.mark.model
+def test_fast_backend_sites_equal_hooked_transformer_values(gemma_hooked, gemma_fast):
+    tokens = gemma_fast.to_tokens("नमस्ते, आप कैसे हैं? The quick brown fox.")
+    names = [Site(layer, kind).hook_name for layer in (0, 9, 17) for kind in SITE_KINDS]
+    _, fast = gemma_fast.run_with_cache(tokens, names_filter=names)
+    _, hooked = gemma_hooked.run_with_cache(tokens, names_filter=names)
+    for name in names:
+        assert (fast[name] - hooked[name]).abs().max() <= 1e-5 * hooked[name].abs().max(), name
+
+
+@pytest.mark.model
+def test_fast_backend_edits_propagate_like_hooked_transformer(gemma_hooked, gemma_fast):
+    """Writing through a hook point (zeroing MLP neurons) changes the output identically on both backends."""
+    tokens = gemma_fast.to_tokens("Hola, ¿cómo estás?")
+
+    def zero_neurons(activation, hook):
+        activation[..., :512] = 0.0
+        return activation
+
+    hooks = [("blocks.3.mlp.hook_post", zero_neurons)]
+    with torch.inference_mode():
+        plain = gemma_fast(tokens)
+        edited_fast = gemma_fast.run_with_hooks(tokens, fwd_hooks=hooks)
+        edited_hooked = gemma_hooked.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert (edited_fast - plain).abs().max() > 1.0
+    assert (edited_fast - edited_hooked).abs().max() < 1e-3

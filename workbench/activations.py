@@ -44,8 +44,9 @@ class HarvestConfig:
 
     exclude_bos: bool = True
     """Drop positions holding the BOS token (its activations are outliers shared by every language)."""
-    histogram_kinds: tuple[str, ...] = ("mlp_pre", "mlp_post")
-    """Site kinds that also keep per-unit histograms (quantiles, cross-group CDFs); empty to skip them."""
+    histogram_kinds: tuple[str, ...] = ()
+    """Site kinds that also keep per-unit histograms (quantiles, cross-group CDFs), e.g. ``("mlp_post",)``.
+    Off by default: a histogram costs ~3x the other statistics of a site together."""
     histogram_bins: int = 512
     """Number of bins between ``-max_abs`` and ``+max_abs`` (two more catch values outside)."""
     histogram_scale: float = 0.05
@@ -125,8 +126,10 @@ class _UnitAccumulator:
         if n == 0:
             return
         rows = rows.detach().float().cpu()
-        batch_mean = rows.mean(0)
-        batch_m2 = ((rows - batch_mean) ** 2).sum(0).double()
+        # Plain sums and amin/amax are several times faster on CPU than var_mean/aminmax (measured).
+        batch_mean = rows.sum(0) / n
+        centred = rows - batch_mean
+        batch_m2 = (centred * centred).sum(0).double()
         batch_mean = batch_mean.double()
         total = self.count + n
         delta = batch_mean - self.mean
@@ -134,8 +137,8 @@ class _UnitAccumulator:
         self.m2 += batch_m2 + delta**2 * (self.count * n / total)
         self.count = total
         self.positive += (rows > 0).sum(0)
-        self.minimum = torch.minimum(self.minimum, rows.min(0).values)
-        self.maximum = torch.maximum(self.maximum, rows.max(0).values)
+        self.minimum = torch.minimum(self.minimum, rows.amin(0))
+        self.maximum = torch.maximum(self.maximum, rows.amax(0))
         if self.histogram is not None:
             self.histogram += _bin_counts(rows, self._config).to(torch.int32)
 

@@ -6,11 +6,13 @@ under :func:`cache_dir`; later loads read the cache in a few seconds. The cache 
 hashed into a manifest and renamed into place only when complete, and it is verified on every load, so a
 half-written or corrupt cache is rebuilt rather than used.
 
-Two backends expose the same hook names (``blocks.{l}.hook_resid_post``, ``blocks.{l}.mlp.hook_post`` ...):
+Three backends expose the same hook names (``blocks.{l}.hook_resid_post``, ``blocks.{l}.mlp.hook_post`` ...):
 
 * ``"hooked"``: a :class:`transformer_lens.HookedTransformer` for weight-level analysis;
-* ``"bridge"``: a :class:`transformer_lens.model_bridge.TransformerBridge` wrapping the HF model, the fast path
-  for harvesting and KV-cached generation.
+* ``"bridge"``: a :class:`transformer_lens.model_bridge.TransformerBridge` wrapping the HF model (exact HF
+  numerics, every TL hook including attention internals);
+* ``"hf"``: :class:`workbench.hf_backend.HFHookedModel`, the plain HF model (fused attention) with TL hook points
+  at the residual and MLP sites: the fast path for harvesting and KV-cached steered generation.
 
 No weight processing is applied (no LayerNorm folding, no centring); the processing actually used is recorded in
 :func:`model_metadata`, which every artifact made from a model embeds.
@@ -33,7 +35,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 
-BACKENDS: tuple[str, ...] = ("hooked", "bridge")
+BACKENDS: tuple[str, ...] = ("hooked", "bridge", "hf")
 
 EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_TL_NAME = "google/gemma-3-270m"
@@ -93,7 +95,7 @@ def known_aliases() -> list[str]:
     """Names :func:`load_model` accepts besides local directories: the embedded aliases and TL's official names."""
     from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES
 
-    return [*EMBEDDED_ALIASES, *OFFICIAL_MODEL_NAMES]
+    return list(dict.fromkeys([*EMBEDDED_ALIASES, *OFFICIAL_MODEL_NAMES]))
 
 
 def default_device() -> str:
@@ -261,14 +263,10 @@ def load_tokenizer(name: str | os.PathLike[str] = EMBEDDED_MODEL) -> Any:
 def load_hf_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, device: str | None = None,
                   dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """The plain HF causal LM and its tokenizer (the reference the TL backends are checked and timed against)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     resolved = _resolve(name, architecture=None)
-    source = str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name
     with _offline_if_local(resolved):
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device or default_device()).eval()
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    return model, tokenizer
+        model, tokenizer = _load_hf_pair(resolved, device or default_device(), dtype)
+    return model.eval(), tokenizer
 
 
 @contextlib.contextmanager
@@ -297,7 +295,8 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
     Args:
         name: ``"gemma-3-270m"`` (the embedded default, offline), any TransformerLens model name (needs a hub),
             or a local HF checkpoint directory.
-        backend: ``"hooked"`` (HookedTransformer) or ``"bridge"`` (TransformerBridge, fast generation).
+        backend: ``"hooked"`` (HookedTransformer), ``"bridge"`` (TransformerBridge) or ``"hf"`` (HF model with
+            TL hook points at residual/MLP sites; fastest).
         device: torch device; default CUDA when available, else CPU.
         dtype: weight dtype.
         architecture: for a local checkpoint whose config does not name it, the official TransformerLens name
@@ -312,10 +311,8 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
     resolved = _resolve(name, architecture)
     started = time.perf_counter()
     with _offline_if_local(resolved):
-        if backend == "hooked":
-            model = _load_hooked(resolved, device, dtype)
-        else:
-            model = _load_bridge(resolved, device, dtype)
+        loader = {"hooked": _load_hooked, "bridge": _load_bridge, "hf": _load_hf_hooked}[backend]
+        model = loader(resolved, device, dtype)
     model.eval()
     cfg = model.cfg
     model.workbench_metadata = ModelMetadata(
@@ -332,9 +329,16 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
 def _load_hf_pair(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert resolved.checkpoint is not None
-    model = AutoModelForCausalLM.from_pretrained(str(resolved.checkpoint), dtype=dtype).to(device)
-    return model, AutoTokenizer.from_pretrained(str(resolved.checkpoint))
+    source = str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+    return model, AutoTokenizer.from_pretrained(source)
+
+
+def _load_hf_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
+    from workbench.hf_backend import HFHookedModel
+
+    hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+    return HFHookedModel(hf_model.eval(), tokenizer, model_name=resolved.tl_name)
 
 
 def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
