@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookedRootModule, HookPoint
@@ -175,3 +176,14 @@ class HFHookedModel(HookedRootModule):
     def to_tokens(self, text: str | list[str]) -> Int[Tensor, "batch pos"]:
         encoded = self.tokenizer(text, return_tensors="pt", padding=True)
         return encoded["input_ids"].to(self.cfg.device)
+
+    def hidden_states(self, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"] | None = None
+                      ) -> Float[Tensor, "batch pos d_model"]:
+        """Final-norm residual stream (what the unembedding reads), with active hooks applied."""
+        return self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def unembed(self, hidden: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_vocab"]:
+        """Logits of final-norm residual vectors (with the model's logit soft-capping, if it has one)."""
+        logits = self.hf_model.lm_head(hidden)
+        cap = getattr(self.hf_model.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap

@@ -1,0 +1,131 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import corpus
+from workbench.evaluation.evaluate import QA_TEMPLATE, EvaluationConfig, compute_baseline, evaluate
+from workbench.evaluation.mass import delta_mass, language_mass, leakage
+from workbench.evaluation.relevance import pooled_representations, retrieval_matches
+from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
+from workbench.pipelines.demo import diffmean_by_layer
+from workbench.steering import add_vector
+
+
+def test_wilson_interval_matches_known_values():
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    values = np.random.default_rng(1).normal(2.0, 1.0, size=200)
+    first = bootstrap_interval([values], np.mean, seed=3)
+    assert first == bootstrap_interval([values], np.mean, seed=3)
+    assert first[0] < values.mean() < first[1] and first[1] - first[0] < 0.5
+
+
+def test_harmonic_mean_is_zero_when_either_rate_is_zero():
+    assert harmonic_mean(0.0, 1.0) == 0.0 and harmonic_mean(0.5, 0.5) == pytest.approx(0.5)
+    assert harmonic_mean(1.0, 0.25) == pytest.approx(0.4)
+
+
+def test_mass_delta_and_leakage():
+    masks = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], dtype=torch.bool)
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.1, 0.1, 0.1]]))
+    torch.testing.assert_close(language_mass(logits, masks), torch.tensor([[0.7, 0.1, 0.1]]))
+    steps = torch.tensor([[[0.2, 0.5, 0.1], [0.4, 0.3, 0.1]]])  # prompt x step x lang
+    torch.testing.assert_close(delta_mass(steps, target_index=1, source_index=0), torch.tensor([0.1]))
+    base = torch.tensor([[[0.2, 0.5, 0.3], [0.4, 0.3, 0.0]]])
+    torch.testing.assert_close(leakage(steps, base, [2]), torch.tensor([0.0]))  # lost mass is not leakage
+    torch.testing.assert_close(leakage(base, steps, [2]), torch.tensor([0.05]))
+
+
+def test_retrieval_matches_on_planted_pairs():
+    torch.manual_seed(0)
+    prompts = torch.randn(20, 8)
+    assert retrieval_matches(prompts, prompts + 0.1 * torch.randn(20, 8)).all()
+    assert retrieval_matches(prompts, torch.randn(20, 8)).float().mean() < 0.5
+
+
+SMALL = EvaluationConfig(max_new_tokens=16, n_utility_texts=4, bootstrap_resamples=200, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def eval_prompts():
+    return [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split="eval", n=8)]
+
+
+@pytest.mark.model
+def test_unsteered_model_is_english_default_with_zero_edit_costs(gemma_fast, eval_prompts):
+    baseline = compute_baseline(gemma_fast, eval_prompts, "hi", config=SMALL)
+    metrics = evaluate(gemma_fast, eval_prompts, "hi", baseline=baseline, config=SMALL)
+    assert metrics.delta_mass < 0 and metrics.delta_mass_ci[1] < 0       # English wins the early steps
+    assert metrics.lid_success <= 0.25 and metrics.default_rate <= 0.25
+    assert abs(metrics.kl) < 1e-5 and metrics.nll_delta == 0.0 and metrics.leakage_max == 0.0
+    assert metrics.en_ppl_delta == 0.0
+    payload = json.loads(json.dumps(metrics.to_dict()))
+    keys = {"lid_success", "default_rate", "delta_mass", "leakage_max", "kl", "nll_delta", "en_ppl_delta",
+            "relevance", "relevance_chance", "steering_score"}
+    assert keys <= payload.keys() and all(f"{k}_ci" in payload for k in ("lid_success", "default_rate",
+                                                                         "relevance", "steering_score"))
+
+
+@pytest.mark.model
+def test_diffmean_steering_into_spanish_is_scored_as_controlled(gemma_fast, eval_prompts):
+    from workbench.activations import batch_texts, harvest
+
+    rows = corpus.parallel(["en", "es"], split="discovery", n=100)
+    texts = {lang: [row.text[lang] for row in rows] for lang in ("en", "es")}
+    stats = harvest(gemma_fast, batch_texts(gemma_fast.tokenizer, texts, batch_size=16),
+                    ["blocks.6.hook_resid_post"], progress=False)
+    vector = (stats.mean("blocks.6.hook_resid_post", "es") - stats.mean("blocks.6.hook_resid_post", "en"))
+    hook = add_vector(gemma_fast, "blocks.6.hook_resid_post", vector)
+    metrics = evaluate(gemma_fast, eval_prompts, "es", hooks=[hook], config=SMALL)
+    assert metrics.lid_success >= 0.75, [r["output"] for r in metrics.records]
+    assert metrics.delta_mass > 0 and metrics.default_rate >= 0.6
+    assert metrics.kl > 0.05                                  # committed contexts' next-token distribution moved
+    assert abs(metrics.nll_delta) < 0.1 < metrics.en_ppl_delta  # Spanish text barely costs; English pays
+    assert metrics.relevance > metrics.relevance_chance
+    assert not math.isnan(metrics.steering_score)
+
+
+@pytest.mark.model
+def test_retrieval_relevance_finds_translations_and_separates_real_from_shuffled_answers(gemma_fast):
+    rows = corpus.parallel(["en", "es", "hi"], split="eval", n=60)
+    english = pooled_representations(gemma_fast, [row.text["en"] for row in rows], 12)
+    for lang, floor in (("es", 0.6), ("hi", 0.35)):
+        translated = pooled_representations(gemma_fast, [row.text[lang] for row in rows], 12)
+        assert retrieval_matches(english, translated).float().mean() >= floor     # chance is 1/60
+    prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split="dev", n=24)]
+    answers = [p.reference["en"] for p in corpus.prompts(split="dev", n=24)]
+    prompt_vectors = pooled_representations(gemma_fast, prompts, 12)
+    real = retrieval_matches(prompt_vectors, pooled_representations(gemma_fast, answers, 12)).float().mean()
+    shuffled = retrieval_matches(prompt_vectors,
+                                 pooled_representations(gemma_fast, answers[1:] + answers[:1], 12)).float().mean()
+    assert real >= 0.3 and real > shuffled + 0.2
+
+
+def test_diffmean_helper_shape(tiny_model):
+    from workbench.activations import TokenBatch, harvest
+
+    tokens = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 10]])
+    batch = TokenBatch(tokens, torch.ones_like(tokens), ["en", "es"])
+    stats = harvest(tiny_model, [batch], ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+                    bos_token_id=1, progress=False)
+    assert diffmean_by_layer(stats, "es").shape == (2, 16)
+
+
+@pytest.mark.model
+def test_llm_judge_plugs_into_evaluate_as_relevance(gemma_fast, eval_prompts):
+    from workbench.evaluation.relevance import llm_judge
+
+    judge = llm_judge(gemma_fast)
+    verdicts = judge(eval_prompts[:3], ["An array is a set of cells.", "", "Bonjour"])
+    assert len(verdicts) == 3 and verdicts[1] is False and all(isinstance(v, bool) for v in verdicts)
+    metrics = evaluate(gemma_fast, eval_prompts[:4], "es", judge=judge, config=SMALL)
+    assert metrics.provenance["relevance"] == "llm judge" and math.isnan(metrics.relevance_chance)

@@ -1,0 +1,28 @@
+"""Evaluation shared by every steering method (language control, mass, leakage, utility, relevance, scores).
+
+    from workbench.evaluation import evaluate, EvaluationConfig, QA_TEMPLATE
+    metrics = evaluate(model, prompts, "hi", hooks=[...])      # -> SteeringMetrics (json via .save(path))
+"""
+
+from workbench.evaluation.evaluate import (
+    QA_TEMPLATE,
+    Baseline,
+    EvaluationConfig,
+    SteeringMetrics,
+    compute_baseline,
+    evaluate,
+)
+from workbench.evaluation.lid import UNKNOWN, identify_language, language_scores
+from workbench.evaluation.mass import delta_mass, language_mass, leakage
+from workbench.evaluation.relevance import llm_judge, pooled_representations, retrieval_relevance
+from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
+from workbench.evaluation.token_sets import TokenSetConfig, TokenSets, build_token_sets, token_sets_for
+from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
+
+__all__ = [
+    "QA_TEMPLATE", "UNKNOWN", "Baseline", "EvaluationConfig", "SteeringMetrics", "TokenSetConfig", "TokenSets",
+    "bootstrap_interval", "build_token_sets", "compute_baseline", "delta_mass", "evaluate", "final_logits",
+    "harmonic_mean", "identify_language", "kl_divergence", "language_mass", "language_scores", "leakage",
+    "llm_judge", "pooled_representations", "retrieval_relevance", "sequence_nll", "token_sets_for",
+    "wilson_interval",
+]

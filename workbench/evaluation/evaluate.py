@@ -1,0 +1,218 @@
+"""One evaluation for every steering method: ``evaluate(model, prompts, target, hooks=...) -> SteeringMetrics``.
+
+Any hook set plugs in unchanged. The unsteered reference runs (generations, committed-context distributions,
+NLL of reference text) are a :class:`Baseline`, computed once per (model, prompts, target) and reused across
+methods. Rates carry 95% intervals: Wilson for binary rates, a seeded percentile bootstrap over prompts (or
+texts) for means and for the steering score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from workbench import corpus
+from workbench.artifacts import atomic_write_json
+from workbench.evaluation.lid import identify_language
+from workbench.evaluation.mass import delta_mass, leakage
+from workbench.evaluation.relevance import Judge, retrieval_relevance
+from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, steering_score_from_items, wilson_interval
+from workbench.evaluation.token_sets import TokenSets, token_sets_for
+from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
+from workbench.languages import get_language
+from workbench.models import model_metadata
+from workbench.steering import Generation, Hook, generate_with_mass
+
+QA_TEMPLATE = "Q: {prompt}\nA:"
+"""How the corpus' weak prompts are put to a base model."""
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Settings shared by every method's evaluation."""
+
+    max_new_tokens: int = 32
+    """Greedy tokens generated per prompt."""
+    mass_steps: int = 3
+    """T: generated steps averaged in the early-step mass dM."""
+    commit_tokens: int = 4
+    """Reference tokens appended to a prompt to form a committed context for the KL."""
+    n_utility_texts: int = 16
+    """Held-out target-language and English texts for the NLL / perplexity changes."""
+    languages: tuple[str, ...] = ("en", "es", "hi", "zh", "ja", "ru", "ar", "de", "fr")
+    """Token-set languages: LID candidates and the languages leakage is measured on (target and source added)."""
+    relevance_layer: int | None = None
+    """Layer of the retrieval representations (default: two thirds of the depth)."""
+    utility_split: str = "eval"
+    """Corpus split the utility texts come from."""
+    bootstrap_resamples: int = 1000
+    """Bootstrap resamples for mean-valued metrics and the steering score."""
+    seed: int = 0
+    """Bootstrap seed."""
+    batch_size: int = 8
+    """Prompts per generation batch."""
+
+    def candidate_languages(self, target: str, source: str) -> list[str]:
+        return list(dict.fromkeys([*self.languages, target, source]))
+
+
+@dataclass
+class Baseline:
+    """Unsteered runs that steered runs are compared with."""
+
+    target: str
+    source: str
+    prompts: list[str]
+    generation: Generation
+    committed_contexts: list[str]
+    committed_logits: Tensor
+    target_nll: Tensor
+    english_nll: Tensor
+    kl_context: str
+
+
+@dataclass
+class SteeringMetrics:
+    """The evaluation keys, each rate with a 95% interval, plus per-prompt records."""
+
+    target: str
+    source: str
+    n_prompts: int
+    lid_success: float
+    lid_success_ci: tuple[float, float]
+    default_rate: float
+    default_rate_ci: tuple[float, float]
+    delta_mass: float
+    delta_mass_ci: tuple[float, float]
+    leakage_max: float
+    leakage_mean: float
+    kl: float
+    kl_ci: tuple[float, float]
+    nll_delta: float
+    nll_delta_ci: tuple[float, float]
+    en_ppl_delta: float
+    relevance: float
+    relevance_ci: tuple[float, float]
+    relevance_chance: float
+    steering_score: float
+    steering_score_ci: tuple[float, float]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, *, with_records: bool = True) -> dict[str, Any]:
+        payload = asdict(self)
+        if not with_records:
+            payload.pop("records")
+        return payload
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+
+def _utility_texts(lang: str, n: int, split: str) -> list[str]:
+    return [row.text for row in corpus.monolingual(lang, split=split, n=n)]
+
+
+def _committed_contexts(model: Any, prompts: Sequence[str], references: Sequence[str | None], target: str,
+                        config: EvaluationConfig) -> tuple[list[str], str]:
+    """Prompt + the first ``commit_tokens`` tokens of a target-language continuation.
+
+    Prompts without a reference borrow held-out target-language text, and the provenance says so.
+    """
+    fallback = _utility_texts(target, len(prompts), config.utility_split)
+    contexts, borrowed = [], 0
+    for index, (prompt, reference) in enumerate(zip(prompts, references, strict=True)):
+        if not reference:
+            reference, borrowed = fallback[index % len(fallback)], borrowed + 1
+        ids = model.tokenizer(" " + reference.strip(), add_special_tokens=False)["input_ids"][:config.commit_tokens]
+        contexts.append(prompt + model.tokenizer.decode(ids))
+    source = "prompt references" if borrowed == 0 else f"prompt references; {borrowed} held-out target texts"
+    return contexts, source
+
+
+def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source: str = "en",
+                     references: Sequence[str | None] | None = None, token_sets: TokenSets | None = None,
+                     config: EvaluationConfig = EvaluationConfig()) -> Baseline:
+    """The unsteered runs for ``prompts`` and ``target`` (reuse it across methods)."""
+    get_language(target), get_language(source)
+    prompts = list(prompts)
+    token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
+    references = list(references) if references is not None else [None] * len(prompts)
+    generation = generate_with_mass(model, prompts, masks=token_sets.masks, mass_steps=config.mass_steps,
+                                    max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    contexts, kl_context = _committed_contexts(model, prompts, references, target, config)
+    return Baseline(
+        target=target, source=source, prompts=prompts, generation=generation, committed_contexts=contexts,
+        committed_logits=final_logits(model, contexts),
+        target_nll=sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split)),
+        english_nll=sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split)),
+        kl_context=kl_context,
+    )
+
+
+def evaluate(model: Any, prompts: Sequence[str], target: str, *, hooks: Sequence[Hook] = (), source: str = "en",
+             references: Sequence[str | None] | None = None, config: EvaluationConfig = EvaluationConfig(),
+             baseline: Baseline | None = None, token_sets: TokenSets | None = None,
+             judge: Judge | None = None) -> SteeringMetrics:
+    """Evaluate steering towards ``target`` by ``hooks`` (none: the unsteered model) on English ``prompts``.
+
+    ``references`` are per-prompt target-language continuations for the committed-context KL; ``judge``
+    replaces retrieval relevance (e.g. :func:`workbench.evaluation.relevance.llm_judge`).
+    """
+    if not prompts:
+        raise ValueError("evaluate needs at least one prompt")
+    languages = config.candidate_languages(target, source)
+    token_sets = token_sets or token_sets_for(model.tokenizer, languages)
+    baseline = baseline or compute_baseline(model, prompts, target, source=source, references=references,
+                                            token_sets=token_sets, config=config)
+    if baseline.prompts != list(prompts) or (baseline.target, baseline.source) != (target, source):
+        raise ValueError("baseline was computed for other prompts or languages; recompute it for these")
+
+    generation = generate_with_mass(model, prompts, hooks=hooks, masks=token_sets.masks,
+                                    mass_steps=config.mass_steps, max_new_tokens=config.max_new_tokens,
+                                    batch_size=config.batch_size)
+    index = {lang: token_sets.languages.index(lang) for lang in languages}
+    predicted = identify_language(generation.texts, candidates=languages)
+    controlled = np.array([lang == target for lang in predicted], dtype=float)
+    delta = delta_mass(generation.step_mass, index[target], index[source]).numpy()
+    default = controlled * (delta > 0)
+    others = [index[lang] for lang in languages if lang not in (target, source)]
+    gains = leakage(generation.step_mass, baseline.generation.step_mass, others)
+    relevant = (np.array(judge(prompts, generation.texts), dtype=float) if judge is not None else
+                retrieval_relevance(model, prompts, generation.texts, layer=config.relevance_layer).numpy()
+                .astype(float))
+    kl = kl_divergence(baseline.committed_logits, final_logits(model, baseline.committed_contexts, hooks=hooks))
+    target_nll = sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split),
+                              hooks=hooks)
+    english_nll = sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split),
+                               hooks=hooks)
+    nll_change = (target_nll - baseline.target_nll).numpy()
+    boot = {"n_resamples": config.bootstrap_resamples, "seed": config.seed}
+    n = len(prompts)
+    return SteeringMetrics(
+        target=target, source=source, n_prompts=n,
+        lid_success=float(controlled.mean()), lid_success_ci=wilson_interval(int(controlled.sum()), n),
+        default_rate=float(default.mean()), default_rate_ci=wilson_interval(int(default.sum()), n),
+        delta_mass=float(delta.mean()), delta_mass_ci=bootstrap_interval([delta], np.mean, **boot),
+        leakage_max=float(gains.max()) if len(gains) else 0.0,
+        leakage_mean=float(gains.mean()) if len(gains) else 0.0,
+        kl=float(kl.mean()), kl_ci=bootstrap_interval([kl.numpy()], np.mean, **boot),
+        nll_delta=float(nll_change.mean()), nll_delta_ci=bootstrap_interval([nll_change], np.mean, **boot),
+        en_ppl_delta=math.exp(float(english_nll.mean())) - math.exp(float(baseline.english_nll.mean())),
+        relevance=float(relevant.mean()), relevance_ci=wilson_interval(int(relevant.sum()), n),
+        relevance_chance=1.0 / n if judge is None else math.nan,
+        steering_score=harmonic_mean(float(controlled.mean()), float(relevant.mean())),
+        steering_score_ci=bootstrap_interval([controlled, relevant], steering_score_from_items, **boot),
+        records=[{"prompt": p, "output": o, "lid": lang, "delta_mass": float(d), "relevant": bool(r)}
+                 for p, o, lang, d, r in zip(prompts, generation.texts, predicted, delta, relevant, strict=True)],
+        provenance={"model": model_metadata(model), "config": asdict(config), "hooks": [name for name, _ in hooks],
+                    "kl_context": baseline.kl_context, "relevance": "llm judge" if judge else "prompt retrieval",
+                    "intervals": "Wilson for lid_success/default_rate/relevance; percentile bootstrap otherwise",
+                    "token_sets": token_sets.summary()},
+    )
