@@ -81,24 +81,7 @@ def test_every_language_has_monolingual_text_and_main_ones_50k_tokens() -> None:
     for code in CODES:
         assert len(corpus.monolingual(code, split="all")) > 0
         assert entries[code]["monolingual_tokens"] > 10_000
-    for code in [
-        "en",
-        "es",
-        "hi",
-        "zh",
-        "ja",
-        "ru",
-        "de",
-        "fr",
-        "pt",
-        "it",
-        "ko",
-        "vi",
-        "tr",
-        "id",
-        "nl",
-        "pl",
-    ]:
+    for code in [code for code in REQUIRED if code != "ar"]:  # Arabic: 45.8k, all the sources allow
         assert entries[code]["monolingual_tokens"] >= 50_000
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,14 @@ from torch import Tensor
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
 from workbench.evaluation.lid import identify_language
-from workbench.evaluation.mass import delta_mass, leakage
+from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import Judge, retrieval_relevance
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, steering_score_from_items, wilson_interval
 from workbench.evaluation.token_sets import TokenSets, token_sets_for
 from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
 from workbench.languages import get_language
 from workbench.models import model_metadata
-from workbench.steering import Generation, Hook, generate_with_mass
+from workbench.steering import Generation, Hook, generate_recording
 
 QA_TEMPLATE = "Q: {prompt}\nA:"
 """How the corpus' weak prompts are put to a base model."""
@@ -136,6 +137,14 @@ def _committed_contexts(model: Any, prompts: Sequence[str], references: Sequence
     return contexts, source
 
 
+def _generate(model: Any, prompts: Sequence[str], hooks: Sequence[Hook], token_sets: TokenSets,
+              config: EvaluationConfig) -> Generation:
+    """Generate, recording each language's mass in the first ``mass_steps`` next-token distributions."""
+    return generate_recording(model, prompts, hooks=hooks, step_reducer=partial(language_mass, masks=token_sets.masks),
+                              record_steps=config.mass_steps, max_new_tokens=config.max_new_tokens,
+                              batch_size=config.batch_size)
+
+
 def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source: str = "en",
                      references: Sequence[str | None] | None = None, token_sets: TokenSets | None = None,
                      config: EvaluationConfig = EvaluationConfig()) -> Baseline:
@@ -144,8 +153,7 @@ def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source:
     prompts = list(prompts)
     token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
     references = list(references) if references is not None else [None] * len(prompts)
-    generation = generate_with_mass(model, prompts, masks=token_sets.masks, mass_steps=config.mass_steps,
-                                    max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+    generation = _generate(model, prompts, (), token_sets, config)
     contexts, kl_context = _committed_contexts(model, prompts, references, target, config)
     return Baseline(
         target=target, source=source, prompts=prompts, generation=generation, committed_contexts=contexts,
@@ -174,16 +182,14 @@ def evaluate(model: Any, prompts: Sequence[str], target: str, *, hooks: Sequence
     if baseline.prompts != list(prompts) or (baseline.target, baseline.source) != (target, source):
         raise ValueError("baseline was computed for other prompts or languages; recompute it for these")
 
-    generation = generate_with_mass(model, prompts, hooks=hooks, masks=token_sets.masks,
-                                    mass_steps=config.mass_steps, max_new_tokens=config.max_new_tokens,
-                                    batch_size=config.batch_size)
+    generation = _generate(model, prompts, hooks, token_sets, config)
     index = {lang: token_sets.languages.index(lang) for lang in languages}
     predicted = identify_language(generation.texts, candidates=languages)
     controlled = np.array([lang == target for lang in predicted], dtype=float)
-    delta = delta_mass(generation.step_mass, index[target], index[source]).numpy()
+    delta = delta_mass(generation.step_values, index[target], index[source]).numpy()
     default = controlled * (delta > 0)
     others = [index[lang] for lang in languages if lang not in (target, source)]
-    gains = leakage(generation.step_mass, baseline.generation.step_mass, others)
+    gains = leakage(generation.step_values, baseline.generation.step_values, others)
     relevant = (np.array(judge(prompts, generation.texts), dtype=float) if judge is not None else
                 retrieval_relevance(model, prompts, generation.texts, layer=config.relevance_layer).numpy()
                 .astype(float))

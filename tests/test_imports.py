@@ -1,0 +1,14 @@
+import subprocess
+import sys
+
+import pytest
+
+MODULES = ["workbench.models", "workbench.activations", "workbench.steering", "workbench.evaluation",
+           "workbench.evaluation.utility", "workbench.pipelines.demo", "workbench.cli", "workbench.corpus"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_on_its_own(module):
+    """Each module imports in a fresh interpreter: no import cycle hidden by the order tests import in."""
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
