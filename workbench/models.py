@@ -347,11 +347,9 @@ def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> An
     if resolved.checkpoint is None:
         return HookedTransformer.from_pretrained_no_processing(resolved.tl_name, device=device, dtype=dtype)
     hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
-    model = HookedTransformer.from_pretrained_no_processing(
+    return HookedTransformer.from_pretrained_no_processing(
         resolved.tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
-    del hf_model
-    return model
 
 
 def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:

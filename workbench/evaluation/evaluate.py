@@ -149,7 +149,8 @@ def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source:
                      references: Sequence[str | None] | None = None, token_sets: TokenSets | None = None,
                      config: EvaluationConfig = EvaluationConfig()) -> Baseline:
     """The unsteered runs for ``prompts`` and ``target`` (reuse it across methods)."""
-    get_language(target), get_language(source)
+    for code in (target, source):
+        get_language(code)  # unknown codes fail here, before any generation
     prompts = list(prompts)
     token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
     references = list(references) if references is not None else [None] * len(prompts)

@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from workbench.evaluation.utility import final_logits
+
 Judge = Callable[[Sequence[str], Sequence[str]], list[bool]]
 
 
@@ -68,8 +70,6 @@ def llm_judge(judge_model: Any, rubric: str = "Does the answer address the quest
     yes, no = (tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in (" Yes", " No"))
 
     def judge(prompts: Sequence[str], outputs: Sequence[str]) -> list[bool]:
-        from workbench.evaluation.utility import final_logits
-
         queries = [f"{rubric}\nQuestion: {p.strip()}\nAnswer: {o.strip()}\nVerdict (Yes or No):"
                    for p, o in zip(prompts, outputs, strict=True)]
         logits = final_logits(judge_model, queries)
