@@ -31,6 +31,7 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/harvest.py
+	$(PY) benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -158,3 +158,28 @@ def test_real_model_statistics_match_direct_computation_on_both_backends(gemma_h
                 torch.testing.assert_close(stats.mean(site, group), acts.mean(0), atol=2e-5 * scale, rtol=1e-4)
                 torch.testing.assert_close(stats.frac_positive(site, group)[acts.abs().amin(0) > 1e-3],
                                            (acts > 0).float().mean(0)[acts.abs().amin(0) > 1e-3])
+
+
+def test_token_samples_are_a_uniform_reservoir():
+    accumulator = _UnitAccumulator(1, None, HarvestConfig(sample_tokens=500, sample_seed=3))
+    stream = torch.arange(20_000, dtype=torch.float32).unsqueeze(-1)
+    for chunk in stream.split(37):
+        accumulator.update(chunk)
+    sample = accumulator.samples.squeeze(-1)
+    assert sample.shape == (500,) and len(sample.unique()) == 500
+    # A uniform sample of 0..19999: mean 10000 with standard error ~258; quartiles near 5000 / 15000.
+    assert abs(sample.mean().item() - 10_000) < 1_000
+    assert abs((sample < 5_000).float().mean().item() - 0.25) < 0.07
+
+
+def test_token_samples_keep_every_row_below_capacity(tiny_model):
+    config = HarvestConfig(sample_tokens=100)
+    stats = harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=9)], SITES[:1], config=config,
+                    bos_token_id=BOS, progress=False)
+    direct = _direct(tiny_model, {"aa": ROWS["aa"]}, SITES[0])["aa"]
+    kept = stats.samples(SITES[0], "aa")
+    assert kept.shape == direct.shape
+    torch.testing.assert_close(kept.sum(0), direct.sum(0), atol=1e-4, rtol=1e-4)
+    with pytest.raises(HarvestError, match="sample_tokens"):
+        harvest(tiny_model, [_batch(ROWS["aa"], ["aa"] * 3, pad_to=9)], SITES[:1], bos_token_id=BOS,
+                progress=False).samples(SITES[0], "aa")

@@ -10,8 +10,7 @@ from workbench.evaluation.evaluate import QA_TEMPLATE, EvaluationConfig, compute
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import pooled_representations, retrieval_matches
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
-from workbench.pipelines.demo import diffmean_by_layer
-from workbench.steering import add_vector
+from workbench.interventions import add_vector
 
 
 def test_wilson_interval_matches_known_values():
@@ -108,16 +107,6 @@ def test_retrieval_relevance_finds_translations_and_separates_real_from_shuffled
     shuffled = retrieval_matches(prompt_vectors,
                                  pooled_representations(gemma_fast, answers[1:] + answers[:1], 12)).float().mean()
     assert real >= 0.3 and real > shuffled + 0.2
-
-
-def test_diffmean_helper_shape(tiny_model):
-    from workbench.activations import TokenBatch, harvest
-
-    tokens = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 10]])
-    batch = TokenBatch(tokens, torch.ones_like(tokens), ["en", "es"])
-    stats = harvest(tiny_model, [batch], ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
-                    bos_token_id=1, progress=False)
-    assert diffmean_by_layer(stats, "es").shape == (2, 16)
 
 
 @pytest.mark.model

@@ -53,8 +53,15 @@ class HarvestConfig:
     """``s`` in the asinh bin spacing: below ~s the bins are uniform in x, above it uniform in log|x|."""
     histogram_max_abs: float = 1e4
     """Largest |x| inside the binned range; values beyond land in the outer bins (min/max stay exact)."""
+    sample_tokens: int = 0
+    """Also keep a uniform random sample (reservoir) of up to this many token activations per site and group,
+    for methods that need individual points (PCA, LDA, probes). 0 keeps none."""
+    sample_seed: int = 0
+    """Seed of the reservoir sampling."""
 
     def __post_init__(self) -> None:
+        if self.sample_tokens < 0:
+            raise HarvestError(f"sample_tokens must be >= 0, got {self.sample_tokens}")
         if self.histogram_bins < 8:
             raise HarvestError(f"histogram_bins must be >= 8, got {self.histogram_bins}")
         if self.histogram_scale <= 0 or self.histogram_max_abs <= self.histogram_scale:
@@ -119,7 +126,21 @@ class _UnitAccumulator:
         self.minimum = torch.full((width,), float("inf"))
         self.maximum = torch.full((width,), float("-inf"))
         self.histogram = None if bin_edges is None else torch.zeros(width, len(bin_edges) + 1, dtype=torch.int32)
+        self.samples = torch.empty(0, width)
+        self._generator = torch.Generator().manual_seed(config.sample_seed)
         self._config = config
+
+    def _sample(self, rows: Float[Tensor, "n d"]) -> None:
+        """Reservoir sampling (Algorithm R), vectorised: row i of the stream replaces slot j ~ U[0, i) if j < k."""
+        capacity, seen = self._config.sample_tokens, self.count - rows.shape[0]
+        free = max(0, min(capacity - len(self.samples), rows.shape[0]))
+        self.samples = torch.cat([self.samples, rows[:free]])
+        rest = rows[free:]
+        if len(rest):
+            stream_index = torch.arange(seen + free + 1, seen + rows.shape[0] + 1)
+            slots = (torch.rand(len(rest), generator=self._generator) * stream_index).long()
+            keep = slots < capacity
+            self.samples[slots[keep]] = rest[keep]  # later rows win on repeated slots, as in the sequential loop
 
     def update(self, rows: Float[Tensor, "n d"]) -> None:
         n = rows.shape[0]
@@ -141,6 +162,8 @@ class _UnitAccumulator:
         self.maximum = torch.maximum(self.maximum, rows.amax(0))
         if self.histogram is not None:
             self.histogram += _bin_counts(rows, self._config).to(torch.int32)
+        if self._config.sample_tokens:
+            self._sample(rows)
 
 
 def _bin_counts(rows: Float[Tensor, "n d"], config: HarvestConfig) -> Int[Tensor, "d bins"]:
@@ -217,6 +240,12 @@ class ActivationStats:
         """Approximate per-unit ``P(x <= values[unit])`` for this group's activations."""
         return histogram_cdf(self.histogram(site, group), self.config.bin_edges(), values,
                              self.minimum(site, group), self.maximum(site, group))
+
+    def samples(self, site: Site | str, group: str) -> Float[Tensor, "n d"]:
+        """A uniform random sample of this group's token activations (``HarvestConfig.sample_tokens`` rows at most)."""
+        if not self.config.sample_tokens:
+            raise HarvestError("no token samples kept; harvest with HarvestConfig(sample_tokens=N)")
+        return self._get("samples", site, group)
 
     def stack(self, stat: str, kind: str, groups: Sequence[str] | None = None) -> Float[Tensor, "layer unit group"]:
         """One statistic for every harvested layer of a site kind, stacked as (layer, unit, group)."""
@@ -387,4 +416,6 @@ def _finalise(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[st
         tensors[f"{prefix}/max"] = acc.maximum
         if acc.histogram is not None:
             tensors[f"{prefix}/histogram"] = acc.histogram
+        if len(acc.samples):
+            tensors[f"{prefix}/samples"] = acc.samples
     return tensors

@@ -66,23 +66,127 @@ def corpus_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("figures"), help="Output directory."),
-         layer: int = typer.Option(6, help="Layer of hook_resid_post to steer."),
-         strength: float = typer.Option(1.0, help="Multiple of the raw DiffMean vector."),
-         n_prompts: int = typer.Option(4, help="English eval prompts.")) -> None:
-    """Harvest, build DiffMean directions for Hindi and Spanish, steer English prompts, write a figure."""
-    from workbench.pipelines.demo import DemoConfig, run_demo
+def demo(out: Path = typer.Option(Path("figures"), help="Output directory.")) -> None:
+    """A small steering benchmark for Hindi and Spanish, every method: leaderboard, tables and figures."""
+    from workbench.pipelines.demo import run_demo
 
-    result = run_demo(out, DemoConfig(layer=layer, strength=strength, n_prompts=n_prompts))
-    for index, prompt in enumerate(result["prompts"]):
-        table = Table(title=prompt.replace("\n", " "), show_lines=True)
-        table.add_column("steering")
-        table.add_column("greedy continuation")
-        for method, outputs in result["generations"].items():
-            label = "none" if method == "none" else f"DiffMean → {method} @ {result['site']} ×{result['strength']}"
-            table.add_row(label, outputs[index].strip())
-        console.print(table)
-    console.print(f"artifacts and figure written to {out}/")
+    run_demo(out)
+    console.print((out / "leaderboard.md").read_text())
+    console.print(f"report (leaderboard.md), results.csv, metrics.json and figures written to {out}/")
+
+
+def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool) -> list[str]:
+    from workbench.errors import WorkbenchError
+    from workbench.evaluation import QA_TEMPLATE
+
+    texts = list(prompt or [])
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise WorkbenchError(f"prompts file {prompts_file} does not exist")
+        for line in prompts_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts.append(json.loads(line)["prompt"] if line.lstrip().startswith("{") else line.strip())
+    if not texts:
+        raise WorkbenchError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (one per line, "
+                             "or JSON lines with a 'prompt' field)")
+    return texts if raw else [QA_TEMPLATE.format(prompt=text) for text in texts]
+
+
+@app.command()
+def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-native, diffmean, pca, lda, probe, "
+                                                       "or any registered method (workbench methods)."),
+          target: str = typer.Option(..., help="Target language code (any language of the shipped corpus)."),
+          source: str = typer.Option("en", help="Language steered away from."),
+          layer: int | None = typer.Option(None, help="Layer; default: the calibrated one."),
+          strength: float | None = typer.Option(None, help="Strength; default: the calibrated one."),
+          positions: str | None = typer.Option(None, help="all, final or final+K (default: the method's)."),
+          prompt: list[str] | None = typer.Option(None, help="A prompt (repeatable)."),
+          prompts_file: Path | None = typer.Option(None, help="One prompt per line, or JSON lines with 'prompt'."),
+          raw: bool = typer.Option(False, help="Use prompts as given, without the 'Q: ...\\nA:' template."),
+          max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt."),
+          model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
+          backend: str = typer.Option("hf", help="hooked, bridge or hf."),
+          as_json: bool = typer.Option(False, "--json", help="Print results and the evaluation summary as JSON.")
+          ) -> None:
+    """Steer prompts towards a target language and print the generations (with --json, also the evaluation)."""
+    from workbench.evaluation import EvaluationConfig, evaluate, identify_language
+    from workbench.interventions import PositionRule, hooks_for
+    from workbench.languages import get_language
+    from workbench.methods import get_method
+    from workbench.models import load_model
+    from workbench.pipelines.calibrate import calibrate
+    from workbench.steering import generate
+
+    for code in (target, source):
+        get_language(code)
+    chosen = get_method(method)
+    rule = PositionRule.parse(positions) if positions else chosen.default_rule
+    prompts = _read_prompts(prompt, prompts_file, raw)
+    loaded = load_model(model, backend=backend)
+    calibrated = None
+    if chosen.tunable and (layer is None or strength is None):
+        calibrated = calibrate(loaded, chosen, target, source, rule=rule)
+        layer = calibrated.layer if layer is None else layer
+        strength = calibrated.strength if strength is None else strength
+    strength = 1.0 if strength is None else strength
+    treatment = chosen.treatment(loaded, target, source, layer=layer, strength=strength, rule=rule)
+    hooks = hooks_for(loaded, treatment.interventions)
+    setting = {"method": method, "target": target, "source": source, "layer": layer, "strength": strength,
+               "positions": str(rule), "treatment": treatment.description,
+               "calibrated": calibrated is not None}
+    if as_json:
+        metrics = evaluate(loaded, prompts, target, source=source, hooks=hooks,
+                           prompt_rewriter=treatment.prompt_rewriter,
+                           config=EvaluationConfig(max_new_tokens=max_new_tokens))
+        results = [{"prompt": r["prompt"], "output": r["output"], "lid": r["lid"]} for r in metrics.records]
+        print(json.dumps({"results": results, "summary": metrics.to_dict(with_records=False), "setting": setting},
+                         indent=2, ensure_ascii=False))
+        return
+    rewritten = [treatment.prompt_rewriter(p) for p in prompts] if treatment.prompt_rewriter else prompts
+    outputs = generate(loaded, rewritten, hooks=hooks, max_new_tokens=max_new_tokens)
+    languages = identify_language(outputs, candidates=list(dict.fromkeys(["en", "es", "hi", "zh", "ja", "ru", "ar",
+                                                                          "de", "fr", target, source])))
+    table = Table(title=treatment.description or method, show_lines=True)
+    for column in ("prompt", "output", "lid"):
+        table.add_column(column)
+    for text, output, lang in zip(rewritten, outputs, languages, strict=True):
+        table.add_row(text, output.strip(), lang)
+    console.print(table)
+
+
+@app.command()
+def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca,lda,probe",
+                                      help="Comma-separated method names."),
+          targets: str = typer.Option("hi,es", help="Comma-separated target language codes."),
+          out: Path = typer.Option(Path("figures/bench"), help="Output directory."),
+          n_prompts: int = typer.Option(24, help="Eval-split prompts per evaluation."),
+          positions: str | None = typer.Option(None, help="all, final or final+K for every method."),
+          sweep: str = typer.Option("", help="Methods whose layer x strength grid is also evaluated on eval."),
+          sweep_layers: str = typer.Option("", help="Comma-separated sweep layers (default: calibration grid)."),
+          sweep_strengths: str = typer.Option("", help="Comma-separated sweep strengths (default: grid)."),
+          max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
+          model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
+          backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:
+    """Calibrate on dev and evaluate on eval: results.csv, leaderboard.md, metrics.json and heatmaps."""
+    from workbench.evaluation import EvaluationConfig
+    from workbench.models import load_model
+    from workbench.pipelines.bench import BenchConfig, run_bench
+
+    config = BenchConfig(
+        methods=_split(methods), targets=_split(targets), n_prompts=n_prompts, rule=positions,
+        sweep_methods=_split(sweep), sweep_layers=tuple(int(v) for v in _split(sweep_layers)) or None,
+        sweep_strengths=tuple(float(v) for v in _split(sweep_strengths)) or None,
+        evaluation=EvaluationConfig(max_new_tokens=max_new_tokens))
+    from workbench.methods import get_methods
+
+    get_methods(config.methods)
+    result = run_bench(load_model(model, backend=backend), config, out)
+    console.print((out / "leaderboard.md").read_text())
+    console.print(f"{len(result.table)} evaluations; results.csv, leaderboard.md, metrics.json and figures in {out}/")
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def main() -> None:

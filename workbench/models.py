@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -372,3 +373,12 @@ def model_metadata(model: Any) -> dict[str, Any]:
     return {"name": getattr(cfg, "model_name", "unknown"), "n_layers": cfg.n_layers, "d_model": cfg.d_model,
             "d_mlp": cfg.d_mlp, "d_vocab": cfg.d_vocab, "backend": type(model).__name__,
             "processing": "unknown (not loaded by workbench.models.load_model)"}
+
+
+def model_key(model: Any) -> str:
+    """A short, filesystem-safe key for caches of results computed from ``model`` (backend-independent)."""
+    metadata = model_metadata(model)
+    identity = json.dumps({key: metadata.get(key) for key in ("name", "source", "dtype", "n_layers", "d_model")},
+                          sort_keys=True)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(metadata["name"])).name)[:40]
+    return f"{slug}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"

@@ -25,3 +25,17 @@ def layer_profile(frame: pd.DataFrame, *, value: str, title: str, y_title: str) 
     figure.update_layout(title=title, template=TEMPLATE, xaxis_title="layer (block index)", yaxis_title=y_title,
                          legend_title="target language")
     return figure
+
+
+def heatmap(frame: pd.DataFrame, *, x: str, y: str, value: str, title: str, x_title: str, y_title: str,
+            colour_title: str, text_format: str = ".2f", zmin: float | None = 0.0, zmax: float | None = 1.0
+            ) -> go.Figure:
+    """A labelled heatmap of ``value`` over the ``x`` and ``y`` columns of a tidy ``frame`` (gaps stay blank)."""
+    table = frame.pivot_table(index=y, columns=x, values=value, aggfunc="mean", sort=False)
+    figure = go.Figure(go.Heatmap(
+        z=table.to_numpy(), x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
+        colorscale="Viridis", zmin=zmin, zmax=zmax, texttemplate=f"%{{z:{text_format}}}",
+        colorbar={"title": {"text": colour_title}},
+        hovertemplate=f"{x_title}: %{{x}}<br>{y_title}: %{{y}}<br>{colour_title}: %{{z:{text_format}}}<extra></extra>"))
+    figure.update_layout(title=title, template=TEMPLATE, xaxis_title=x_title, yaxis_title=y_title)
+    return figure

@@ -8,6 +8,7 @@ from workbench.evaluation.evaluate import (
     QA_TEMPLATE,
     Baseline,
     EvaluationConfig,
+    EvaluationError,
     SteeringMetrics,
     compute_baseline,
     evaluate,
@@ -20,7 +21,8 @@ from workbench.evaluation.token_sets import TokenSetConfig, TokenSets, build_tok
 from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
 
 __all__ = [
-    "QA_TEMPLATE", "UNKNOWN", "Baseline", "EvaluationConfig", "SteeringMetrics", "TokenSetConfig", "TokenSets",
+    "QA_TEMPLATE", "UNKNOWN", "Baseline", "EvaluationConfig", "EvaluationError", "SteeringMetrics", "TokenSetConfig",
+    "TokenSets",
     "bootstrap_interval", "build_token_sets", "compute_baseline", "delta_mass", "evaluate", "final_logits",
     "harmonic_mean", "identify_language", "kl_divergence", "language_mass", "language_scores", "leakage",
     "llm_judge", "pooled_representations", "retrieval_relevance", "sequence_nll", "token_sets_for",

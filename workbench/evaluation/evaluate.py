@@ -9,7 +9,7 @@ texts) for means and for the steering score.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,15 +20,22 @@ from torch import Tensor
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
+from workbench.errors import WorkbenchError
 from workbench.evaluation.lid import identify_language
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import Judge, retrieval_relevance
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, steering_score_from_items, wilson_interval
 from workbench.evaluation.token_sets import TokenSets, token_sets_for
 from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
+from workbench.interventions import Hook
 from workbench.languages import get_language
 from workbench.models import model_metadata
-from workbench.steering import Generation, Hook, generate_recording
+from workbench.steering import Generation, generate_recording
+
+
+class EvaluationError(WorkbenchError):
+    """Evaluation inputs that do not fit together (no prompts, a baseline of other prompts)."""
+
 
 QA_TEMPLATE = "Q: {prompt}\nA:"
 """How the corpus' weak prompts are put to a base model."""
@@ -71,7 +78,7 @@ class Baseline:
     source: str
     prompts: list[str]
     generation: Generation
-    committed_contexts: list[str]
+    committed_suffixes: list[str]
     committed_logits: Tensor
     target_nll: Tensor
     english_nll: Tensor
@@ -120,21 +127,29 @@ def _utility_texts(lang: str, n: int, split: str) -> list[str]:
     return [row.text for row in corpus.monolingual(lang, split=split, n=n)]
 
 
-def _committed_contexts(model: Any, prompts: Sequence[str], references: Sequence[str | None], target: str,
+def _committed_suffixes(model: Any, prompts: Sequence[str], references: Sequence[str | None], target: str,
                         config: EvaluationConfig) -> tuple[list[str], str]:
-    """Prompt + the first ``commit_tokens`` tokens of a target-language continuation.
+    """The first ``commit_tokens`` tokens of a target-language continuation of each prompt, as text.
 
     Prompts without a reference borrow held-out target-language text, and the provenance says so.
     """
     fallback = _utility_texts(target, len(prompts), config.utility_split)
-    contexts, borrowed = [], 0
-    for index, (prompt, reference) in enumerate(zip(prompts, references, strict=True)):
+    suffixes, borrowed = [], 0
+    for index, reference in enumerate(references):
         if not reference:
             reference, borrowed = fallback[index % len(fallback)], borrowed + 1
         ids = model.tokenizer(" " + reference.strip(), add_special_tokens=False)["input_ids"][:config.commit_tokens]
-        contexts.append(prompt + model.tokenizer.decode(ids))
+        suffixes.append(model.tokenizer.decode(ids))
     source = "prompt references" if borrowed == 0 else f"prompt references; {borrowed} held-out target texts"
-    return contexts, source
+    return suffixes, source
+
+
+def _committed_logits(model: Any, prompts: Sequence[str], suffixes: Sequence[str], hooks: Sequence[Hook] = ()
+                      ) -> Tensor:
+    """Next-token logits after prompt + committed suffix, with position rules told where each prompt ends."""
+    lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
+    contexts = [prompt + suffix for prompt, suffix in zip(prompts, suffixes, strict=True)]
+    return final_logits(model, contexts, hooks=hooks, prompt_lengths=lengths)
 
 
 def _generate(model: Any, prompts: Sequence[str], hooks: Sequence[Hook], token_sets: TokenSets,
@@ -155,10 +170,10 @@ def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source:
     token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
     references = list(references) if references is not None else [None] * len(prompts)
     generation = _generate(model, prompts, (), token_sets, config)
-    contexts, kl_context = _committed_contexts(model, prompts, references, target, config)
+    suffixes, kl_context = _committed_suffixes(model, prompts, references, target, config)
     return Baseline(
-        target=target, source=source, prompts=prompts, generation=generation, committed_contexts=contexts,
-        committed_logits=final_logits(model, contexts),
+        target=target, source=source, prompts=prompts, generation=generation, committed_suffixes=suffixes,
+        committed_logits=_committed_logits(model, prompts, suffixes),
         target_nll=sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split)),
         english_nll=sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split)),
         kl_context=kl_context,
@@ -168,22 +183,26 @@ def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source:
 def evaluate(model: Any, prompts: Sequence[str], target: str, *, hooks: Sequence[Hook] = (), source: str = "en",
              references: Sequence[str | None] | None = None, config: EvaluationConfig = EvaluationConfig(),
              baseline: Baseline | None = None, token_sets: TokenSets | None = None,
-             judge: Judge | None = None) -> SteeringMetrics:
+             judge: Judge | None = None, prompt_rewriter: Callable[[str], str] | None = None) -> SteeringMetrics:
     """Evaluate steering towards ``target`` by ``hooks`` (none: the unsteered model) on English ``prompts``.
 
     ``references`` are per-prompt target-language continuations for the committed-context KL; ``judge``
-    replaces retrieval relevance (e.g. :func:`workbench.evaluation.relevance.llm_judge`).
+    replaces retrieval relevance (e.g. :func:`workbench.evaluation.relevance.llm_judge`). ``prompt_rewriter``
+    turns each prompt into the one the model sees (prompting baselines): generation and the committed contexts
+    use the rewritten prompt, relevance is judged against the original, and the NLL/perplexity changes are 0
+    because the model itself is unchanged.
     """
     if not prompts:
-        raise ValueError("evaluate needs at least one prompt")
+        raise EvaluationError("evaluate needs at least one prompt")
     languages = config.candidate_languages(target, source)
     token_sets = token_sets or token_sets_for(model.tokenizer, languages)
     baseline = baseline or compute_baseline(model, prompts, target, source=source, references=references,
                                             token_sets=token_sets, config=config)
     if baseline.prompts != list(prompts) or (baseline.target, baseline.source) != (target, source):
-        raise ValueError("baseline was computed for other prompts or languages; recompute it for these")
+        raise EvaluationError("baseline was computed for other prompts or languages; recompute it for these")
 
-    generation = _generate(model, prompts, hooks, token_sets, config)
+    model_prompts = [prompt_rewriter(prompt) for prompt in prompts] if prompt_rewriter else list(prompts)
+    generation = _generate(model, model_prompts, hooks, token_sets, config)
     index = {lang: token_sets.languages.index(lang) for lang in languages}
     predicted = identify_language(generation.texts, candidates=languages)
     controlled = np.array([lang == target for lang in predicted], dtype=float)
@@ -194,11 +213,15 @@ def evaluate(model: Any, prompts: Sequence[str], target: str, *, hooks: Sequence
     relevant = (np.array(judge(prompts, generation.texts), dtype=float) if judge is not None else
                 retrieval_relevance(model, prompts, generation.texts, layer=config.relevance_layer).numpy()
                 .astype(float))
-    kl = kl_divergence(baseline.committed_logits, final_logits(model, baseline.committed_contexts, hooks=hooks))
-    target_nll = sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split),
-                              hooks=hooks)
-    english_nll = sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split),
-                               hooks=hooks)
+    kl = kl_divergence(baseline.committed_logits,
+                       _committed_logits(model, model_prompts, baseline.committed_suffixes, hooks))
+    if hooks:
+        target_nll = sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split),
+                                  hooks=hooks)
+        english_nll = sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split),
+                                   hooks=hooks)
+    else:
+        target_nll, english_nll = baseline.target_nll, baseline.english_nll
     nll_change = (target_nll - baseline.target_nll).numpy()
     boot = {"n_resamples": config.bootstrap_resamples, "seed": config.seed}
     n = len(prompts)
@@ -216,9 +239,12 @@ def evaluate(model: Any, prompts: Sequence[str], target: str, *, hooks: Sequence
         relevance_chance=1.0 / n if judge is None else math.nan,
         steering_score=harmonic_mean(float(controlled.mean()), float(relevant.mean())),
         steering_score_ci=bootstrap_interval([controlled, relevant], steering_score_from_items, **boot),
-        records=[{"prompt": p, "output": o, "lid": lang, "delta_mass": float(d), "relevant": bool(r)}
-                 for p, o, lang, d, r in zip(prompts, generation.texts, predicted, delta, relevant, strict=True)],
+        records=[{"prompt": p, "model_prompt": mp, "output": o, "lid": lang, "delta_mass": float(d),
+                  "relevant": bool(r)}
+                 for p, mp, o, lang, d, r in zip(prompts, model_prompts, generation.texts, predicted, delta, relevant,
+                                                 strict=True)],
         provenance={"model": model_metadata(model), "config": asdict(config), "hooks": [name for name, _ in hooks],
+                    "prompt_rewritten": prompt_rewriter is not None,
                     "kl_context": baseline.kl_context, "relevance": "llm judge" if judge else "prompt retrieval",
                     "intervals": "Wilson for lid_success/default_rate/relevance; percentile bootstrap otherwise",
                     "token_sets": token_sets.summary()},

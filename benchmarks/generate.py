@@ -1,0 +1,70 @@
+"""Steered generation vs plain HF ``generate`` on the same prompts (batch 8, 32 new tokens), in one run.
+
+HF side: the plain HF model's ``generate`` (greedy, KV cache, exactly 32 new tokens). Workbench side:
+``workbench.steering.generate_recording`` on the ``hf`` backend with a DiffMean-sized vector added at
+``blocks.6.hook_resid_post`` under the position rule ``final+8`` (the rule that tracks KV-cached positions), also
+recording the language mass of the first 3 steps as the evaluation does. Both generate exactly 32 tokens.
+Rounds alternate so background load hits both alike; the median round is reported. Last line:
+``steered_generate_vs_hf_ratio: <x>`` (workbench tokens/s / HF tokens/s; target >= 0.85).
+
+    python benchmarks/generate.py [--rounds 5] [--rule final+8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from functools import partial
+
+import torch
+
+from workbench import corpus
+from workbench.evaluation import QA_TEMPLATE, language_mass, token_sets_for
+from workbench.interventions import AddVector, Intervention, PositionRule, hooks_for
+from workbench.models import load_hf_model, load_model
+from workbench.steering import generate_recording
+
+BATCH, NEW_TOKENS = 8, 32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rule", default="final+8")
+    args = parser.parse_args()
+
+    hf_model, tokenizer = load_hf_model()
+    fast = load_model(backend="hf")
+    prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split="eval", n=BATCH)]
+    vector = 500 * torch.nn.functional.normalize(torch.randn(fast.cfg.d_model, generator=torch.Generator()
+                                                             .manual_seed(0)), dim=0)
+    steer = [Intervention("blocks.6.hook_resid_post", AddVector(vector), PositionRule.parse(args.rule))]
+    masks = token_sets_for(fast.tokenizer, ["en", "hi", "es"]).masks
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+
+    def hf_generate() -> None:
+        with torch.inference_mode():
+            hf_model.generate(**encoded, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                              top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+
+    def steered_generate() -> None:
+        generate_recording(fast, prompts, hooks=hooks_for(fast, steer), step_reducer=partial(language_mass,
+                           masks=masks), record_steps=3, max_new_tokens=NEW_TOKENS, batch_size=BATCH,
+                           stop_at_eos=False)
+
+    hf_generate(), steered_generate()  # warm-up
+    timings: dict[str, list[float]] = {"hf_generate": [], "steered_generate": []}
+    for _ in range(args.rounds):
+        for name, run in (("hf_generate", hf_generate), ("steered_generate", steered_generate)):
+            started = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - started)
+    rates = {name: BATCH * NEW_TOKENS / statistics.median(values) for name, values in timings.items()}
+    for name, rate in rates.items():
+        print(f"{name}: {rate:.1f} new tokens/s (median of {args.rounds} rounds)")
+    print(f"steered_generate_vs_hf_ratio: {rates['steered_generate'] / rates['hf_generate']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from workbench import corpus
+from workbench.cli import app
+from workbench.errors import WorkbenchError
+from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, identify_language
+from workbench.interventions import PositionRule, hooks_for, prompt_ends
+from workbench.methods import MethodError, get_method, get_methods, method_names
+from workbench.pipelines.bench import BenchConfig, BenchError, run_bench
+from workbench.pipelines.calibrate import CalibrationConfig, calibrate, choose
+from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
+from workbench.steering import generate
+
+
+def test_prompting_instructions_cover_every_corpus_language_and_sit_before_the_answer():
+    assert {language.code for language in corpus.languages()} <= set(NATIVE_INSTRUCTIONS)
+    assert english_instruction("hi") == "Answer in Hindi." and english_instruction("zh") == "Answer in Chinese."
+    assert native_instruction("es")[0] == "Responde en español."
+    assert with_instruction("Q: How do I save?\nA:", "Answer in Hindi.") == "Q: How do I save? Answer in Hindi.\nA:"
+    assert with_instruction("Tell me a story.", "Answer in Hindi.") == "Tell me a story. Answer in Hindi."
+    with pytest.raises(WorkbenchError, match="xx"):
+        native_instruction("xx")
+
+
+def test_registry_lists_builtins_and_rejects_unknown_names_with_the_known_ones():
+    assert {"none", "prompt-en", "prompt-native", "diffmean", "pca", "lda", "probe"} <= set(method_names())
+    with pytest.raises(MethodError, match="known: none, prompt-en"):
+        get_method("diffmaen")
+    with pytest.raises(MethodError, match="'foo'"):
+        get_methods(["none", "foo"])
+
+
+def test_calibration_picks_the_best_admissible_setting_and_flags_when_none_is():
+    config = CalibrationConfig(max_nll_delta=0.5)
+    rows = [{"layer": 4, "strength": 1.0, "steering_score": 0.9, "lid_success": 1.0, "nll_delta": 1.2, "kl": 1.0},
+            {"layer": 6, "strength": 1.0, "steering_score": 0.6, "lid_success": 0.8, "nll_delta": 0.1, "kl": 0.5},
+            {"layer": 6, "strength": 0.5, "steering_score": 0.6, "lid_success": 0.8, "nll_delta": 0.0, "kl": 0.2}]
+    chosen, admissible = choose(rows, config)
+    assert admissible and (chosen["layer"], chosen["strength"]) == (6, 0.5)   # tie -> the weaker edit
+    chosen, admissible = choose(rows, CalibrationConfig(max_nll_delta=0.5, max_kl=0.1))
+    assert not admissible and chosen["strength"] == 0.5 and chosen["nll_delta"] == 0.0
+
+
+def test_bench_config_fails_early():
+    with pytest.raises(WorkbenchError, match="xx"):
+        BenchConfig(targets=("xx",))
+    with pytest.raises(BenchError, match="not among methods"):
+        BenchConfig(methods=("none",), sweep_methods=("diffmean",))
+    with pytest.raises(WorkbenchError, match="position rule"):
+        BenchConfig(rule="middle")
+
+
+def test_steer_cli_rejects_bad_input_before_loading_a_model():
+    runner = CliRunner()
+    result = runner.invoke(app, ["steer", "--target", "xx", "--prompt", "hi"])
+    assert result.exit_code != 0 and "xx" in str(result.exception)
+    result = runner.invoke(app, ["steer", "--target", "hi", "--method", "nope", "--prompt", "hi"])
+    assert "unknown steering method" in str(result.exception)
+    result = runner.invoke(app, ["steer", "--target", "hi"])
+    assert "no prompts" in str(result.exception)
+
+
+# ------------------------------------------------------------------------------------------ on the real model
+
+SMALL_CALIBRATION = CalibrationConfig(n_prompts=6, max_new_tokens=10, n_utility_texts=4, layers=(4, 6),
+                                      strengths=(0.5, 1.0))
+
+
+@pytest.mark.model
+def test_diffmean_calibrated_on_dev_steers_eval_prompts_into_spanish(gemma_fast):
+    method = get_method("diffmean")
+    calibration = calibrate(gemma_fast, method, "es", config=SMALL_CALIBRATION, use_cache=False, progress=False)
+    assert calibration.layer in (4, 6) and calibration.strength in (0.5, 1.0)
+    assert len(calibration.sweep) == 3                      # 2 layers at the reference strength + 1 more strength
+    prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split="eval", n=4)]
+    treatment = method.treatment(gemma_fast, "es", "en", layer=calibration.layer, strength=calibration.strength,
+                                 rule=PositionRule())
+    outputs = generate(gemma_fast, prompts, hooks=hooks_for(gemma_fast, treatment.interventions), max_new_tokens=16)
+    assert identify_language(outputs, candidates=["en", "es", "hi"]).count("es") >= 3, outputs
+
+
+@pytest.mark.model
+def test_position_rule_final_plus_k_is_consistent_between_cached_generation_and_a_full_forward(gemma_fast):
+    """On the hf backend HF generate uses the KV cache; the rule must edit the same absolute positions."""
+    method = get_method("diffmean")
+    rule = PositionRule.parse("final+3")
+    treatment = method.treatment(gemma_fast, "es", "en", layer=6, strength=1.5, rule=rule)
+    prompt = QA_TEMPLATE.format(prompt=corpus.prompts(split="eval", n=1)[0].prompt)
+    hooks = hooks_for(gemma_fast, treatment.interventions)
+    steered = generate(gemma_fast, [prompt], hooks=hooks, max_new_tokens=6)[0]
+    assert steered != generate(gemma_fast, [prompt], max_new_tokens=6)[0]
+    tokens = gemma_fast.tokenizer(prompt + steered, return_tensors="pt")["input_ids"]
+    n_prompt = len(gemma_fast.tokenizer(prompt)["input_ids"])
+    with torch.inference_mode(), prompt_ends(n_prompt - 1), gemma_fast.hooks(fwd_hooks=hooks_for(
+            gemma_fast, treatment.interventions)):
+        logits = gemma_fast(tokens)
+    predicted = logits[0, n_prompt - 1:-1].argmax(-1)
+    assert torch.equal(predicted, tokens[0, n_prompt:])
+
+
+@pytest.mark.model
+def test_bench_writes_a_leaderboard_table_and_figures_on_the_eval_split(gemma_fast, tmp_path):
+    config = BenchConfig(methods=("none", "prompt-en", "diffmean"), targets=("es",), n_prompts=4,
+                         evaluation=EvaluationConfig(max_new_tokens=10, n_utility_texts=4),
+                         calibration=SMALL_CALIBRATION, sweep_methods=("diffmean",), sweep_layers=(6,),
+                         sweep_strengths=(0.5, 1.0))
+    result = run_bench(gemma_fast, config, tmp_path, progress=False)
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert set(table["method"]) == {"none", "prompt-en", "diffmean"} and len(table) == 5
+    assert (table[table["method"] == "none"]["lid_success"] == 0).all()
+    steered = table[(table["method"] == "diffmean") & (table["selection"] == "calibrated on dev")].iloc[0]
+    assert steered["lid_success"] >= 0.75 and steered["steering_score_ci_low"] <= steered["steering_score"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]["es"]
+    assert {"lid_success_ci", "relevance_ci", "kl_ci"} <= metrics["diffmean"].keys()
+    assert "| diffmean |" in (tmp_path / "leaderboard.md").read_text()
+    for figure in ("bench_method_language.html", "bench_layer_strength_diffmean_es.html"):
+        assert (tmp_path / figure).is_file()
+    prompt_run = next((tmp_path / "runs").glob("prompt-en-es-*.json"))
+    record = json.loads(prompt_run.read_text())["records"][0]
+    assert record["model_prompt"].endswith("Answer in Spanish.\nA:")
+    again = run_bench(gemma_fast, config, tmp_path, progress=False)          # re-run: loaded, not recomputed
+    assert again.table["steering_score"].tolist() == result.table["steering_score"].tolist()

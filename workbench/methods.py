@@ -1,0 +1,193 @@
+"""Steering methods by name: what ``workbench steer --method X`` and the benchmark runner run.
+
+A method turns (model, target, source, layer, strength, position rule) into a :class:`Treatment`: interventions
+(anything with ``.hooks(model)``) and/or a prompt rewrite. Methods that need data (directions, neuron masks)
+prepare it on first use and cache it. Built-in: ``none``, ``prompt-en``, ``prompt-native`` and the residual
+directions ``diffmean`` (natural scale), ``diffmean-unit``, ``pca``, ``lda``, ``probe``; other packages add theirs
+with :func:`register_method` (the neuron methods live in :mod:`workbench.neurons.methods`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
+
+from workbench.directions import DIRECTION_METHODS, DirectionSet
+from workbench.errors import WorkbenchError
+from workbench.interventions import ALL_POSITIONS, AddVector, Intervention, PositionRule, Steer
+from workbench.prompting import english_instruction, instruction_rewriter, native_instruction
+
+
+class MethodError(WorkbenchError):
+    """Unknown method name, or a layer/strength a method cannot take."""
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """What a method does to the model and to the prompt for one setting."""
+
+    interventions: tuple[Steer, ...] = ()
+    """Hook-producing interventions (none for prompting baselines)."""
+    prompt_rewriter: Callable[[str], str] | None = None
+    """Maps each prompt to the one the model sees (prompting baselines)."""
+    description: str = ""
+    """One line saying what is applied, for reports."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the method's data came from (split, rows, config, instruction source)."""
+
+
+@runtime_checkable
+class SteeringMethod(Protocol):
+    """A named steering method with an optional (layer, strength) space to calibrate."""
+
+    name: str
+    """Registry name (``diffmean``, ``prompt-en``, ``lape``...)."""
+    tunable: bool
+    """Whether layer and/or strength matter (calibration searches them)."""
+    default_rule: PositionRule
+    """Position rule used unless the caller gives one."""
+
+    def layer_grid(self, model: Any) -> list[int | None]:
+        """Layers calibration searches ([None] for layer-free methods)."""
+
+    def strength_grid(self) -> list[float]:
+        """Strengths calibration searches ([1.0] for fixed-strength methods)."""
+
+    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+                  rule: PositionRule) -> Treatment:
+        """The interventions and prompt rewrite for one setting (preparing and caching data on first use)."""
+
+
+@dataclass
+class NoSteering:
+    """The unsteered model."""
+
+    name: str = "none"
+    tunable: bool = False
+    default_rule: PositionRule = ALL_POSITIONS
+
+    def layer_grid(self, model: Any) -> list[int | None]:
+        return [None]
+
+    def strength_grid(self) -> list[float]:
+        return [0.0]
+
+    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+                  rule: PositionRule) -> Treatment:
+        return Treatment(description="no steering")
+
+
+@dataclass
+class PromptingMethod:
+    """Ask for the target language: "Answer in <Language>." in English (``native=False``) or in the language."""
+
+    name: str
+    native: bool
+    tunable: bool = False
+    default_rule: PositionRule = ALL_POSITIONS
+
+    def layer_grid(self, model: Any) -> list[int | None]:
+        return [None]
+
+    def strength_grid(self) -> list[float]:
+        return [1.0]
+
+    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+                  rule: PositionRule) -> Treatment:
+        instruction, origin = (native_instruction(target) if self.native else
+                               (english_instruction(target), "English instruction with the language's English name"))
+        return Treatment(prompt_rewriter=instruction_rewriter(instruction), description=f"prompt: {instruction!r}",
+                         provenance={"instruction": instruction, "instruction_source": origin})
+
+
+@dataclass
+class DirectionMethod:
+    """Add a residual direction (DiffMean, PCA, LDA or probe) at one layer, in units of its natural scale."""
+
+    name: str
+    direction: str
+    tunable: bool = True
+    default_rule: PositionRule = ALL_POSITIONS
+    strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    """Strengths calibration may pick (multiples of ``||mu_target - mu_source||`` at the layer)."""
+    _sets: dict[tuple[int, str, str], DirectionSet] = field(default_factory=dict, repr=False)
+
+    def layer_grid(self, model: Any) -> list[int | None]:
+        """Every other layer from the third to four before the last (2, 4, ..., 14 of 18)."""
+        return list(range(2, model.cfg.n_layers - 3, 2))
+
+    def strength_grid(self) -> list[float]:
+        return list(self.strengths)
+
+    def directions(self, model: Any, target: str, source: str) -> DirectionSet:
+        """This method's direction set for ``target`` vs ``source`` (harvested once, then cached on disk)."""
+        from workbench.pipelines.directions import directions_for
+
+        key = (id(model), target, source)
+        if key not in self._sets:
+            self._sets[key] = directions_for(model, target, source)[self.direction]
+        return self._sets[key]
+
+    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+                  rule: PositionRule) -> Treatment:
+        if layer is None:
+            raise MethodError(f"method {self.name!r} needs a layer (0..{model.cfg.n_layers - 1})")
+        directions = self.directions(model, target, source)
+        vector = directions.vector(layer)
+        site = directions.site(layer)
+        return Treatment(
+            interventions=(Intervention(site, AddVector(vector, strength), rule),),
+            description=f"{self.direction} {source}->{target} at {site} x{strength:g} (natural scale "
+                        f"{float(directions.scale[directions.layers.index(layer)]):.1f}), positions {rule}",
+            provenance={"direction": self.direction, "site": site, "scale": "natural",
+                        "data": directions.metadata.get("data"), "split": directions.metadata.get("split")})
+
+
+_REGISTRY: dict[str, Callable[[], SteeringMethod]] = {
+    "none": NoSteering,
+    "prompt-en": lambda: PromptingMethod("prompt-en", native=False),
+    "prompt-native": lambda: PromptingMethod("prompt-native", native=True),
+    **{name: partial(DirectionMethod, name, name) for name in DIRECTION_METHODS},
+}
+_PLUGIN_MODULES = ("workbench.neurons.methods", "workbench.features.methods")
+"""Modules that register further methods when imported (skipped while they do not exist)."""
+
+
+def register_method(name: str, factory: Callable[[], SteeringMethod]) -> None:
+    """Make ``factory()`` available as ``name`` to ``get_method``, the CLI and the benchmark runner."""
+    _REGISTRY[name] = factory
+
+
+def _load_plugins() -> None:
+    for module in _PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name is None or not module.startswith(error.name):
+                raise
+
+
+def method_names() -> list[str]:
+    """Every registered method name."""
+    _load_plugins()
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> SteeringMethod:
+    """A fresh instance of the method called ``name``; unknown names list the known ones."""
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise MethodError(f"unknown steering method {name!r}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]()
+
+
+def get_methods(names: Sequence[str]) -> list[SteeringMethod]:
+    """Methods for ``names``, all validated before any is built."""
+    _load_plugins()
+    unknown = [name for name in names if name not in _REGISTRY]
+    if unknown:
+        raise MethodError(f"unknown steering method(s) {', '.join(map(repr, unknown))}; known: {', '.join(_REGISTRY)}")
+    return [_REGISTRY[name]() for name in names]
