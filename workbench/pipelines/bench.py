@@ -146,6 +146,7 @@ def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress:
     prompts_rows = corpus.prompts(split="eval", n=config.n_prompts)
     prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in prompts_rows]
     rows: list[dict[str, Any]] = []
+    dev_baselines: dict[str, Baseline] = {}
     result = BenchResult(table=pd.DataFrame())
     for target in config.targets:
         references = [p.reference.get(target) for p in prompts_rows]
@@ -159,7 +160,7 @@ def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress:
                 console.print(f"[bold]{target}[/bold] / {method.name}: calibrating on dev" if method.tunable else
                               f"[bold]{target}[/bold] / {method.name}")
             calibration = calibrate(model, method, target, config.source, rule=rule, config=config.calibration,
-                                    progress=progress)
+                                    progress=progress, baselines=dev_baselines)
             result.calibrations[target][method.name] = asdict(calibration)
             metrics, seconds = _evaluate_cached(model, method, target, calibration.layer, calibration.strength, rule,
                                                 prompts, references, baseline, config, runs)

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
-from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, compute_baseline, evaluate
+from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
 from workbench.interventions import PositionRule, hooks_for
 from workbench.methods import SteeringMethod
 from workbench.models import cache_dir, model_key
@@ -109,8 +109,13 @@ def calibration_path(model: Any, method: SteeringMethod, target: str, source: st
 
 def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en", *,
               rule: PositionRule | None = None, config: CalibrationConfig = CalibrationConfig(),
-              use_cache: bool = True, progress: bool = True) -> Calibration:
-    """Choose ``method``'s layer and strength for ``target`` on the dev split (cached)."""
+              use_cache: bool = True, progress: bool = True,
+              baselines: dict[str, Baseline] | None = None) -> Calibration:
+    """Choose ``method``'s layer and strength for ``target`` on the dev split (cached).
+
+    ``baselines`` (target -> unsteered dev runs) lets several methods share one unsteered baseline; a missing
+    entry is computed and stored in it.
+    """
     rule = rule or method.default_rule
     path = calibration_path(model, method, target, source, rule, config)
     if use_cache and path.is_file():
@@ -123,7 +128,11 @@ def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en
     texts = [QA_TEMPLATE.format(prompt=p.prompt) for p in prompts]
     references = [p.reference.get(target) for p in prompts]
     evaluation = config.evaluation()
-    baseline = compute_baseline(model, texts, target, source=source, references=references, config=evaluation)
+    baselines = {} if baselines is None else baselines
+    if target not in baselines:
+        baselines[target] = compute_baseline(model, texts, target, source=source, references=references,
+                                             config=evaluation)
+    baseline = baselines[target]
     rows: list[dict[str, Any]] = []
 
     def run(layer: int | None, strength: float) -> dict[str, Any]:
