@@ -4,7 +4,9 @@ import sys
 import pytest
 
 MODULES = ["workbench.models", "workbench.activations", "workbench.steering", "workbench.evaluation",
-           "workbench.evaluation.utility", "workbench.pipelines.demo", "workbench.cli", "workbench.corpus"]
+           "workbench.evaluation.utility", "workbench.pipelines.demo", "workbench.cli", "workbench.corpus",
+           "workbench.interventions", "workbench.directions", "workbench.methods", "workbench.prompting",
+           "workbench.pipelines.bench", "workbench.pipelines.calibrate", "workbench.pipelines.directions"]
 
 
 @pytest.mark.parametrize("module", MODULES)
