@@ -76,6 +76,9 @@ def test_compute_directions_from_one_harvest_and_round_trip(tiny_model, tmp_path
     expected = stats.mean("blocks.1.hook_resid_post", "aa") - stats.mean("blocks.1.hook_resid_post", "bb")
     torch.testing.assert_close(diffmean.vector(1), expected, atol=1e-5, rtol=1e-5)   # natural scale = raw DiffMean
     assert torch.isclose(diffmean.vector(1, "unit").norm(), torch.tensor(1.0))
+    for method in ("pca", "lda", "probe"):  # natural scale: the means' difference projected on the direction
+        unit = sets[method].vector(1, "unit")
+        torch.testing.assert_close(sets[method].vector(1), (expected @ unit) * unit, atol=1e-4, rtol=1e-4)
     assert sets["probe"].metadata["probe_negatives"] == ["bb", "cc"]
     loaded = DirectionSet.load(sets["lda"].save(tmp_path), "lda")
     assert loaded.layers == (0, 1) and torch.equal(loaded.units, sets["lda"].units)

@@ -2,10 +2,13 @@
 
 Every direction is computed per layer from one harvest (:func:`workbench.activations.harvest` with token
 samples), so a layer sweep costs one pass over the data. A :class:`DirectionSet` holds, per layer, a unit vector
-and a *natural scale*: the distance between the target and source language means, ``||mu_t - mu_s||``. Steering
-adds ``strength * scale * unit`` (``scale="natural"``: strength 1 moves as far as the languages' means are apart,
-which for DiffMean is exactly the raw difference of means) or ``strength * unit`` (``scale="unit"``, CLaS-Bench's
-normalised convention).
+``u`` and a *natural scale*: the component of the language means' difference along it, ``(mu_t - mu_s) . u``.
+Steering adds ``strength * scale * u`` (``scale="natural"``: strength 1 moves the source mean's projection on
+``u`` onto the target mean's, so every method pushes as far as the languages actually differ along its own
+direction; for DiffMean this is exactly the raw difference of means, ``||mu_t - mu_s||``) or ``strength * u``
+(``scale="unit"``, CLaS-Bench's normalised convention). A direction nearly orthogonal to the means' difference
+(LDA's whitened direction often is) gets a small natural scale instead of being pushed ``||mu_t - mu_s||`` into
+low-variance dimensions.
 
 The methods, per layer (``mu`` = mean over all non-pad, non-BOS tokens; samples = a uniform token sample):
 
@@ -27,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import einops
 import numpy as np
 import torch
 from jaxtyping import Float
@@ -121,7 +125,7 @@ class DirectionSet:
     units: Float[Tensor, "layer d"]
     """Unit direction per layer."""
     scale: Float[Tensor, " layer"]
-    """``||mu_target - mu_source||`` per layer: the length strength 1 adds with ``scale='natural'``."""
+    """``(mu_target - mu_source) . unit`` per layer: the length strength 1 adds with ``scale='natural'``."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Model, split, rows, token counts, negatives and config: everything the numbers depend on."""
 
@@ -173,7 +177,7 @@ def compute_directions(stats: ActivationStats, target: str, source: str = "en",
         raise DirectionError(f"no {kind} sites in the harvest")
     negatives = [group for group in stats.groups if group != target]
     means = {lang: stats.stack("mean", kind, [lang])[..., 0] for lang in (target, source)}
-    scale = (means[target] - means[source]).norm(dim=-1)
+    difference = means[target] - means[source]
     units: dict[str, list[Tensor]] = {method: [] for method in methods}
     for index, layer in enumerate(layers):
         site = Site(layer, kind)
@@ -191,6 +195,8 @@ def compute_directions(stats: ActivationStats, target: str, source: str = "en",
                                                   max_iter=config.probe_max_iter, seed=config.seed))
     shared = {**(metadata or {}), "config": asdict(config), "probe_negatives": negatives,
               "tokens": {group: stats.count(Site(layers[0], kind), group) for group in stats.groups}}
+    stacked = {method: torch.stack(per_layer) for method, per_layer in units.items()}
     return {method: DirectionSet(method=method, target=target, source=source, kind=kind, layers=tuple(layers),
-                                 units=torch.stack(per_layer), scale=scale.clone(), metadata=shared)
-            for method, per_layer in units.items()}
+                                 units=unit, scale=einops.einsum(difference, unit, "layer d, layer d -> layer"),
+                                 metadata=shared)
+            for method, unit in stacked.items()}

@@ -112,7 +112,7 @@ class DirectionMethod:
     tunable: bool = True
     default_rule: PositionRule = ALL_POSITIONS
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-    """Strengths calibration may pick (multiples of ``||mu_target - mu_source||`` at the layer)."""
+    """Strengths calibration may pick (multiples of the natural scale ``(mu_target - mu_source) . unit``)."""
     _sets: dict[tuple[int, str, str], DirectionSet] = field(default_factory=dict, repr=False)
 
     def layer_grid(self, model: Any) -> list[int | None]:
@@ -150,7 +150,10 @@ _REGISTRY: dict[str, Callable[[], SteeringMethod]] = {
     "none": NoSteering,
     "prompt-en": lambda: PromptingMethod("prompt-en", native=False),
     "prompt-native": lambda: PromptingMethod("prompt-native", native=True),
-    **{name: partial(DirectionMethod, name, name) for name in DIRECTION_METHODS},
+    "diffmean": partial(DirectionMethod, "diffmean", "diffmean"),
+    # their natural scale is the means' difference along a direction that may be far from it: a wider range
+    **{name: partial(DirectionMethod, name, name, strengths=(0.5, 1.0, 2.0, 4.0, 8.0))
+       for name in DIRECTION_METHODS if name != "diffmean"},
 }
 _PLUGIN_MODULES = ("workbench.neurons.methods", "workbench.features.methods")
 """Modules that register further methods when imported (skipped while they do not exist)."""

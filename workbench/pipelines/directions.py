@@ -21,6 +21,9 @@ from workbench.languages import get_language
 from workbench.models import cache_dir, model_key, model_metadata
 from workbench.sites import sites_for
 
+DIRECTIONS_FORMAT = 2
+"""Bumped when what a cached direction set holds changes (2: natural scale = projection of the means' difference)."""
+
 
 @dataclass(frozen=True)
 class DirectionDataConfig:
@@ -44,7 +47,8 @@ class DirectionDataConfig:
     """LDA ridge and probe settings."""
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        payload = {**asdict(self), "format": DIRECTIONS_FORMAT}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def direction_texts(target: str, source: str, config: DirectionDataConfig) -> dict[str, list[str]]:
