@@ -1,0 +1,57 @@
+"""Language neurons: identification (LAPE, activation probability 90p, CLAS categories, AP expertise), neuron
+interventions at ``mlp.hook_post`` with the gated-MLP algebra, the deactivation perplexity check, figures.
+
+    from workbench.neurons import run_neurons, NeuronRunConfig
+    summary = run_neurons("lape", "figures/neurons", NeuronRunConfig(languages=("en", "hi", "zh")))
+
+The analysis functions are pure (tensors in, tensors out); :mod:`workbench.neurons.pipeline` harvests once,
+caches and writes artifacts. The pipeline names below are imported lazily (they pull in evaluation and plotting).
+"""
+
+from typing import Any
+
+from workbench.neurons.actprob import ActProbConfig, activation_probability_90p, actprob_scores, actprob_select
+from workbench.neurons.clas import CATEGORIES, ClasConfig, bridge_masks, categorize, clas, select_bridge_layers
+from workbench.neurons.data import ParallelDataConfig, TokenDataConfig, pooled_gate_means
+from workbench.neurons.expertise import ExpertiseConfig, average_precision, expertise, expertise_select
+from workbench.neurons.gating import GATE_STATISTICS, gate_statistics, require_gated
+from workbench.neurons.interventions import (
+    BoostGate,
+    ClasRescale,
+    Deactivate,
+    NeuronIntervention,
+    SetGate,
+    boost_gate,
+    clas_rescale,
+    deactivate,
+    random_like,
+    set_gate,
+)
+from workbench.neurons.lape import LapeConfig, lape, lape_entropy, lape_select
+from workbench.neurons.masks import NeuronError, NeuronMask, jaccard, jaccard_matrix
+
+_LAZY = {
+    "NeuronRunConfig": "workbench.neurons.pipeline", "run_neurons": "workbench.neurons.pipeline",
+    "identify": "workbench.neurons.pipeline", "cached_mask": "workbench.neurons.pipeline",
+    "language_statistics": "workbench.neurons.pipeline", "pooled_activations": "workbench.neurons.pipeline",
+    "CausalConfig": "workbench.neurons.causal", "deactivation_matrix": "workbench.neurons.causal",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'workbench.neurons' has no attribute {name!r}")
+
+
+__all__ = [
+    "CATEGORIES", "GATE_STATISTICS", "ActProbConfig", "BoostGate", "ClasConfig", "ClasRescale", "Deactivate",
+    "ExpertiseConfig", "LapeConfig", "NeuronError", "NeuronIntervention", "NeuronMask", "ParallelDataConfig",
+    "SetGate", "TokenDataConfig", "activation_probability_90p", "actprob_scores", "actprob_select",
+    "average_precision", "boost_gate", "bridge_masks", "categorize", "clas", "clas_rescale", "deactivate",
+    "expertise", "expertise_select", "gate_statistics", "jaccard", "jaccard_matrix", "lape", "lape_entropy",
+    "lape_select", "pooled_gate_means", "random_like", "require_gated", "select_bridge_layers", "set_gate",
+    *_LAZY,
+]
