@@ -1,0 +1,103 @@
+"""``workbench features`` and ``workbench ablate``: plain command functions (mounted by ``workbench.cli``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def features_command(
+        target: str = typer.Option(..., "--target", help="Target language code (e.g. hi)."),
+        sae_dir: Path = typer.Option(..., "--sae-dir", help="Directory written by 'workbench sae train'."),
+        out: Path = typer.Option(..., "--out", help="Output directory."),
+        sites: str = typer.Option("", help="Only these SAE sites (comma-separated); default all."),
+        n_pairs: int = typer.Option(256, help="Parallel en/target pairs for selectivity."),
+        n_candidates: int = typer.Option(32, help="Most selective features per side and site whose lift is measured."),
+        n_prompts: int = typer.Option(8, help="Prompts the lift is averaged over."),
+        n_ablation: int = typer.Option(4, help="Top features in the ablation heatmap (0: skip)."),
+        ablation_tokens: int = typer.Option(400, help="Held-out tokens per language in the ablation study."),
+        model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
+        as_json: bool = typer.Option(False, "--json", help="Print features.json.")) -> None:
+    """FOXP2 stage I + LangFIR: selectivity, lift, scores, LangFIR survivors, traced neurons, ablations."""
+    from workbench.features.ablation import AblationConfig
+    from workbench.features.analysis import FeatureAnalysisConfig, LiftConfig, run_feature_analysis, write_report
+    from workbench.models import load_model
+    from workbench.saes.io import load_sae_dir
+
+    config = FeatureAnalysisConfig(target=target, n_pairs=n_pairs, n_ablation_features=n_ablation,
+                                   lift=LiftConfig(n_candidates=n_candidates, n_prompts=n_prompts),
+                                   ablation=AblationConfig(tokens_per_language=ablation_tokens))
+    loaded = load_model(model, backend="hf")
+    saes = load_sae_dir(sae_dir, loaded, sites=_split_list(sites) or None)
+    report = run_feature_analysis(loaded, saes, config)
+    write_report(report, out)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
+        return
+    table = Table(title=f"top {target}/English features ({len(report.features)} kept)")
+    for column in ("side", "site", "index", "Sel", "lift", "score", "fires tgt/en"):
+        table.add_column(column)
+    for side in ("target", "english"):
+        for f in [f for f in report.features if f["side"] == side][:8]:
+            table.add_row(side, f["site"], str(f["index"]), f"{f['selectivity']:.2f}", f"{f['lift']:.3g}",
+                          f"{f['score']:.3g}", f"{f['firing_rate_target']:.0%}/{f['firing_rate_en']:.0%}")
+    console.print(table)
+    console.print(f"LangFIR survivors: {len(report.langfir)}; language neurons: {len(report.neurons)} "
+                  f"(English side {len(report.english_neurons)})")
+    for check in report.tracing_checks:
+        console.print(f"tracing check {check['site']} #{check['feature']}: zeroing {check['n_neurons']} traced "
+                      f"neurons moves it by {check['traced_shift']:.3f} vs {check['random_abs_shift_mean']:.3f} "
+                      f"for random neurons (x{check['ratio']:.1f})")
+    console.print(f"written to {out}/ (features.json, *.csv, selectivity_lift.html, layer_counts.html, "
+                  "ablation_heatmap.html, dashboard.html)")
+
+
+def ablate_command(
+        sae_dir: Path = typer.Option(..., "--sae-dir", help="Directory written by 'workbench sae train'."),
+        site: str = typer.Option(..., "--site", help="The SAE's site, e.g. 6.resid_post."),
+        feature: list[int] = typer.Option(..., "--feature", help="Feature index (repeat for several)."),
+        mode: str = typer.Option("zero", help="zero, clamp (to --value) or direction (LangFIR)."),
+        value: float = typer.Option(0.0, help="Clamp value."),
+        languages: str = typer.Option("en,hi,es,zh,ru,ar", help="Held-out languages."),
+        tokens: int = typer.Option(400, help="Held-out tokens per language."),
+        out: Path | None = typer.Option(None, help="Write ablation.json and ablation_heatmap.html here."),
+        model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Ablate (or clamp) single features at their site; per-language change of held-out cross-entropy."""
+    from workbench.artifacts import atomic_write_json, atomic_write_text
+    from workbench.features.ablation import AblationConfig, ablation_study
+    from workbench.features.plots import ablation_heatmap
+    from workbench.models import load_model
+    from workbench.saes.io import load_sae_dir
+
+    config = AblationConfig(languages=tuple(_split_list(languages)), tokens_per_language=tokens, mode=mode,
+                            value=value)
+    loaded = load_model(model, backend="hf")
+    (name, sae), = load_sae_dir(sae_dir, loaded, sites=[site]).items()
+    result = ablation_study(loaded, sae, feature, config)
+    payload = result.to_dict()
+    if out is not None:
+        rows = [{"site": name, **row} for row in payload["features"]]
+        atomic_write_json(Path(out) / "ablation.json", payload)
+        atomic_write_text(Path(out) / "ablation_heatmap.html", ablation_heatmap(rows).to_html(include_plotlyjs="cdn"))
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    table = Table(title=f"CE change (nats/token) when ablating features of {name} ({mode})")
+    table.add_column("feature")
+    for lang in result.languages:
+        table.add_column(lang, justify="right")
+    table.add_row("clean CE", *[f"{v:.3f}" for v in result.ce_clean.tolist()])
+    for index, row in zip(result.features, result.delta_ce.tolist(), strict=True):
+        table.add_row(f"#{index}", *[f"{v:+.4f}" for v in row])
+    console.print(table)

@@ -1,0 +1,200 @@
+"""Activations for SAEs: corpus token batches with a token budget, and one forward pass per batch for many sites.
+
+:func:`capture` runs each batch once, stopping after the deepest block any requested hook needs, and hands back
+the activations of every hook at the usable positions (padding, and BOS unless asked, excluded).
+:func:`harvest_buffer` stacks them into one in-memory float32 buffer per site: ``n_tokens x width x 4`` bytes
+each (60k tokens: 0.14 GiB for a width-640 site, 0.46 GiB for ``mlp.hook_post`` of width 2048).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from workbench.activations import TokenBatch, batch_texts
+from workbench.saes.config import SAEError
+from workbench.sites import Site, resolve_site, validate_hook_name
+
+_TOKENIZE_CHUNK = 256
+
+
+def _first_layer_index(hook_name: str) -> int:
+    try:
+        return int(hook_name.split(".")[1])
+    except (IndexError, ValueError):
+        raise SAEError(f"cannot tell the block of hook {hook_name!r}; expected 'blocks.<layer>.<hook>'") from None
+
+
+def texts_with_budget(tokenizer: Any, texts: Sequence[str], n_tokens: int, max_length: int,
+                      exclude_bos: bool = True) -> tuple[list[str], int]:
+    """The first texts whose usable tokens (after truncation, BOS excluded if asked) reach ``n_tokens``."""
+    chosen: list[str] = []
+    total = 0
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        chunk = list(texts[start:start + _TOKENIZE_CHUNK])
+        lengths = [len(ids) for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]]
+        for text, length in zip(chunk, lengths, strict=True):
+            if total >= n_tokens:
+                return chosen, total
+            chosen.append(text)
+            total += length - int(exclude_bos)
+    return chosen, total
+
+
+def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_tokens: int, *, max_length: int = 128,
+                   batch_size: int = 16, exclude_bos: bool = True) -> tuple[list[TokenBatch], dict[str, int]]:
+    """Token batches of shipped monolingual text, ``n_tokens / len(languages)`` usable tokens per language.
+
+    Returns the batches (labelled by language) and the usable token count taken per language; a language with
+    less text in the split gives all it has.
+    """
+    from workbench import corpus
+
+    if not languages:
+        raise SAEError("no languages given")
+    per_language = max(1, n_tokens // len(languages))
+    chosen: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    for lang in languages:
+        texts = [row.text for row in corpus.monolingual(lang, split=split)]
+        chosen[lang], counts[lang] = texts_with_budget(tokenizer, texts, per_language, max_length, exclude_bos)
+        if not chosen[lang]:
+            raise SAEError(f"no {lang!r} text in split {split!r}")
+    return batch_texts(tokenizer, chosen, batch_size=batch_size, max_length=max_length), counts
+
+
+def usable_mask(batch: TokenBatch, bos_token_id: int | None, exclude_bos: bool) -> Bool[Tensor, "batch pos"]:
+    """Non-padding positions, BOS excluded when asked."""
+    mask = batch.attention_mask.bool()
+    if exclude_bos and bos_token_id is not None:
+        mask = mask & (batch.tokens != bos_token_id)
+    return mask
+
+
+def _bos_id(model: Any) -> int | None:
+    tokenizer = getattr(model, "tokenizer", None)
+    return getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+
+
+@dataclass
+class Captured:
+    """One batch's activations at several hooks (full ``batch pos d`` tensors) and its usable positions."""
+
+    batch: TokenBatch
+    mask: Bool[Tensor, "batch pos"]
+    activations: dict[str, Tensor]
+
+
+def capture(model: Any, batches: Iterable[TokenBatch], hook_names: Sequence[str], *, exclude_bos: bool = True,
+            progress: bool = True, description: str = "capture", total: int | None = None,
+            bos_token_id: int | None = None, extra_hooks: Sequence[tuple[str, Any]] = ()) -> Iterator[Captured]:
+    """Run each batch once (stopping after the deepest needed block) and yield the activations at ``hook_names``.
+
+    Hooks are attached only during each forward pass, so nothing leaks to the consumer between batches.
+    ``extra_hooks`` (e.g. an ablation) are active during the forward passes; they run before the capturing hooks
+    of the same hook point, so the captured values include their edits.
+    """
+    names = list(dict.fromkeys(hook_names))
+    if not names:
+        raise SAEError("no hook names to capture")
+    for name in names:
+        validate_hook_name(model, name)
+    stop_at_layer = max(_first_layer_index(name) for name in names) + 1
+    bos = bos_token_id if bos_token_id is not None else _bos_id(model)
+    device = next(model.parameters()).device
+    store: dict[str, Tensor] = {}
+
+    def keep(activation: Tensor, hook: Any, name: str) -> None:
+        store[name] = activation.detach().float().cpu()
+
+    hooks = [*extra_hooks, *[(name, _bind(keep, name)) for name in names]]
+    iterator = tqdm(batches, desc=description, total=total, disable=not progress, unit="batch")
+    for batch in iterator:
+        store.clear()
+        # no_grad (not inference_mode): the captured tensors stay ordinary tensors, usable anywhere later
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+            model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
+                  stop_at_layer=stop_at_layer)
+        yield Captured(batch, usable_mask(batch, bos, exclude_bos), dict(store))
+
+
+def _bind(function: Any, name: str) -> Any:
+    def hook(activation: Tensor, hook: Any) -> None:
+        function(activation, hook, name)
+
+    return hook
+
+
+@dataclass
+class ActivationBuffer:
+    """Activations of several sites at the same tokens, in memory, with each token's language."""
+
+    activations: dict[str, Float[Tensor, "token d"]]
+    """Hook name -> (tokens, width) float32."""
+    labels: Int[Tensor, " token"]
+    """Index into ``groups`` of each token's language."""
+    groups: list[str]
+    """Language of each label index."""
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.labels.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.activations.values())
+
+
+def buffer_gib(n_tokens: int, widths: Sequence[int]) -> float:
+    """Size of a float32 buffer of ``n_tokens`` at sites of the given widths, in GiB."""
+    return n_tokens * sum(widths) * 4 / 2**30
+
+
+def harvest_buffer(model: Any, batches: list[TokenBatch], sites: Sequence[Site | str], *, exclude_bos: bool = True,
+                   max_gib: float = 8.0, progress: bool = True, description: str = "harvest") -> ActivationBuffer:
+    """One forward pass per batch fills a buffer for every site (all sites at the same tokens)."""
+    resolved = [resolve_site(model, site) for site in sites]
+    if not resolved:
+        raise SAEError("no sites given; pass e.g. ['blocks.6.hook_resid_post']")
+    if not batches:
+        raise SAEError("no token batches to harvest")
+    bos = _bos_id(model)
+    masks = [usable_mask(batch, bos, exclude_bos) for batch in batches]
+    n_tokens = int(sum(int(mask.sum()) for mask in masks))
+    if n_tokens == 0:
+        raise SAEError("the batches held no usable tokens (only padding/BOS)")
+    widths = [site.width(model) for site in resolved]
+    size = buffer_gib(n_tokens, widths)
+    if size > max_gib:
+        raise SAEError(f"the activation buffer would take {size:.2f} GiB ({n_tokens} tokens x widths {widths}); "
+                       f"lower n_tokens, train fewer sites at once, or raise max_buffer_gib ({max_gib})")
+    buffers = {site.hook_name: torch.empty(n_tokens, width) for site, width in zip(resolved, widths, strict=True)}
+    groups = list(dict.fromkeys(label for batch in batches for label in batch.labels))
+    labels = torch.empty(n_tokens, dtype=torch.long)
+    cursor = 0
+    for captured in capture(model, batches, [site.hook_name for site in resolved], exclude_bos=exclude_bos,
+                            progress=progress, description=description, total=len(batches)):
+        mask = captured.mask
+        count = int(mask.sum())
+        for name, buffer in buffers.items():
+            buffer[cursor:cursor + count] = captured.activations[name][mask]
+        row_labels = torch.tensor([groups.index(label) for label in captured.batch.labels])
+        labels[cursor:cursor + count] = row_labels.unsqueeze(-1).expand_as(mask)[mask]
+        cursor += count
+    return ActivationBuffer(buffers, labels, groups)
+
+
+def shuffled_batches(data: Float[Tensor, "token d"], batch_size: int, seed: int = 0) -> Iterator[Tensor]:
+    """An endless stream of minibatches, reshuffled every epoch: the SAELens ``DataProvider`` of a buffer."""
+    if data.shape[0] < batch_size:
+        raise SAEError(f"the buffer holds {data.shape[0]} tokens, fewer than one batch ({batch_size})")
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(data.shape[0], generator=generator)
+        for start in range(0, data.shape[0] - batch_size + 1, batch_size):
+            yield data[order[start:start + batch_size]]

@@ -1,0 +1,120 @@
+"""SAEs on disk: SAELens' own format (one directory per site), local loading, pretrained releases, fit checks.
+
+A directory written by :func:`workbench.saes.train_saes` holds one sub-directory per site, named by its hook
+(``blocks.6.hook_resid_post/``), each loadable by ``sae_lens.SAE.load_from_disk``: ``cfg.json`` and
+``sae_weights.safetensors`` (SAELens), plus the workbench's ``training.json`` and, after evaluation,
+``quality.json``. Every SAE is checked against the model it is used with: its hook must exist (close matches
+are named otherwise) and its input width must be the site's width.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from workbench.saes.config import SAEError
+from workbench.sites import Site, SiteError, resolve_site
+
+SAE_CONFIG_FILE = "cfg.json"
+SAE_WEIGHTS_FILE = "sae_weights.safetensors"
+TRAINING_FILE = "training.json"
+QUALITY_FILE = "quality.json"
+
+
+def sae_hook_name(sae: Any) -> str:
+    """The hook an SAE reads (from its SAELens metadata)."""
+    metadata = getattr(sae.cfg, "metadata", None)
+    name = getattr(metadata, "hook_name", None) if metadata is not None else None
+    if not name:
+        raise SAEError("the SAE's config names no hook (cfg.metadata.hook_name is empty); set it, e.g. "
+                       "sae.cfg.metadata.hook_name = 'blocks.6.hook_resid_post'")
+    return str(name)
+
+
+def check_sae_fits(sae: Any, model: Any) -> Site:
+    """The SAE's site on ``model``; raises if the hook is missing (naming close matches) or the width differs."""
+    name = sae_hook_name(sae)
+    try:
+        site = resolve_site(model, name)
+    except SiteError as error:
+        raise SAEError(f"SAE hook {name!r} does not fit the model: {error}") from None
+    width = site.width(model)
+    if sae.cfg.d_in != width:
+        raise SAEError(f"SAE for {name} has input width d_in={sae.cfg.d_in}, but {site.hook_name} on this model has "
+                       f"width {width} (d_model={model.cfg.d_model}, d_mlp={model.cfg.d_mlp}): it was trained on "
+                       "another model or site")
+    if getattr(sae.cfg, "normalize_activations", "none") not in ("none",):
+        raise SAEError(f"SAE for {name} normalises its input at run time ({sae.cfg.normalize_activations!r}); the "
+                       "workbench's feature edits need a plain affine SAE (fold the normalisation first)")
+    return site
+
+
+def load_sae(path: str | Path, model: Any | None = None, *, device: str = "cpu") -> Any:
+    """An SAE saved in SAELens' format (``SAE.load_from_disk``), checked against ``model`` when given."""
+    from sae_lens import SAE
+
+    path = Path(path)
+    if not (path / SAE_CONFIG_FILE).is_file() or not (path / SAE_WEIGHTS_FILE).is_file():
+        raise SAEError(f"{path} is not an SAELens SAE directory (needs {SAE_CONFIG_FILE} and {SAE_WEIGHTS_FILE})")
+    sae = SAE.load_from_disk(str(path), device=device).eval().requires_grad_(False)
+    if model is not None:
+        check_sae_fits(sae, model)
+    return sae
+
+
+def load_pretrained_sae(release: str, sae_id: str, model: Any | None = None, *, device: str = "cpu",
+                        converter: Any | None = None) -> Any:
+    """A pretrained SAE by SAELens release and id (``SAE.from_pretrained``; needs the hub or its local cache).
+
+    ``release`` is a name from SAELens' ``pretrained_saes.yaml`` or a Hugging Face repo id holding SAELens-format
+    folders; ``converter`` overrides SAELens' loader (same signature as its Hugging Face loaders). The SAE is
+    checked against ``model`` when given.
+    """
+    from sae_lens import SAE
+
+    try:
+        sae = SAE.from_pretrained(release, sae_id, device=device, converter=converter).eval().requires_grad_(False)
+    except (ValueError, OSError) as error:
+        raise SAEError(f"cannot load pretrained SAE {release!r} / {sae_id!r}: {error}") from error
+    if model is not None:
+        check_sae_fits(sae, model)
+    return sae
+
+
+def site_directories(root: str | Path) -> dict[str, Path]:
+    """Hook name -> SAE directory, for every SAELens SAE directory directly under ``root`` (or ``root`` itself)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SAEError(f"no SAE directory at {root}")
+    candidates = [root] if (root / SAE_CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
+    found: dict[str, Path] = {}
+    for directory in candidates:
+        config_path = directory / SAE_CONFIG_FILE
+        if not config_path.is_file():
+            continue
+        config = json.loads(config_path.read_text())
+        name = (config.get("metadata") or {}).get("hook_name") or config.get("hook_name")
+        if name:
+            found[name] = directory
+    if not found:
+        raise SAEError(f"{root} holds no SAELens SAE directories (sub-directories with {SAE_CONFIG_FILE})")
+    return found
+
+
+def load_sae_dir(root: str | Path, model: Any | None = None, *, sites: list[str] | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Hook name -> SAE for every site under ``root`` (optionally only ``sites``, hook names or short forms)."""
+    directories = site_directories(root)
+    if sites:
+        wanted = {Site.parse(site).hook_name for site in sites}
+        missing = sorted(wanted - set(directories))
+        if missing:
+            raise SAEError(f"no SAE for {', '.join(missing)} under {root}; it has {', '.join(sorted(directories))}")
+        directories = {name: path for name, path in directories.items() if name in wanted}
+    return {name: load_sae(path, model, device=device) for name, path in sorted(directories.items(),
+                                                                                key=lambda item: Site.parse(item[0]))}
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
