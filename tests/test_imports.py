@@ -6,7 +6,10 @@ import pytest
 MODULES = ["workbench.models", "workbench.activations", "workbench.steering", "workbench.evaluation",
            "workbench.evaluation.utility", "workbench.pipelines.demo", "workbench.cli", "workbench.corpus",
            "workbench.interventions", "workbench.directions", "workbench.methods", "workbench.prompting",
-           "workbench.pipelines.bench", "workbench.pipelines.calibrate", "workbench.pipelines.directions"]
+           "workbench.pipelines.bench", "workbench.pipelines.calibrate", "workbench.pipelines.directions",
+           "workbench.neurons", "workbench.neurons.pipeline", "workbench.neurons.methods", "workbench.neurons.cli",
+           "workbench.saes", "workbench.saes.training", "workbench.saes.quality", "workbench.features",
+           "workbench.features.lift", "workbench.features.tracing"]
 
 
 @pytest.mark.parametrize("module", MODULES)

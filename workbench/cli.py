@@ -10,6 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.features.cli import ablate_command, features_command
+from workbench.neurons.cli import app as neurons_app
+from workbench.saes.cli import sae_app
+
 app = typer.Typer(help="Study and steer which language a multilingual LLM speaks.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 console = Console()
@@ -94,7 +98,7 @@ def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool
 
 @app.command()
 def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-native, diffmean, pca, lda, probe, "
-                                                       "or any registered method (workbench methods)."),
+                                                       "lape, clas, or any registered method."),
           target: str = typer.Option(..., help="Target language code (any language of the shipped corpus)."),
           source: str = typer.Option("en", help="Language steered away from."),
           layer: int | None = typer.Option(None, help="Layer; default: the calibrated one."),
@@ -183,6 +187,12 @@ def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca
     result = run_bench(load_model(model, backend=backend), config, out)
     console.print((out / "leaderboard.md").read_text())
     console.print(f"{len(result.table)} evaluations; results.csv, leaderboard.md, metrics.json and figures in {out}/")
+
+
+app.add_typer(neurons_app, name="neurons")
+app.add_typer(sae_app, name="sae")
+app.command("features")(features_command)
+app.command("ablate")(ablate_command)
 
 
 def _split(text: str) -> tuple[str, ...]:
