@@ -160,8 +160,13 @@ def test_bridge_layers_follow_the_stated_rule():
     shares[8:, DEAD] = 0.0
     assert select_bridge_layers(shares, width=3, exclude_last=2) == [4, 5, 6]
     assert select_bridge_layers(shares, width=2, exclude_last=0) == [8, 9]
+    shares[0:2, PARTIAL], shares[0:2, DEAD] = 0.8, 0.0  # an embedding-side peak, excluded by exclude_first
+    assert select_bridge_layers(shares, width=2, exclude_last=2) == [0, 1]
+    assert select_bridge_layers(shares, width=2, exclude_last=2, exclude_first=2) == [4, 5]
     with pytest.raises(NeuronError, match="no window"):
         select_bridge_layers(shares, width=9, exclude_last=2)
+    with pytest.raises(NeuronError, match="no window"):
+        select_bridge_layers(shares, width=7, exclude_last=2, exclude_first=2)
 
 
 def test_clas_recovers_planted_categories_and_intervention_masks():
