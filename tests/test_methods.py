@@ -10,7 +10,7 @@ from workbench.cli import app
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, identify_language
 from workbench.interventions import PositionRule, hooks_for, prompt_ends
-from workbench.methods import MethodError, get_method, get_methods, method_names
+from workbench.methods import MethodError, fingerprint_digest, get_method, get_methods, method_names
 from workbench.pipelines.bench import BenchConfig, BenchError, run_bench
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate, choose
 from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
@@ -33,6 +33,15 @@ def test_registry_lists_builtins_and_rejects_unknown_names_with_the_known_ones()
         get_method("diffmaen")
     with pytest.raises(MethodError, match="'foo'"):
         get_methods(["none", "foo"])
+
+
+def test_fingerprints_key_caches_by_what_each_method_is_built_from():
+    from workbench.neurons.methods import LapeSteering
+
+    digests = {name: fingerprint_digest(get_method(name)) for name in method_names()}
+    assert {"lape", "clas"} <= set(digests) and len(set(digests.values())) == len(digests)
+    assert fingerprint_digest(get_method("pca")) == digests["pca"]  # stable
+    assert fingerprint_digest(LapeSteering(value="p90")) != digests["lape"]
 
 
 def test_calibration_picks_the_best_admissible_setting_and_flags_when_none_is():

@@ -9,7 +9,9 @@ with :func:`register_method` (the neuron methods live in :mod:`workbench.neurons
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -60,6 +62,16 @@ class SteeringMethod(Protocol):
                   rule: PositionRule) -> Treatment:
         """The interventions and prompt rewrite for one setting (preparing and caching data on first use)."""
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What the treatments depend on besides (model, target, source, layer, strength, rule): the data and
+        settings the method's artifacts are built from. Cached calibrations and benchmark runs are keyed by it."""
+
+
+def fingerprint_digest(method: SteeringMethod) -> str:
+    """A short hash of the method's name and :meth:`SteeringMethod.fingerprint`."""
+    payload = {"name": method.name, **method.fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
 
 @dataclass
 class NoSteering:
@@ -78,6 +90,9 @@ class NoSteering:
     def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         return Treatment(description="no steering")
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass
@@ -102,6 +117,9 @@ class PromptingMethod:
         return Treatment(prompt_rewriter=instruction_rewriter(instruction), description=f"prompt: {instruction!r}",
                          provenance={"instruction": instruction, "instruction_source": origin})
 
+    def fingerprint(self) -> dict[str, Any]:
+        return {"native": self.native}
+
 
 @dataclass
 class DirectionMethod:
@@ -121,6 +139,11 @@ class DirectionMethod:
 
     def strength_grid(self) -> list[float]:
         return list(self.strengths)
+
+    def fingerprint(self) -> dict[str, Any]:
+        from workbench.pipelines.directions import DirectionDataConfig
+
+        return {"direction": self.direction, "data": DirectionDataConfig().digest()}
 
     def directions(self, model: Any, target: str, source: str) -> DirectionSet:
         """This method's direction set for ``target`` vs ``source`` (harvested once, then cached on disk)."""

@@ -75,6 +75,12 @@ class LapeSteering:
     def strength_grid(self) -> list[float]:
         return [0.25, 0.5, 1.0, 2.0]
 
+    def fingerprint(self) -> dict[str, Any]:
+        from workbench.neurons.lape import LapeConfig
+
+        return {"languages": list(self.languages), "tokens": asdict(self.tokens), "value": self.value,
+                "lape": asdict(LapeConfig())}
+
     def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         from workbench.neurons.pipeline import cached_gate_values, cached_mask
@@ -128,6 +134,13 @@ class ClasSteering:
 
     def strength_grid(self) -> list[float]:
         return [-1.0, -0.5, 0.5, 1.0, 2.0]
+
+    def fingerprint(self) -> dict[str, Any]:
+        from workbench.neurons.clas import ClasConfig
+        from workbench.neurons.data import ParallelDataConfig
+
+        return {"languages": list(self.languages), "specific": self.specific, "beta": self.beta,
+                "gamma": self.gamma, "clas": asdict(ClasConfig()), "parallel": asdict(ParallelDataConfig())}
 
     def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:

@@ -28,7 +28,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, SteeringMetrics, compute_baseline, evaluate
 from workbench.interventions import PositionRule, hooks_for
 from workbench.languages import get_language
-from workbench.methods import SteeringMethod, get_methods
+from workbench.methods import SteeringMethod, fingerprint_digest, get_methods
 from workbench.models import model_metadata
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate
 from workbench.plots import heatmap
@@ -101,7 +101,8 @@ def _run_name(method: str, target: str, layer: int | None, strength: float, rule
 def _evaluate_cached(model: Any, method: SteeringMethod, target: str, layer: int | None, strength: float,
                      rule: PositionRule, prompts: list[str], references: list[str | None], baseline: Baseline,
                      config: BenchConfig, runs: Path) -> tuple[SteeringMetrics | dict[str, Any], float]:
-    path = runs / f"{_run_name(method.name, target, layer, strength, rule)}-{config.digest()}.json"
+    name = _run_name(method.name, target, layer, strength, rule)
+    path = runs / f"{name}-{config.digest()}-{fingerprint_digest(method)}.json"
     if path.is_file():
         stored = json.loads(path.read_text())
         return stored, stored["provenance"].get("seconds", math.nan)

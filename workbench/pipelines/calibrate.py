@@ -21,7 +21,7 @@ from workbench import corpus
 from workbench.artifacts import atomic_write_json
 from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
 from workbench.interventions import PositionRule, hooks_for
-from workbench.methods import SteeringMethod
+from workbench.methods import SteeringMethod, fingerprint_digest
 from workbench.models import cache_dir, model_key
 
 console = Console(stderr=True)
@@ -102,7 +102,7 @@ def calibration_path(model: Any, method: SteeringMethod, target: str, source: st
                      config: CalibrationConfig) -> Path:
     layers, strengths = config.grids(method, model)
     identity = {"method": method.name, "layers": layers, "strengths": strengths, "config": asdict(config),
-                "rule": str(rule)}
+                "rule": str(rule), "fingerprint": fingerprint_digest(method)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return cache_dir() / "calibration" / model_key(model) / f"{method.name}-{target}-{source}-{digest}.json"
 
