@@ -1,0 +1,91 @@
+"""The spectral analysis of FOXP2 stage II on planted data: ranks, mass, stability, null models, the window."""
+
+import pytest
+import torch
+
+from workbench.spectral import (
+    SpectralConfig,
+    SpectralError,
+    captured_mass,
+    choose_window,
+    chosen_rank,
+    content_contrast,
+    difference_matrix,
+    effective_rank,
+    eigengap_rank,
+    layer_spectrum,
+    random_support_mass,
+    shuffled_pairing,
+    subspace_overlap,
+    top_subspace,
+)
+
+
+def test_effective_and_eigengap_ranks_follow_their_definitions():
+    assert effective_rank(torch.tensor([1.0, 1.0, 1.0, 0.0])) == 3
+    assert effective_rank(torch.tensor([5.0, 0.0, 0.0])) == 1
+    assert effective_rank(torch.tensor([2.0, 1.0])) == 2  # exp(H) = 1.65 -> 2
+    values = torch.tensor([10.0, 9.0, 1.0, 0.9, 0.8])
+    assert eigengap_rank(values) == 2 and eigengap_rank(values, max_rank=1) == 1
+    assert eigengap_rank(torch.tensor([3.0, 0.0, 0.0])) == 1  # no gap into exact zeros
+    assert chosen_rank(values) == 2
+    assert captured_mass(values, 2) == pytest.approx((100 + 81) / (100 + 81 + 1 + 0.81 + 0.64))
+    with pytest.raises(SpectralError, match="identical"):
+        effective_rank(torch.zeros(3))
+
+
+def test_subspace_overlap_is_one_for_the_same_span_and_zero_for_orthogonal_ones():
+    basis = torch.linalg.qr(torch.randn(10, 3, generator=torch.Generator().manual_seed(0)))[0]
+    rotated = basis @ torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(1)))[0]
+    assert subspace_overlap(basis, rotated) == pytest.approx(1.0, abs=1e-6)
+    eye = torch.eye(10)
+    assert subspace_overlap(eye[:, :3], eye[:, 3:6]) == pytest.approx(0.0)
+
+
+def planted(n_pairs=200, d=32, shift_rank=2, seed=0):
+    """English rows of random content; target = English + a language shift living in a ``shift_rank`` subspace."""
+    generator = torch.Generator().manual_seed(seed)
+    english = torch.randn(n_pairs, d, generator=generator) * 3
+    language = torch.linalg.qr(torch.randn(d, shift_rank, generator=generator))[0]
+    coefficients = 5 + torch.randn(n_pairs, shift_rank, generator=generator)
+    target = english + coefficients @ language.T + 0.05 * torch.randn(n_pairs, d, generator=generator)
+    return target, english, language
+
+
+def test_a_planted_low_rank_language_shift_is_recovered_stably():
+    target, english, language = planted(shift_rank=2)
+    difference = difference_matrix(target, english)
+    spectrum = layer_spectrum(difference, SpectralConfig(n_bootstrap=8), torch.Generator().manual_seed(0))
+    assert spectrum.rank == 2 and spectrum.eigengap_rank == 2
+    assert spectrum.mass > 0.99 and spectrum.stability > 0.99
+    assert subspace_overlap(top_subspace(difference, 2), language) > 0.99
+
+
+def test_null_models_lose_the_language_subspace():
+    target, english, language = planted(shift_rank=1)
+    generator = torch.Generator().manual_seed(3)
+    real = layer_spectrum(difference_matrix(target, english), SpectralConfig(n_bootstrap=8), generator, rank=1)
+    shuffled = layer_spectrum(shuffled_pairing(target, english, generator), SpectralConfig(n_bootstrap=8), generator,
+                              rank=1)
+    contrast = content_contrast(english, generator)
+    assert real.mass > 0.99 and shuffled.mass < 0.5 * real.mass
+    assert subspace_overlap(top_subspace(contrast, 1), language) < 0.2
+    assert random_support_mass(difference_matrix(target, english), 1, generator) < 0.2
+
+
+def test_window_is_the_run_above_the_typical_layer_within_bounds():
+    score = torch.tensor([0.1, 0.1, 0.2, 0.1, 0.1, 0.9, 0.8, 0.95, 0.85, 0.1, 0.1, 0.1])
+    assert choose_window(score, 3, 12) == (5, 8)
+    assert choose_window(score, 3, 3) in {(5, 7), (6, 8)}
+    assert choose_window(score, 6, 12)[1] - choose_window(score, 6, 12)[0] + 1 >= 6
+    with pytest.raises(SpectralError, match="cannot hold"):
+        choose_window(score[:2], 3, 12)
+    with pytest.raises(SpectralError, match="min_width"):
+        SpectralConfig(min_width=5, max_width=4)
+
+
+def test_bad_shapes_are_clear_errors():
+    with pytest.raises(SpectralError, match="at least 2 pairs"):
+        difference_matrix(torch.zeros(1, 3), torch.zeros(1, 3))
+    with pytest.raises(SpectralError, match="rank must lie"):
+        top_subspace(torch.randn(4, 3), 5)
