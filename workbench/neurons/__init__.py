@@ -8,8 +8,7 @@ The analysis functions are pure (tensors in, tensors out); :mod:`workbench.neuro
 caches and writes artifacts. The pipeline names below are imported lazily (they pull in evaluation and plotting).
 """
 
-from typing import Any
-
+from workbench.lazy import lazy_exports
 from workbench.neurons.actprob import ActProbConfig, activation_probability_90p, actprob_scores, actprob_select
 from workbench.neurons.clas import CATEGORIES, ClasConfig, bridge_masks, categorize, clas, select_bridge_layers
 from workbench.neurons.data import ParallelDataConfig, TokenDataConfig, pooled_gate_means
@@ -36,15 +35,7 @@ _LAZY = {
     "language_statistics": "workbench.neurons.pipeline", "pooled_activations": "workbench.neurons.pipeline",
     "CausalConfig": "workbench.neurons.causal", "deactivation_matrix": "workbench.neurons.causal",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'workbench.neurons' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 __all__ = [
     "CATEGORIES", "GATE_STATISTICS", "ActProbConfig", "BoostGate", "ClasConfig", "ClasRescale", "Deactivate",
