@@ -89,3 +89,35 @@ def test_bad_shapes_are_clear_errors():
         difference_matrix(torch.zeros(1, 3), torch.zeros(1, 3))
     with pytest.raises(SpectralError, match="rank must lie"):
         top_subspace(torch.randn(4, 3), 5)
+
+
+def test_analyse_pairs_finds_the_planted_window_and_round_trips(tmp_path):
+    from workbench.pipelines.foxp2 import SpectralReport, analyse_pairs
+
+    generator = torch.Generator().manual_seed(7)
+    n_layers, n_pairs, d = 10, 60, 16
+    english = torch.randn(n_layers, n_pairs, d, generator=generator)
+    direction = torch.nn.functional.normalize(torch.randn(d, generator=generator), dim=0)
+    strength = torch.tensor([0.0, 0.0, 0.0, 6.0, 6.0, 6.0, 6.0, 0.0, 0.0, 0.0]).view(-1, 1, 1)
+    target = english + 0.7 * torch.randn(n_layers, n_pairs, d, generator=generator) + strength * direction
+    report = analyse_pairs(target, english, SpectralConfig(n_bootstrap=6, min_width=3, max_width=6), target="hi")
+    assert report.window == (3, 6)
+    assert (report.frame.loc[3:6, "mass"] > report.frame.loc[3:6, "shuffled_mass"]).all()
+    assert report.frame.loc[4, "stability"] > 0.9 and report.frame.loc[0, "stability"] < 0.6
+    assert subspace_overlap(report.bases[4][:, :1], direction.view(-1, 1)) > 0.95
+    loaded = SpectralReport.load(report.write(tmp_path))
+    assert loaded.window == (3, 6) and torch.equal(loaded.values, report.values)
+    assert set(loaded.bases) == set(range(n_layers))
+    assert {"spectra.html", "spectral_profile.html", "spectral.csv"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_spectral_figures_have_one_curve_per_layer_and_the_window():
+    from workbench.pipelines.foxp2 import analyse_pairs, spectra_figure, spectral_profile_figure
+
+    target, english, _ = planted(n_pairs=40, d=8, shift_rank=1)
+    rows = torch.stack([target, target * 0.9, target * 1.1, target]), torch.stack([english] * 4)
+    report = analyse_pairs(*rows, SpectralConfig(n_bootstrap=2, min_width=2, max_width=3))
+    spectra = spectra_figure(report)
+    assert len(spectra.data) == 4 and spectra.layout.yaxis.type == "log"
+    profile = spectral_profile_figure(report)
+    assert len(profile.layout.shapes) == 2 and {t.name for t in profile.data} >= {"mass", "chosen rank"}
