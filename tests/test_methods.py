@@ -1,4 +1,5 @@
 import json
+from functools import partial
 
 import pandas as pd
 import pytest
@@ -10,9 +11,10 @@ from workbench.cli import app
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, identify_language
 from workbench.interventions import PositionRule, hooks_for, prompt_ends
-from workbench.methods import MethodError, fingerprint_digest, get_method, get_methods, method_names
+from workbench.methods import DirectionMethod, MethodError, fingerprint_digest, get_method, get_methods, method_names
 from workbench.pipelines.bench import BenchConfig, BenchError, run_bench
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate, choose
+from workbench.pipelines.directions import DirectionDataConfig
 from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
 from workbench.steering import generate
 
@@ -78,11 +80,22 @@ def test_steer_cli_rejects_bad_input_before_loading_a_model():
 
 SMALL_CALIBRATION = CalibrationConfig(n_prompts=6, max_new_tokens=10, n_utility_texts=4, layers=(4, 6),
                                       strengths=(0.5, 1.0))
+SMALL_DIRECTIONS = DirectionDataConfig(n_rows=96, negatives=("hi",))
+
+
+@pytest.fixture
+def small_diffmean(monkeypatch):
+    """``diffmean`` fitted on fewer rows (one cheap harvest shared by the model tests)."""
+    import workbench.methods
+
+    factory = partial(DirectionMethod, "diffmean", "diffmean", data=SMALL_DIRECTIONS)
+    monkeypatch.setitem(workbench.methods._REGISTRY, "diffmean", factory)
+    return factory()
 
 
 @pytest.mark.model
-def test_diffmean_calibrated_on_dev_steers_eval_prompts_into_spanish(gemma_fast):
-    method = get_method("diffmean")
+def test_diffmean_calibrated_on_dev_steers_eval_prompts_into_spanish(gemma_fast, small_diffmean):
+    method = small_diffmean
     calibration = calibrate(gemma_fast, method, "es", config=SMALL_CALIBRATION, use_cache=False, progress=False)
     assert calibration.layer in (4, 6) and calibration.strength in (0.5, 1.0)
     assert len(calibration.sweep) == 3                      # 2 layers at the reference strength + 1 more strength
@@ -94,9 +107,10 @@ def test_diffmean_calibrated_on_dev_steers_eval_prompts_into_spanish(gemma_fast)
 
 
 @pytest.mark.model
-def test_position_rule_final_plus_k_is_consistent_between_cached_generation_and_a_full_forward(gemma_fast):
+def test_position_rule_final_plus_k_is_consistent_between_cached_generation_and_a_full_forward(gemma_fast,
+                                                                                                 small_diffmean):
     """On the hf backend HF generate uses the KV cache; the rule must edit the same absolute positions."""
-    method = get_method("diffmean")
+    method = small_diffmean
     rule = PositionRule.parse("final+3")
     treatment = method.treatment(gemma_fast, "es", "en", layer=6, strength=1.5, rule=rule)
     prompt = QA_TEMPLATE.format(prompt=corpus.prompts(split="eval", n=1)[0].prompt)
@@ -113,7 +127,7 @@ def test_position_rule_final_plus_k_is_consistent_between_cached_generation_and_
 
 
 @pytest.mark.model
-def test_bench_writes_a_leaderboard_table_and_figures_on_the_eval_split(gemma_fast, tmp_path):
+def test_bench_writes_a_leaderboard_table_and_figures_on_the_eval_split(gemma_fast, small_diffmean, tmp_path):
     config = BenchConfig(methods=("none", "prompt-en", "diffmean"), targets=("es",), n_prompts=4,
                          evaluation=EvaluationConfig(max_new_tokens=10, n_utility_texts=4),
                          calibration=SMALL_CALIBRATION, sweep_methods=("diffmean",), sweep_layers=(6,),

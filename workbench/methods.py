@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from workbench.directions import DIRECTION_METHODS, DirectionSet
 from workbench.errors import WorkbenchError
 from workbench.interventions import ALL_POSITIONS, AddVector, Intervention, PositionRule, Steer
+from workbench.pipelines.directions import DirectionDataConfig, directions_for
 from workbench.prompting import english_instruction, instruction_rewriter, native_instruction
 
 
@@ -131,6 +132,8 @@ class DirectionMethod:
     default_rule: PositionRule = ALL_POSITIONS
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     """Strengths calibration may pick (multiples of the natural scale ``(mu_target - mu_source) . unit``)."""
+    data: DirectionDataConfig = field(default_factory=DirectionDataConfig)
+    """Which corpus text the directions are fitted on."""
     _sets: dict[tuple[int, str, str], DirectionSet] = field(default_factory=dict, repr=False)
 
     def layer_grid(self, model: Any) -> list[int | None]:
@@ -141,17 +144,13 @@ class DirectionMethod:
         return list(self.strengths)
 
     def fingerprint(self) -> dict[str, Any]:
-        from workbench.pipelines.directions import DirectionDataConfig
-
-        return {"direction": self.direction, "data": DirectionDataConfig().digest()}
+        return {"direction": self.direction, "data": self.data.digest()}
 
     def directions(self, model: Any, target: str, source: str) -> DirectionSet:
         """This method's direction set for ``target`` vs ``source`` (harvested once, then cached on disk)."""
-        from workbench.pipelines.directions import directions_for
-
         key = (id(model), target, source)
         if key not in self._sets:
-            self._sets[key] = directions_for(model, target, source)[self.direction]
+            self._sets[key] = directions_for(model, target, source, config=self.data)[self.direction]
         return self._sets[key]
 
     def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
