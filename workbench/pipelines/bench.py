@@ -203,8 +203,8 @@ def leaderboard_markdown(result: BenchResult, config: BenchConfig) -> str:
         ranked = sorted(by_method.items(), key=lambda item: -item[1]["steering_score"])
         for method, metrics in ranked:
             calibration = result.calibrations[target][method]
-            setting = ("—" if calibration["layer"] is None else
-                       f"L{calibration['layer']} ×{calibration['strength']:g}" +
+            where = "all layers" if calibration["layer"] is None else f"L{calibration['layer']}"
+            setting = ("—" if len(calibration["sweep"]) <= 1 else f"{where} ×{calibration['strength']:g}" +
                        ("" if calibration["admissible"] else " (bound not met)"))
             lines.append(
                 f"| {method} | {setting} | {_with_ci(metrics, 'steering_score')} | {_with_ci(metrics, 'lid_success')} "
