@@ -419,3 +419,32 @@ def _finalise(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[st
         if len(acc.samples):
             tensors[f"{prefix}/samples"] = acc.samples
     return tensors
+
+
+def pooled_means(model: Any, texts: Sequence[str], hook_names: Sequence[str], *, transform: Any = None,
+                 batch_size: int = 16, max_length: int = 128, progress: bool = True, description: str = "pool"
+                 ) -> Float[Tensor, "hook text d"]:
+    """Per text, the mean over its tokens (BOS and padding excluded) of each hook's activation (``transform``
+    applied first, e.g. a gate's activation function); one forward pass per batch, stopping after the last block."""
+    if not texts:
+        raise HarvestError("no texts to pool")
+    bos = getattr(model.tokenizer, "bos_token_id", None)
+    device = next(model.parameters()).device
+    pooled: list[list[Tensor]] = [[] for _ in hook_names]
+
+    def pool(activation: Tensor, hook: Any, index: int, weights: Tensor) -> None:
+        values = activation.float() if transform is None else transform(activation.float())
+        summed = einops.einsum(values, weights, "batch pos d, batch pos -> batch d")
+        pooled[index].append((summed / weights.sum(-1, keepdim=True).clamp_min(1)).cpu())
+
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(texts), batch_size), desc=description, disable=not progress, unit="batch"):
+            encoded = model.tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
+                                      padding_side="right", truncation=True, max_length=max_length)
+            tokens, mask = encoded["input_ids"], encoded["attention_mask"]
+            usable = mask.bool() & (tokens != bos) if bos is not None else mask.bool()
+            weights = usable.float().to(device)
+            hooks = [(name, partial(pool, index=index, weights=weights)) for index, name in enumerate(hook_names)]
+            with model.hooks(fwd_hooks=hooks):
+                model(tokens.to(device), attention_mask=mask.to(device), stop_at_layer=model.cfg.n_layers)
+    return torch.stack([torch.cat(chunks) for chunks in pooled])

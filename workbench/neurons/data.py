@@ -12,17 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from workbench import corpus
-from workbench.activations import TokenBatch
+from workbench.activations import TokenBatch, pooled_means
 from workbench.neurons.gating import activation_function, activation_name, require_gated
 from workbench.neurons.masks import NeuronError, check_languages
 
@@ -135,28 +133,7 @@ def pooled_gate_means(model: Any, texts: Sequence[str], *, batch_size: int = 16,
     require_gated(model)
     if not texts:
         raise NeuronError("no texts to pool")
-    act = activation_function(activation_name(model))
-    n_layers = model.cfg.n_layers
-    bos = getattr(model.tokenizer, "bos_token_id", None)
-    device = next(model.parameters()).device
-    state: dict[str, Tensor] = {}
-    pooled: list[list[Tensor]] = [[] for _ in range(n_layers)]
-
-    def pool(activation: Tensor, hook: Any, layer: int) -> None:
-        weights = state["weights"].to(activation.device)
-        summed = einops.einsum(act(activation.float()), weights, "batch pos neuron, batch pos -> batch neuron")
-        pooled[layer].append((summed / weights.sum(-1, keepdim=True).clamp_min(1)).cpu())
-
-    hooks = [(f"blocks.{layer}.mlp.hook_pre", partial(pool, layer=layer)) for layer in range(n_layers)]
-    starts = range(0, len(texts), batch_size)
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-        for start in tqdm(starts, desc=description, disable=not progress, unit="batch"):
-            encoded = model.tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
-                                      truncation=True, max_length=max_length, padding_side="right")
-            tokens, mask = encoded["input_ids"], encoded["attention_mask"]
-            weights = mask.bool() & (tokens != bos) if bos is not None else mask.bool()
-            state["weights"] = weights.float()
-            model(tokens.to(device), attention_mask=mask.to(device), stop_at_layer=n_layers)
-    stacked = torch.stack([torch.cat(chunks) for chunks in pooled])
-    return einops.rearrange(stacked, "layer text neuron -> text layer neuron")
-
+    hooks = [f"blocks.{layer}.mlp.hook_pre" for layer in range(model.cfg.n_layers)]
+    pooled = pooled_means(model, texts, hooks, transform=activation_function(activation_name(model)),
+                          batch_size=batch_size, max_length=max_length, progress=progress, description=description)
+    return einops.rearrange(pooled, "layer text neuron -> text layer neuron")

@@ -12,11 +12,9 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import einops
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -24,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench import corpus
+from workbench.activations import pooled_means
 from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.languages import get_language
@@ -67,27 +66,9 @@ class PairDataConfig:
 def pooled_sentences(model: Any, texts: list[str], config: PairDataConfig, *, progress: bool = True,
                      description: str = "pool") -> Float[Tensor, "layer text d"]:
     """Each text's mean activation over its tokens (BOS and padding excluded) at every layer of ``config.kind``."""
-    n_layers = model.cfg.n_layers
-    names = [resolve_site(model, Site(layer, config.kind)).hook_name for layer in range(n_layers)]
-    device = next(model.parameters()).device
-    bos = model.tokenizer.bos_token_id
-    pooled: list[list[Tensor]] = [[] for _ in range(n_layers)]
-
-    def pool(activation: Tensor, hook: Any, layer: int, weights: Tensor) -> None:
-        summed = einops.einsum(activation.float(), weights, "batch pos d, batch pos -> batch d")
-        pooled[layer].append((summed / weights.sum(-1, keepdim=True).clamp_min(1)).cpu())
-
-    starts = range(0, len(texts), config.batch_size)
-    with torch.inference_mode():
-        for start in tqdm(starts, desc=description, disable=not progress, unit="batch"):
-            encoded = model.tokenizer(texts[start:start + config.batch_size], return_tensors="pt", padding=True,
-                                      padding_side="right", truncation=True, max_length=config.max_length)
-            tokens, mask = encoded["input_ids"], encoded["attention_mask"]
-            weights = (mask.bool() & (tokens != bos)).float().to(device)
-            hooks = [(name, partial(pool, layer=layer, weights=weights)) for layer, name in enumerate(names)]
-            with model.hooks(fwd_hooks=hooks):
-                model(tokens.to(device), attention_mask=mask.to(device), stop_at_layer=n_layers)
-    return torch.stack([torch.cat(chunks) for chunks in pooled])
+    names = [resolve_site(model, Site(layer, config.kind)).hook_name for layer in range(model.cfg.n_layers)]
+    return pooled_means(model, texts, names, batch_size=config.batch_size, max_length=config.max_length,
+                        progress=progress, description=description)
 
 
 def pair_representations(model: Any, target: str, source: str = "en", config: PairDataConfig = PairDataConfig(),
