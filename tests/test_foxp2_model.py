@@ -3,7 +3,7 @@ beats its null models."""
 
 import pytest
 
-from workbench.pipelines.foxp2 import PairDataConfig, spectral_stage
+from workbench.foxp2.spectra import PairDataConfig, spectral_stage
 from workbench.spectral import SpectralConfig
 
 pytestmark = pytest.mark.model

@@ -92,7 +92,7 @@ def test_bad_shapes_are_clear_errors():
 
 
 def test_analyse_pairs_finds_the_planted_window_and_round_trips(tmp_path):
-    from workbench.pipelines.foxp2 import SpectralReport, analyse_pairs
+    from workbench.foxp2.spectra import SpectralReport, analyse_pairs
 
     generator = torch.Generator().manual_seed(7)
     n_layers, n_pairs, d = 10, 60, 16
@@ -112,7 +112,7 @@ def test_analyse_pairs_finds_the_planted_window_and_round_trips(tmp_path):
 
 
 def test_spectral_figures_have_one_curve_per_layer_and_the_window():
-    from workbench.pipelines.foxp2 import analyse_pairs, spectra_figure, spectral_profile_figure
+    from workbench.foxp2.spectra import analyse_pairs, spectra_figure, spectral_profile_figure
 
     target, english, _ = planted(n_pairs=40, d=8, shift_rank=1)
     rows = torch.stack([target, target * 0.9, target * 1.1, target]), torch.stack([english] * 4)

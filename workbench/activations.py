@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.models import model_metadata
-from workbench.sites import Site, resolve_site
+from workbench.sites import Site, SiteError, resolve_site
 
 
 class HarvestError(WorkbenchError):
@@ -421,13 +421,23 @@ def _finalise(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[st
     return tensors
 
 
+def _block_depth(model: Any, hook_name: str) -> int:
+    """How many blocks must run for ``hook_name`` to fire (all of them for hooks outside the blocks)."""
+    try:
+        return Site.parse(hook_name).layer + 1
+    except SiteError:
+        return model.cfg.n_layers
+
+
 def pooled_means(model: Any, texts: Sequence[str], hook_names: Sequence[str], *, transform: Any = None,
                  batch_size: int = 16, max_length: int = 128, progress: bool = True, description: str = "pool"
                  ) -> Float[Tensor, "hook text d"]:
     """Per text, the mean over its tokens (BOS and padding excluded) of each hook's activation (``transform``
-    applied first, e.g. a gate's activation function); one forward pass per batch, stopping after the last block."""
+    applied first, e.g. a gate's activation function); one forward pass per batch, stopping after the deepest
+    hooked block."""
     if not texts:
         raise HarvestError("no texts to pool")
+    depth = max(_block_depth(model, name) for name in hook_names)
     bos = getattr(model.tokenizer, "bos_token_id", None)
     device = next(model.parameters()).device
     pooled: list[list[Tensor]] = [[] for _ in hook_names]
@@ -446,5 +456,5 @@ def pooled_means(model: Any, texts: Sequence[str], hook_names: Sequence[str], *,
             weights = usable.float().to(device)
             hooks = [(name, partial(pool, index=index, weights=weights)) for index, name in enumerate(hook_names)]
             with model.hooks(fwd_hooks=hooks):
-                model(tokens.to(device), attention_mask=mask.to(device), stop_at_layer=model.cfg.n_layers)
+                model(tokens.to(device), attention_mask=mask.to(device), stop_at_layer=depth)
     return torch.stack([torch.cat(chunks) for chunks in pooled])

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.features.cli import ablate_command, features_command
+from workbench.foxp2.cli import foxp2_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
 
@@ -193,6 +194,7 @@ app.add_typer(neurons_app, name="neurons")
 app.add_typer(sae_app, name="sae")
 app.command("features")(features_command)
 app.command("ablate")(ablate_command)
+app.command("foxp2")(foxp2_command)
 
 
 def _split(text: str) -> tuple[str, ...]:

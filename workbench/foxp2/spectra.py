@@ -3,6 +3,7 @@ the intervention window, cached and written as artifacts.
 
     report = spectral_stage(model, "hi")                 # every layer of hook_resid_post, 256 discovery pairs
     report.window, report.frame                           # (first, last) layer; one row per layer
+    report.target_vector(4)                               # v_tgt at layer 4: the mean difference on the subspace
     report.write("figures/foxp2/hi")                      # spectral.json, spectral.csv, spectral.safetensors, html
 """
 
@@ -31,6 +32,7 @@ from workbench.plots import TEMPLATE, language_colour
 from workbench.sites import Site, resolve_site
 from workbench.spectral import (
     SpectralConfig,
+    SpectralError,
     choose_window,
     content_contrast,
     difference_matrix,
@@ -39,6 +41,9 @@ from workbench.spectral import (
     shuffled_pairing,
     top_subspace,
 )
+
+REPORT_FORMAT = 2
+"""Version of the cached report's contents (2: the per-layer mean differences are stored)."""
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,28 @@ class SpectralReport:
     """Layer -> orthonormal basis of its chosen-rank subspace (the steering subspace)."""
     window: tuple[int, int]
     """(first, last) layer of the intervention window."""
+    mean_differences: Float[Tensor, "layer d"]
+    """Per layer, the mean over pairs of ``target - source`` (the pooled DiffMean the target vector comes from)."""
     config: dict[str, Any] = field(default_factory=dict)
     """Data and spectral settings, model metadata, timings."""
+
+    @property
+    def layers(self) -> list[int]:
+        """The window's layers, first to last."""
+        return list(range(self.window[0], self.window[1] + 1))
+
+    def target_vector(self, layer: int) -> Float[Tensor, " d"]:
+        """``v_tgt[layer]``: the mean difference projected onto the layer's rank-r steering subspace."""
+        if layer not in self.bases:
+            raise SpectralError(f"layer {layer} is not in the report (layers 0..{len(self.bases) - 1})")
+        basis = self.bases[layer]
+        return basis @ (basis.T @ self.mean_differences[layer])
 
     def write(self, out_dir: str | Path) -> Path:
         """``spectral.json``, ``spectral.csv``, ``spectral.safetensors`` and the two figures."""
         out_dir = Path(out_dir)
-        save_tensors({"values": self.values, **{f"basis/{layer}": b for layer, b in self.bases.items()}},
+        save_tensors({"values": self.values, "mean_differences": self.mean_differences,
+                      **{f"basis/{layer}": b for layer, b in self.bases.items()}},
                      out_dir / "spectral.safetensors")
         atomic_write_text(out_dir / "spectral.csv", self.frame.to_csv(index=False))
         atomic_write_json(out_dir / "spectral.json", {"target": self.target, "source": self.source,
@@ -120,7 +140,7 @@ class SpectralReport:
         tensors = load_tensors(directory / "spectral.safetensors")
         bases = {int(name.split("/")[1]): t for name, t in tensors.items() if name.startswith("basis/")}
         return cls(info["target"], info["source"], pd.DataFrame(info["layers"]), tensors["values"], bases,
-                   tuple(info["window"]), info["config"])
+                   tuple(info["window"]), tensors["mean_differences"], info["config"])
 
 
 def spectral_stage(model: Any, target: str, source: str = "en", data: PairDataConfig = PairDataConfig(),
@@ -129,7 +149,8 @@ def spectral_stage(model: Any, target: str, source: str = "en", data: PairDataCo
     """Stage II for ``target``: cached under ``cache_dir()/foxp2/<model>/spectral-<target>-<source>-<digest>/``."""
     for code in (target, source):
         get_language(code)
-    digest = hashlib.sha256(json.dumps({"data": asdict(data), "spectral": asdict(config)}, sort_keys=True)
+    digest = hashlib.sha256(json.dumps({"data": asdict(data), "spectral": asdict(config), "format": REPORT_FORMAT},
+                                       sort_keys=True)
                             .encode()).hexdigest()[:10]
     directory = cache_dir() / "foxp2" / model_key(model) / f"spectral-{target}-{source}-{digest}"
     if use_cache and (directory / "spectral.json").is_file():
@@ -151,7 +172,7 @@ def analyse_pairs(target_rows: Float[Tensor, "layer pair d"], source_rows: Float
                   progress: bool = False) -> SpectralReport:
     """Per-layer spectra of ``target - source`` with the null models at the same rank, and the window."""
     generator = torch.Generator().manual_seed(config.seed)
-    records, values, bases = [], [], {}
+    records, values, bases, means = [], [], {}, []
     for layer in tqdm(range(target_rows.shape[0]), desc="spectra", disable=not progress, unit="layer"):
         difference = difference_matrix(target_rows[layer], source_rows[layer])
         real = layer_spectrum(difference, config, generator)
@@ -166,10 +187,15 @@ def analyse_pairs(target_rows: Float[Tensor, "layer pair d"], source_rows: Float
                         "random_support_mass": random_support_mass(difference, real.rank, generator)})
         values.append(real.values)
         bases[layer] = top_subspace(difference, real.rank)
+        means.append(difference.mean(0))
     frame = pd.DataFrame(records)
     window = choose_window(torch.tensor(frame["score"].to_numpy()), config.min_width, config.max_width)
-    return SpectralReport(target, source, frame, torch.stack(values), bases, window,
-                          {"spectral": asdict(config), "n_pairs": int(target_rows.shape[1])})
+    null_corrected = (frame["mass"] - frame["contrast_mass"]).clip(lower=0) * frame["stability"]
+    frame["null_corrected_score"] = null_corrected
+    alternative = choose_window(torch.tensor(null_corrected.to_numpy()), config.min_width, config.max_width)
+    return SpectralReport(target, source, frame, torch.stack(values), bases, window, torch.stack(means),
+                          {"spectral": asdict(config), "n_pairs": int(target_rows.shape[1]),
+                           "null_corrected_window": list(alternative)})
 
 
 def spectra_figure(report: SpectralReport, n_values: int = 32) -> Any:

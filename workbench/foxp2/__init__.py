@@ -1,0 +1,28 @@
+"""Neural FOXP2 end to end (METHODS section 3): stage II spectra and window (:mod:`.spectra`), stage I SAE features at
+the window (:mod:`.sae_features`), stage III the signed sparse shift (:mod:`.shift`) in a trust region (:mod:`.trust`)
+with an optional instruction gate (:mod:`.gate`), orchestrated with controls and baselines by :func:`run_foxp2`.
+
+    from workbench.foxp2 import run_foxp2, Foxp2Config
+    result = run_foxp2(model, "hi", "figures/foxp2/hi")
+
+Names are imported lazily, so ``import workbench.foxp2`` stays light.
+"""
+
+from workbench.lazy import lazy_exports
+
+_LAZY = {
+    **dict.fromkeys(("PairDataConfig", "SpectralReport", "spectral_stage", "pair_representations", "analyse_pairs",
+                     "spectra_figure", "spectral_profile_figure"), "workbench.foxp2.spectra"),
+    **dict.fromkeys(("LocaliseConfig", "Localisation", "localise", "window_saes", "feature_spectra"),
+                    "workbench.foxp2.sae_features"),
+    **dict.fromkeys(("SignedShift", "LayerShift", "ShiftPlan", "positive_only", "negative_only", "random_support",
+                     "vector_plan"), "workbench.foxp2.shift"),
+    **dict.fromkeys(("TrustRegionConfig", "bounds", "choose_strength"), "workbench.foxp2.trust"),
+    **dict.fromkeys(("GateProbe", "GateReport", "GatedSteer", "fit_gate", "gated"), "workbench.foxp2.gate"),
+    **dict.fromkeys(("Foxp2Config", "Foxp2Result", "run_foxp2", "foxp2_plan", "shifted_window", "CONTROLS"),
+                    "workbench.foxp2.pipeline"),
+    **dict.fromkeys(("trust_region_figure", "comparison_figure", "results_frame"), "workbench.foxp2.report"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
+
+__all__ = list(_LAZY)

@@ -1,0 +1,300 @@
+"""Neural FOXP2 end to end for one target language: stage II (spectra, window), stage I (SAEs and English-promoting
+features at the window's layers), stage III (the signed sparse shift, its strength from the trust region on dev),
+then FOXP2, its controls and the baselines on the eval split.
+
+    result = run_foxp2(model, "hi", "figures/foxp2/hi")
+    result.metrics["foxp2"]["lid_success"], result.strength, result.window
+
+Every stage is cached (stages I and II under ``cache_dir()/foxp2/``, the SAEs under ``cache_dir()/saes/``, each dev
+and eval evaluation under ``out_dir/runs/`` keyed by everything it depends on), so a re-run with the same inputs
+loads instead of recomputing, and an interrupted run loses only the evaluation in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from workbench import corpus
+from workbench.errors import WorkbenchError
+from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
+from workbench.foxp2.gate import GateReport, fit_gate, gated
+from workbench.foxp2.sae_features import Localisation, LocaliseConfig, localise
+from workbench.foxp2.shift import LayerShift, ShiftPlan, negative_only, positive_only, random_support, vector_plan
+from workbench.foxp2.spectra import PairDataConfig, SpectralReport, spectral_stage
+from workbench.foxp2.trust import TrustRegionConfig, bounds, choose_strength
+from workbench.interventions import PositionRule, hooks_for
+from workbench.languages import get_language
+from workbench.methods import get_method
+from workbench.models import model_metadata
+from workbench.pipelines.calibrate import CalibrationConfig, calibrate
+from workbench.pipelines.directions import directions_for
+from workbench.sites import Site, resolve_site
+from workbench.spectral import SpectralConfig
+
+console = Console(stderr=True)
+
+CONTROLS: tuple[str, ...] = ("positive-only", "negative-only", "random-support", "shifted-window", "diffmean-window")
+"""FOXP2's controls, each run at FOXP2's strength."""
+BASELINES: tuple[str, ...] = ("none", "prompt-en", "prompt-native", "diffmean")
+"""Registered steering methods evaluated beside it (DiffMean calibrated on dev as in the benchmark)."""
+
+
+class Foxp2Error(WorkbenchError):
+    """A FOXP2 configuration that cannot run (unknown control, English as target, no room for a shifted window)."""
+
+
+@dataclass(frozen=True)
+class Foxp2Config:
+    """Everything a FOXP2 run depends on besides the model and the target language."""
+
+    source: str = "en"
+    """The language steered away from (the prompts' language)."""
+    pairs: PairDataConfig = field(default_factory=PairDataConfig)
+    """Stage II: the parallel pairs and their representation."""
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    """Stage II: ranks, bootstrap, window width bounds."""
+    localise: LocaliseConfig = field(default_factory=LocaliseConfig)
+    """Stage I: the SAEs and the feature analysis at the window's layers."""
+    trust: TrustRegionConfig = field(default_factory=TrustRegionConfig)
+    """Stage III: the strengths tried on dev and the bounds."""
+    rule: str = "all"
+    """Positions the shift edits: ``all``, or ``final+8`` (the prompt-final position and 8 decoding steps)."""
+    beta: float = 1.0
+    """Weight of the English-feature suppression."""
+    gate: bool = False
+    """Fit the instruction gate and run FOXP2 behind it."""
+    controls: tuple[str, ...] = CONTROLS
+    """Controls evaluated at FOXP2's strength."""
+    baselines: tuple[str, ...] = BASELINES
+    """Registered methods evaluated beside FOXP2."""
+    n_dev_prompts: int = 12
+    """Dev-split prompts per trust-region evaluation."""
+    dev_evaluation: EvaluationConfig = field(default_factory=lambda: EvaluationConfig(
+        max_new_tokens=20, n_utility_texts=8, utility_split="dev"))
+    """Evaluation settings on dev (trust region)."""
+    n_prompts: int = 32
+    """Eval-split prompts per evaluation."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """Evaluation settings on eval."""
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    """How the DiffMean baseline's layer and strength are chosen on dev."""
+    seed: int = 0
+    """Seed of the random-support control."""
+
+    def __post_init__(self) -> None:
+        PositionRule.parse(self.rule)
+        unknown = set(self.controls) - set(CONTROLS)
+        if unknown:
+            raise Foxp2Error(f"unknown control(s) {sorted(unknown)}; known: {', '.join(CONTROLS)}")
+        if self.n_prompts < 2 or self.n_dev_prompts < 2:
+            raise Foxp2Error("need at least 2 eval and 2 dev prompts")
+
+
+@dataclass
+class Foxp2Result:
+    """What a FOXP2 run measured (also written to ``out_dir``)."""
+
+    target: str
+    window: tuple[int, int]
+    strength: float
+    """The trust region's ``lambda``."""
+    within_bounds: bool
+    """Whether that strength met every bound on dev (False: no strength did; the smallest is used)."""
+    bounds: dict[str, float]
+    sweep: list[dict[str, Any]]
+    """Dev rows of the trust-region sweep."""
+    metrics: dict[str, dict[str, Any]]
+    """Variant (foxp2, control or baseline) -> its eval metrics with CIs."""
+    plans: dict[str, dict[str, Any]]
+    spectral: SpectralReport
+    localisation: Localisation
+    gate: dict[str, Any] | None
+    seconds: dict[str, float]
+    out_dir: Path
+
+
+def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
+    """A window of the same width outside the chosen one: right after it if it fits, else right before it."""
+    first, last = window
+    width = last - first + 1
+    if last + width < n_layers:
+        return last + 1, last + width
+    if first - width >= 0:
+        return first - width, first - 1
+    raise Foxp2Error(f"no room for a window of width {width} outside layers {first}-{last} of {n_layers}")
+
+
+def foxp2_plan(model: Any, spectral: SpectralReport, localisation: Localisation, layers: list[int], *,
+               beta: float = 1.0, name: str = "foxp2") -> ShiftPlan:
+    """The signed sparse shift at ``layers``: ``v_tgt`` from stage II, ``N_en`` from stage I's SAEs there."""
+    parts = []
+    for layer in layers:
+        hook = resolve_site(model, Site(layer, "resid_post")).hook_name
+        parts.append(LayerShift(layer, hook, spectral.target_vector(layer), localisation.saes[hook],
+                                localisation.english_features(hook)))
+    return ShiftPlan(name, tuple(parts), beta, description=f"v_tgt (rank-r projection of the pooled mean difference) "
+                     f"minus beta={beta:g} x English-promoting SAE features, layers {layers[0]}-{layers[-1]}")
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass
+class _Runner:
+    """Evaluates treatments on one prompt set, caching each result as JSON keyed by what it depends on."""
+
+    model: Any
+    target: str
+    source: str
+    split: str
+    n_prompts: int
+    config: EvaluationConfig
+    runs: Path
+    baseline: Baseline | None = None
+
+    def __post_init__(self) -> None:
+        rows = corpus.prompts(split=self.split, n=self.n_prompts)
+        self.prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in rows]
+        self.references = [p.reference.get(self.target) for p in rows]
+        self.runs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, identity: dict[str, Any], interventions: tuple = (), prompt_rewriter: Any = None
+            ) -> dict[str, Any]:
+        key = _digest({"identity": identity, "split": self.split, "n": self.n_prompts, "target": self.target,
+                       "source": self.source, "evaluation": asdict(self.config)})
+        path = self.runs / f"{self.split}-{name}-{self.target}-{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        if self.baseline is None:
+            self.baseline = compute_baseline(self.model, self.prompts, self.target, source=self.source,
+                                             references=self.references, config=self.config)
+        started = time.perf_counter()
+        metrics = evaluate(self.model, self.prompts, self.target, source=self.source,
+                           hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
+                           references=self.references, baseline=self.baseline, config=self.config)
+        metrics.provenance.update({"variant": name, "seconds": round(time.perf_counter() - started, 2),
+                                   "identity": identity})
+        metrics.save(path)
+        return json.loads(path.read_text())
+
+
+def _brief(metrics: dict[str, Any]) -> str:
+    return (f"LID {metrics['lid_success']:.2f}, relevance {metrics['relevance']:.2f}, dM {metrics['delta_mass']:+.2f}, "
+            f"KL {metrics['kl']:.2f}, NLL {metrics['nll_delta']:+.2f}, leak {metrics['leakage_max']:.3f}")
+
+
+def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config = Foxp2Config(), *,
+              progress: bool = True) -> Foxp2Result:
+    """All three stages for ``target``, the trust region on dev, FOXP2 + controls + baselines on eval; writes
+    ``report.md``, ``metrics.json``, ``results.csv``, ``trust_region.csv`` and the figures to ``out_dir``."""
+    from workbench.foxp2.report import write_foxp2_report
+
+    target = get_language(target).code
+    get_language(config.source)
+    if target == config.source:
+        raise Foxp2Error(f"the target language must differ from the source ({config.source!r})")
+    out_dir = Path(out_dir)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        seconds[stage] = round(time.perf_counter() - clock, 1)
+        clock = time.perf_counter()
+        if progress:
+            console.print(f"[bold]{target}[/bold]: {stage} done in {seconds[stage]:.0f} s")
+
+    spectral = spectral_stage(model, target, config.source, config.pairs, config.spectral, progress=progress)
+    layers = list(range(spectral.window[0], spectral.window[1] + 1))
+    lap("stage II (spectra, window)")
+    moved = shifted_window(spectral.window, model.cfg.n_layers) if "shifted-window" in config.controls else None
+    localisation = localise(model, target, layers, config.localise, progress=progress)
+    moved_localisation = (localise(model, target, list(range(moved[0], moved[1] + 1)), config.localise,
+                                   progress=progress) if moved else None)
+    lap("stage I (SAEs, features)")
+
+    plan = foxp2_plan(model, spectral, localisation, layers, beta=config.beta)
+    plans = {"positive-only": positive_only(plan), "negative-only": negative_only(plan),
+             "random-support": random_support(plan, config.seed)}
+    if moved_localisation is not None:
+        plans["shifted-window"] = foxp2_plan(model, spectral, moved_localisation, moved_localisation.layers,
+                                             beta=config.beta, name="shifted-window")
+    if "diffmean-window" in config.controls:
+        diffmean = directions_for(model, target, config.source)["diffmean"]
+        plans["diffmean-window"] = vector_plan(
+            "diffmean-window", {layer: diffmean.vector(layer) for layer in layers}, diffmean.site,
+            f"the token-level DiffMean vectors (natural scale) at layers {layers[0]}-{layers[-1]}")
+    plans = {"foxp2": plan, **{name: plans[name] for name in config.controls}}
+    rule = PositionRule.parse(config.rule)
+    gate_report: GateReport | None = fit_gate(model) if config.gate else None
+    probe = gate_report.probe if gate_report else None
+
+    def identity(variant: ShiftPlan, strength: float) -> dict[str, Any]:
+        return {"plan": variant.summary(), "spectral": spectral.config.get("spectral"),
+                "pairs": asdict(config.pairs), "sae": config.localise.sae.to_dict(), "strength": strength,
+                "rule": str(rule), "gate": gate_report.summary() if gate_report else None}
+
+    def shift_run(runner: _Runner, variant: ShiftPlan, strength: float) -> dict[str, Any]:
+        steers = variant.interventions(strength, rule)
+        return runner.run(f"{variant.name}-s{strength:g}", identity(variant, strength),
+                          gated(steers, probe) if variant.name == "foxp2" else steers)
+
+    def method_run(runner: _Runner, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        method = get_method(name)
+        method_rule = method.default_rule
+        setting = calibrate(model, method, target, config.source, rule=method_rule, config=config.calibration,
+                            progress=progress)
+        treatment = method.treatment(model, target, config.source, layer=setting.layer, strength=setting.strength,
+                                     rule=method_rule)
+        metrics = runner.run(name, {"method": name, "layer": setting.layer, "strength": setting.strength,
+                                    "rule": str(method_rule), "treatment": treatment.description},
+                             treatment.interventions, treatment.prompt_rewriter)
+        return metrics, {"layer": setting.layer, "strength": setting.strength, "rule": str(method_rule),
+                         "description": treatment.description, "admissible": setting.admissible}
+
+    dev = _Runner(model, target, config.source, config.dev_evaluation.utility_split, config.n_dev_prompts,
+                  config.dev_evaluation, out_dir / "runs")
+    prompting_cost = dev.run("prompt-en", {"method": "prompt-en"},
+                             prompt_rewriter=get_method("prompt-en").treatment(
+                                 model, target, config.source, layer=None, strength=1.0, rule=rule).prompt_rewriter)
+    limits = bounds(config.trust, prompting_cost)
+    sweep = []
+    for strength in config.trust.strengths:
+        metrics = shift_run(dev, plan, strength)
+        sweep.append({"strength": strength, **{k: metrics[k] for k in (
+            "lid_success", "relevance", "steering_score", "default_rate", "delta_mass", "leakage_max", "kl",
+            "nll_delta")}})
+        if progress:
+            console.print(f"  trust region {target} x{strength:g}: {_brief(metrics)}")
+    chosen, inside = choose_strength(sweep, limits)
+    strength = chosen["strength"]
+    lap("stage III (trust region on dev)")
+
+    runner = _Runner(model, target, config.source, "eval", config.n_prompts, config.evaluation, out_dir / "runs")
+    metrics: dict[str, dict[str, Any]] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for name, variant in plans.items():
+        metrics[name] = shift_run(runner, variant, strength)
+        settings[name] = {**variant.summary(), "strength": strength, "rule": str(rule)}
+        if progress:
+            console.print(f"  eval {target} {name}: {_brief(metrics[name])}")
+    for name in config.baselines:
+        metrics[name], settings[name] = method_run(runner, name)
+        if progress:
+            console.print(f"  eval {target} {name}: {_brief(metrics[name])}")
+    lap("evaluation (eval split)")
+
+    result = Foxp2Result(target, spectral.window, strength, inside, limits, sweep,
+                         {name: {k: v for k, v in m.items() if k != "records"} for name, m in metrics.items()},
+                         settings, spectral, localisation, gate_report.summary() if gate_report else None, seconds,
+                         out_dir)
+    write_foxp2_report(result, config, model_metadata(model))
+    return result

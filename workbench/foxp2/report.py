@@ -1,0 +1,175 @@
+"""FOXP2 artifacts: ``metrics.json``, ``results.csv``, ``trust_region.csv``, ``report.md`` and the figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbench.artifacts import atomic_write_json, atomic_write_text
+from workbench.features.analysis import write_report
+from workbench.foxp2.pipeline import CONTROLS
+from workbench.languages import get_language
+from workbench.plots import TEMPLATE, language_colour
+from workbench.saes.metrics import json_safe
+
+if TYPE_CHECKING:
+    from workbench.foxp2.pipeline import Foxp2Config, Foxp2Result
+
+REPORTED = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass", "leakage_max", "kl",
+            "nll_delta", "en_ppl_delta")
+"""Evaluation keys in ``results.csv`` (with ``_ci_low`` / ``_ci_high`` where the metric has an interval)."""
+LABELS = {"steering_score": "score", "lid_success": "LID", "relevance": "relevance", "default_rate": "DEFAULT",
+          "delta_mass": "dM", "leakage_max": "leak max", "kl": "KL", "nll_delta": "NLL Δ", "en_ppl_delta": "en ppl Δ"}
+
+
+def results_frame(result: Foxp2Result) -> pd.DataFrame:
+    """One row per variant (FOXP2, controls, baselines) with every reported metric and its 95% interval."""
+    rows = []
+    for name, metrics in result.metrics.items():
+        kind = "foxp2" if name == "foxp2" else "control" if name in CONTROLS else "baseline"
+        row: dict[str, Any] = {"target": result.target, "variant": name, "kind": kind,
+                               "n_prompts": metrics["n_prompts"]}
+        for key in REPORTED:
+            row[key] = metrics[key]
+            if f"{key}_ci" in metrics:
+                row[f"{key}_ci_low"], row[f"{key}_ci_high"] = metrics[f"{key}_ci"]
+        row["relevance_chance"] = metrics["relevance_chance"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trust_region_figure(sweep: list[dict[str, Any]], limits: dict[str, float], strength: float, target: str
+                        ) -> go.Figure:
+    """Dev-split costs and language control against ``lambda``, the bounds dashed, the chosen strength marked."""
+    from plotly.subplots import make_subplots
+
+    frame = pd.DataFrame(sweep)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("language control (dev)", "costs vs their bounds (dev)"))
+    colour = language_colour(target)
+    for key, dash in (("lid_success", "solid"), ("relevance", "dot"), ("steering_score", "dash")):
+        figure.add_trace(go.Scatter(x=frame["strength"], y=frame[key], name=LABELS[key], mode="lines+markers",
+                                    line={"color": colour, "dash": dash}), row=1, col=1)
+    palette = {"leakage_max": "#0072B2", "kl": "#D55E00", "nll_delta": "#009E73"}
+    for key, limit in limits.items():
+        figure.add_trace(go.Scatter(x=frame["strength"], y=frame[key], name=LABELS[key], mode="lines+markers",
+                                    line={"color": palette[key]}), row=1, col=2)
+        figure.add_hline(y=limit, line={"color": palette[key], "dash": "dash"}, row=1, col=2,
+                         annotation_text=f"{LABELS[key]} bound {limit:.3g}")
+    for col in (1, 2):
+        figure.add_vline(x=strength, line={"color": "#444444", "dash": "dot"}, row=1, col=col)
+    figure.update_xaxes(title_text="λ (multiple of the shift)")
+    figure.update_yaxes(title_text="rate (0-1)", row=1, col=1)
+    figure.update_yaxes(title_text="nats (KL, NLL Δ) or mass (leakage)", row=1, col=2)
+    figure.update_layout(template=TEMPLATE, legend_title="metric",
+                         title=f"FOXP2 → {target}: trust region on dev (chosen λ = {strength:g}, dotted)")
+    return figure
+
+
+def comparison_figure(frame: pd.DataFrame, target: str) -> go.Figure:
+    """LID success, relevance and steering score per variant on eval, with 95% intervals."""
+    figure = go.Figure()
+    palette = {"lid_success": language_colour(target), "relevance": "#0072B2", "steering_score": "#000000"}
+    for key in ("lid_success", "relevance", "steering_score"):
+        figure.add_trace(go.Bar(
+            x=frame["variant"], y=frame[key], name=LABELS[key], marker_color=palette[key],
+            error_y={"type": "data", "symmetric": False, "array": frame[f"{key}_ci_high"] - frame[key],
+                     "arrayminus": frame[key] - frame[f"{key}_ci_low"]}))
+    figure.update_layout(template=TEMPLATE, barmode="group", yaxis_title="rate (0-1), 95% interval",
+                         xaxis_title="variant (FOXP2, controls at its λ, baselines at their calibrated setting)",
+                         title=f"FOXP2 → {get_language(target).name}: eval split", legend_title="metric",
+                         yaxis_range=[0, 1.05])
+    return figure
+
+
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    value = metrics[key]
+    if isinstance(value, float) and math.isnan(value):
+        return "—"
+    if f"{key}_ci" in metrics:
+        low, high = metrics[f"{key}_ci"]
+        return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{value:.3f}" if key == "leakage_max" else f"{value:.3g}"
+
+
+def _setting(setting: dict[str, Any]) -> str:
+    if "beta" in setting:
+        return f"λ {setting['strength']:g}, {setting['rule']}"
+    if setting["description"].startswith(("prompt", "no steering")):
+        return "—"
+    where = "all layers" if setting["layer"] is None else f"L{setting['layer']}"
+    return f"{where} ×{setting['strength']:g}"
+
+
+def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, Any]) -> str:
+    """The human-readable report: the window, the trust region, FOXP2 vs controls vs baselines, timings."""
+    name = get_language(result.target).name
+    frame = result.spectral.frame
+    first, last = result.window
+    alternative = result.spectral.config.get("null_corrected_window")
+    lines = [f"# Neural FOXP2 → {name} ({result.target}) on {model.get('name')}", "",
+             "## Stage II: steering subspace and window", "",
+             f"Window: layers **{first}–{last}** (contiguous run maximising captured mass × stability, width "
+             f"{config.spectral.min_width}–{config.spectral.max_width}). Chosen ranks in the window: "
+             f"{', '.join(str(int(r)) for r in frame['rank'][first:last + 1])}; mass "
+             f"{frame['mass'][first:last + 1].mean():.2f}, stability {frame['stability'][first:last + 1].mean():.2f}, "
+             f"content-contrast null mass {frame['contrast_mass'][first:last + 1].mean():.2f}.",
+             f"The null-corrected score (mass − content-contrast mass) × stability would pick layers "
+             f"{alternative[0]}–{alternative[1]}." if alternative else "", "",
+             "## Stage I: English-promoting SAE features at the window", "",
+             "| site | FOXP2 target features | English features (N_en) | feature-space rank | mass | stability |",
+             "|---|---|---|---|---|---|"]
+    spectra = result.localisation.feature_spectra.set_index("site")
+    for count in result.localisation.report.site_counts:
+        site = count["site"]
+        lines.append(f"| {site} | {count['target']} | {count['english']} | {int(spectra.loc[site, 'rank'])} "
+                     f"| {spectra.loc[site, 'mass']:.2f} | {spectra.loc[site, 'stability']:.2f} |")
+    bound_text = ", ".join(f"{LABELS[k]} ≤ {v:.3g}" for k, v in result.bounds.items())
+    lines += ["", "## Stage III: trust region (dev split)", "",
+              f"Bounds (each max(fixed, cost of prompting \"Answer in {name}.\")): {bound_text}. "
+              f"Chosen λ = **{result.strength:g}**" + ("" if result.within_bounds else
+                                                       " — no strength met every bound; the smallest is reported") +
+              f". Positions: `{config.rule}`; β = {config.beta:g}.", "",
+              "| λ | LID | relevance | score | dM | leak max | KL | NLL Δ |", "|---|---|---|---|---|---|---|---|"]
+    for row in result.sweep:
+        lines.append(f"| {row['strength']:g} | {row['lid_success']:.2f} | {row['relevance']:.2f} "
+                     f"| {row['steering_score']:.2f} | {row['delta_mass']:+.2f} | {row['leakage_max']:.3f} "
+                     f"| {row['kl']:.2f} | {row['nll_delta']:+.2f} |")
+    if result.gate:
+        lines += ["", f"Instruction gate: held-out accuracy {result.gate['accuracy']:.2f} (plain prompts switched "
+                      f"off {result.gate['false_off']:.2f}, instructed prompts missed {result.gate['missed']:.2f})."]
+    first_metrics = next(iter(result.metrics.values()))
+    lines += ["", f"## Eval split: FOXP2 vs controls vs baselines ({first_metrics['n_prompts']} prompts, "
+                  f"{config.evaluation.max_new_tokens} greedy tokens, 95% intervals; relevance chance "
+                  f"{first_metrics['relevance_chance']:.3f})", "",
+              "| variant | setting | " + " | ".join(LABELS[k] for k in REPORTED) + " |",
+              "|---|---|" + "---|" * len(REPORTED)]
+    for variant, metrics in result.metrics.items():
+        cells = " | ".join(_cell(metrics, key) for key in REPORTED)
+        lines.append(f"| {variant} | {_setting(result.plans[variant])} | {cells} |")
+    lines += ["", "## Time per stage (seconds)", "",
+              *[f"- {stage}: {value:.0f}" for stage, value in result.seconds.items()], ""]
+    return "\n".join(lines)
+
+
+def write_foxp2_report(result: Foxp2Result, config: Foxp2Config, model: dict[str, Any]) -> None:
+    """Every artifact of a FOXP2 run into ``result.out_dir``."""
+    out = result.out_dir
+    result.spectral.write(out / "spectral")
+    write_report(result.localisation.report, out / "features")
+    frame = results_frame(result)
+    atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "trust_region.csv", pd.DataFrame(result.sweep).to_csv(index=False))
+    atomic_write_json(out / "metrics.json", json_safe({
+        "model": model, "target": result.target, "source": config.source, "window": list(result.window),
+        "strength": result.strength, "within_bounds": result.within_bounds, "bounds": result.bounds,
+        "gate": result.gate, "seconds": result.seconds, "stage1": result.localisation.summary(),
+        "plans": result.plans, "trust_region": result.sweep, "metrics": result.metrics,
+        "config": asdict(config)}))
+    atomic_write_text(out / "trust_region.html", trust_region_figure(result.sweep, result.bounds, result.strength,
+                                                                     result.target).to_html(include_plotlyjs="cdn"))
+    atomic_write_text(out / "comparison.html", comparison_figure(frame, result.target).to_html(include_plotlyjs="cdn"))
+    atomic_write_text(out / "report.md", report_markdown(result, config, model))

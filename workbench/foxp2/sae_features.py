@@ -1,0 +1,139 @@
+"""FOXP2 stage I for the pipeline: SAEs at the window's residual sites, the language features there (selectivity x
+causal lift, traced to neurons) and the feature-space spectra, all cached.
+
+SAEs are language-independent and cached once per (model, layer, training config) under
+``cache_dir()/saes/<model>/<config digest>/``; the feature analysis of a target is cached as ``features.json`` under
+``cache_dir()/foxp2/<model>/features-<target>-<layers>-<digest>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from workbench import corpus
+from workbench.artifacts import atomic_write_json
+from workbench.features.analysis import FeatureAnalysisConfig, FeatureReport, TracingConfig, run_feature_analysis
+from workbench.features.encode import encode_texts
+from workbench.models import cache_dir, model_key
+from workbench.saes.config import SAETrainConfig
+from workbench.saes.metrics import json_safe
+from workbench.saes.training import train_saes
+from workbench.sites import Site, resolve_site
+from workbench.spectral import SpectralConfig, difference_matrix, layer_spectrum
+
+LOCALISE_FORMAT = 1
+"""Version of the cached stage-I artifacts."""
+
+
+@dataclass(frozen=True)
+class LocaliseConfig:
+    """Stage I settings: the SAEs and the feature analysis."""
+
+    sae: SAETrainConfig = field(default_factory=SAETrainConfig)
+    """How the per-layer residual SAEs are trained (cached per layer and config)."""
+    n_target_keep: int = 64
+    """Target-promoting features kept across the window's sites."""
+    n_english_keep: int = 32
+    """English-promoting features kept across the window's sites (the shift's ``N_en``)."""
+    n_pairs: int = 256
+    """Parallel discovery pairs for selectivity and the feature-space spectra."""
+    verify_tracing: int = 1
+    """Top target features whose neuron tracing is checked causally against random neurons."""
+
+    def analysis(self, target: str) -> FeatureAnalysisConfig:
+        """The feature-analysis settings for ``target`` (the single-feature ablation study is left out)."""
+        return FeatureAnalysisConfig(target=target, n_pairs=self.n_pairs, n_target_keep=self.n_target_keep,
+                                     n_english_keep=self.n_english_keep, n_ablation_features=0,
+                                     n_ablation_langfir=0, tracing=TracingConfig(n_verify=self.verify_tracing))
+
+
+def sae_directory(model: Any, config: SAETrainConfig) -> Path:
+    """Where the SAEs trained with ``config`` on ``model`` are cached."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return cache_dir() / "saes" / model_key(model) / digest
+
+
+def window_saes(model: Any, layers: list[int], config: SAETrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Hook name -> SAE at ``hook_resid_post`` of each layer, trained on first use and cached."""
+    sites = [Site(layer, "resid_post") for layer in layers]
+    trained = train_saes(model, sites, sae_directory(model, config), config, progress=progress)
+    return {resolve_site(model, site).hook_name: trained[resolve_site(model, site).hook_name].sae for site in sites}
+
+
+def feature_spectra(model: Any, saes: dict[str, Any], target: str, source: str = "en", n_pairs: int = 256,
+                    config: SpectralConfig = SpectralConfig(), *, progress: bool = True) -> pd.DataFrame:
+    """Stage II in SAE-feature space at each SAE's site: ranks, captured mass and stability of the difference of
+    the pairs' mean feature activations (one row per site)."""
+    rows = corpus.parallel([source, target], split="discovery", n=n_pairs)
+    texts = {code: [row.text[code] for row in rows] for code in (target, source)}
+    encoded = encode_texts(model, saes, texts, progress=progress, description="encode pairs (feature spectra)")
+    generator = torch.Generator().manual_seed(config.seed)
+    records = []
+    for name in saes:
+        pooled = encoded.pooled[name]
+        spectrum = layer_spectrum(difference_matrix(pooled[encoded.rows(target)], pooled[encoded.rows(source)]),
+                                  config, generator)
+        records.append({"site": name, "layer": Site.parse(name).layer, "effective_rank": spectrum.effective_rank,
+                        "eigengap_rank": spectrum.eigengap_rank, "rank": spectrum.rank, "mass": spectrum.mass,
+                        "stability": spectrum.stability, "score": spectrum.mass * spectrum.stability})
+    return pd.DataFrame(records)
+
+
+@dataclass
+class Localisation:
+    """Stage I at a set of layers: the SAEs, the kept features (both sides), the feature-space spectra."""
+
+    target: str
+    layers: list[int]
+    saes: dict[str, Any]
+    """Hook name -> SAE."""
+    report: FeatureReport
+    feature_spectra: pd.DataFrame
+    seconds: dict[str, float]
+
+    def english_features(self, hook_name: str) -> tuple[int, ...]:
+        """``N_en`` at one site: its kept English-promoting features, best first."""
+        return tuple(f["index"] for f in self.report.features if f["site"] == hook_name and f["side"] == "english")
+
+    def summary(self) -> dict[str, Any]:
+        return {"layers": self.layers, "sites": list(self.saes), "seconds": self.seconds,
+                "kept": self.report.site_counts, "tracing_checks": self.report.tracing_checks,
+                "n_target_neurons": len(self.report.neurons), "n_english_neurons": len(self.report.english_neurons),
+                "feature_spectra": self.feature_spectra.to_dict(orient="records")}
+
+
+def localise(model: Any, target: str, layers: list[int], config: LocaliseConfig = LocaliseConfig(), *,
+             use_cache: bool = True, progress: bool = True) -> Localisation:
+    """Stage I for ``target`` at ``layers`` (SAEs and the analysis cached; a re-run loads them)."""
+    started = time.perf_counter()
+    saes = window_saes(model, layers, config.sae, progress=progress)
+    sae_seconds = time.perf_counter() - started
+    analysis = config.analysis(target)
+    identity = {"analysis": analysis.to_dict(), "sae": config.sae.to_dict(), "layers": layers,
+                "format": LOCALISE_FORMAT}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    directory = (cache_dir() / "foxp2" / model_key(model) /
+                 f"features-{target}-L{'_'.join(map(str, layers))}-{digest}")
+    cached = directory / "stage1.json"
+    if use_cache and cached.is_file():
+        payload = json.loads(cached.read_text())
+        return Localisation(target, layers, saes, FeatureReport(**payload["report"]),
+                            pd.DataFrame(payload["feature_spectra"]), payload["seconds"])
+    clock = time.perf_counter()
+    report = run_feature_analysis(model, saes, analysis, progress=progress)
+    analysis_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
+    spectra = feature_spectra(model, saes, target, n_pairs=config.n_pairs, progress=progress)
+    seconds = {"saes": round(sae_seconds, 1), "features": round(analysis_seconds, 1),
+               "feature_spectra": round(time.perf_counter() - clock, 1)}
+    atomic_write_json(cached, json_safe({"report": asdict(report), "feature_spectra": spectra.to_dict(orient="records"),
+                                         "seconds": seconds}))
+    return Localisation(target, layers, saes, report, spectra, seconds)

@@ -1,0 +1,162 @@
+"""FOXP2 stage III: the signed sparse shift and the plans its controls are built from.
+
+Inside the window, at each layer ``l``::
+
+    h <- h + strength * (v_tgt[l] - beta * sum_{j in N_en} z_j(h) d_j)
+
+``v_tgt[l]`` is the target direction on the layer's rank-r steering subspace (stage II), ``N_en`` the
+English-promoting SAE features of the layer's site (stage I), ``z_j(h)`` their activations on the current
+``h`` and ``d_j`` their decoder vectors. With ``beta = 1`` and strength 1 the English features' contribution to
+the reconstruction is removed exactly (the SAE error term is kept, as in feature ablation).
+
+A :class:`ShiftPlan` holds one :class:`LayerShift` per window layer; the controls are plans too (positive term
+only, negative term only, random support of the same size, another window, DiffMean at the same layers), so
+every variant runs through the same edit and hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from workbench.errors import WorkbenchError
+from workbench.features.steer import decoder_vectors
+from workbench.interventions import Intervention, PositionRule
+
+
+class ShiftError(WorkbenchError):
+    """A shift that cannot be built (width mismatch, features out of range, empty plan)."""
+
+
+@dataclass(frozen=True)
+class SignedShift:
+    """``h + strength * (target - beta * z_N(h) @ D_N)``: the FOXP2 edit at one site (strength 0 = identity)."""
+
+    target: Float[Tensor, " d"]
+    """``v_tgt``: added in full at strength 1 (zeros: negative term only)."""
+    sae: Any = None
+    """SAELens SAE of the site whose English-promoting latents are read (None: positive term only)."""
+    features: Int[Tensor, " n"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    """Indices of the English-promoting latents ``N_en``."""
+    beta: float = 1.0
+    """Weight of the negative term (1: remove the features' reconstruction contribution at strength 1)."""
+    strength: float = 1.0
+    """``lambda``: the multiple of the whole shift."""
+    decoder: Float[Tensor, "n d"] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        features = torch.as_tensor(self.features, dtype=torch.long).reshape(-1)
+        object.__setattr__(self, "features", features)
+        if self.sae is None or features.numel() == 0:
+            object.__setattr__(self, "decoder", torch.zeros(0, self.target.shape[-1]))
+            return
+        if int(self.sae.cfg.d_in) != self.target.shape[-1]:
+            raise ShiftError(f"the SAE reads width {self.sae.cfg.d_in} but the target vector has width "
+                             f"{self.target.shape[-1]}")
+        object.__setattr__(self, "decoder", decoder_vectors(self.sae, features).to(self.target.dtype))
+
+    def width(self) -> int:
+        return self.target.shape[-1]
+
+    def negative_term(self, activation: Float[Tensor, "*rows d"]) -> Float[Tensor, "*rows d"]:
+        """``sum_j z_j(h) d_j`` over ``N_en`` (zeros without an SAE or features)."""
+        if self.decoder.shape[0] == 0:
+            return torch.zeros_like(activation)
+        with torch.no_grad():
+            latents = self.sae.encode(activation.to(self.sae.dtype))[..., self.features.to(activation.device)]
+        return (latents.to(activation.dtype) @ self.decoder.to(activation))
+
+    def __call__(self, activation: Float[Tensor, "*rows d"]) -> Float[Tensor, "*rows d"]:
+        shift = self.target.to(activation) - self.beta * self.negative_term(activation)
+        return activation + self.strength * shift
+
+
+@dataclass(frozen=True)
+class LayerShift:
+    """What the shift does at one layer."""
+
+    layer: int
+    """Block index."""
+    site: str
+    """Hook name of the edited activation (the SAE's site when there is one)."""
+    target: Float[Tensor, " d"]
+    """``v_tgt`` at this layer."""
+    sae: Any = None
+    """The site's SAE (None: no negative term)."""
+    features: tuple[int, ...] = ()
+    """English-promoting latents of the SAE."""
+
+
+@dataclass(frozen=True)
+class ShiftPlan:
+    """The per-layer pieces of one FOXP2 variant (the method itself or a control)."""
+
+    name: str
+    """``foxp2`` or the control's name."""
+    layers: tuple[LayerShift, ...]
+    """One entry per edited layer."""
+    beta: float = 1.0
+    """Weight of the negative term."""
+    description: str = ""
+    """One line for reports."""
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ShiftError(f"shift plan {self.name!r} has no layers")
+
+    def interventions(self, strength: float, rule: PositionRule) -> tuple[Intervention, ...]:
+        """One :class:`Intervention` per layer, all at ``strength``."""
+        return tuple(Intervention(part.site, SignedShift(part.target, part.sae, torch.tensor(part.features,
+                                                                                                dtype=torch.long),
+                                                         self.beta, strength), rule)
+                     for part in self.layers)
+
+    @property
+    def n_features(self) -> int:
+        return sum(len(part.features) for part in self.layers)
+
+    def summary(self) -> dict[str, Any]:
+        """Layers, sites, target-vector norms and feature counts (JSON-ready)."""
+        return {"name": self.name, "beta": self.beta, "description": self.description,
+                "layers": [{"layer": p.layer, "site": p.site, "target_norm": float(p.target.norm()),
+                            "n_features": len(p.features), "features": list(p.features)} for p in self.layers]}
+
+
+def positive_only(plan: ShiftPlan) -> ShiftPlan:
+    """The control without the negative term (``beta = 0``)."""
+    return replace(plan, name="positive-only", beta=0.0,
+                   description="only the target-subspace term (no English-feature suppression)")
+
+
+def negative_only(plan: ShiftPlan) -> ShiftPlan:
+    """The control without the positive term (``v_tgt = 0``)."""
+    layers = tuple(replace(part, target=torch.zeros_like(part.target)) for part in plan.layers)
+    return replace(plan, name="negative-only", layers=layers,
+                   description="only the English-feature suppression (no target vector)")
+
+
+def random_support(plan: ShiftPlan, seed: int = 0) -> ShiftPlan:
+    """Same sizes, random support: a random direction with ``v_tgt``'s norm and as many random latents (not
+    among the English-promoting ones) at each layer."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    for part in plan.layers:
+        direction = torch.randn(part.target.shape[-1], generator=generator, dtype=torch.float64)
+        target = (direction / direction.norm() * part.target.double().norm()).to(part.target.dtype)
+        features: tuple[int, ...] = ()
+        if part.sae is not None and part.features:
+            pool = torch.tensor([j for j in range(int(part.sae.cfg.d_sae)) if j not in set(part.features)])
+            features = tuple(pool[torch.randperm(len(pool), generator=generator)[:len(part.features)]].tolist())
+        layers.append(replace(part, target=target, features=features))
+    return replace(plan, name="random-support", layers=tuple(layers),
+                   description="random direction of the same norm and as many random latents, same layers")
+
+
+def vector_plan(name: str, vectors: dict[int, Float[Tensor, " d"]], site_of: Any, description: str) -> ShiftPlan:
+    """A positive-only plan adding ``vectors[layer]`` at ``site_of(layer)`` (e.g. DiffMean at the same layers)."""
+    layers = tuple(LayerShift(layer, site_of(layer), vector) for layer, vector in sorted(vectors.items()))
+    return ShiftPlan(name, layers, beta=0.0, description=description)
