@@ -1,9 +1,25 @@
-"""FOXP2 stage II on the real embedded model (small data): the language difference is low-rank, stable, and
-beats its null models."""
+"""FOXP2 on the real embedded model (small data): stage II's language difference is low-rank, stable and beats
+its null models; the whole pipeline shifts the output towards the target, its random control only damages, its
+artifacts are written and re-read, and the instruction gate switches the shift off for instructed prompts only."""
 
+import json
+import time
+
+import pandas as pd
 import pytest
+import torch
 
+from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
+from workbench.foxp2.gate import fit_gate, gated
+from workbench.foxp2.pipeline import Foxp2Config, run_foxp2
+from workbench.foxp2.sae_features import LocaliseConfig
+from workbench.foxp2.shift import LayerShift, ShiftPlan
 from workbench.foxp2.spectra import PairDataConfig, spectral_stage
+from workbench.foxp2.trust import TrustRegionConfig
+from workbench.interventions import PositionRule, hooks_for
+from workbench.pipelines.calibrate import CalibrationConfig
+from workbench.prompting import with_instruction
+from workbench.saes.config import SAETrainConfig
 from workbench.spectral import SpectralConfig
 
 pytestmark = pytest.mark.model
@@ -23,3 +39,80 @@ def test_spectral_stage_on_gemma_beats_the_null_models_and_is_cached(gemma_fast,
     assert frame["stability"].median() > 0.9
     again = spectral_stage(gemma_fast, "hi", data=data, config=config, progress=False)
     assert again.window == report.window and again.frame["mass"].tolist() == pytest.approx(frame["mass"].tolist())
+
+
+# ------------------------------------------------------------------------------------- stages I-III end to end
+
+TINY = dict(
+    pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
+    trust=TrustRegionConfig(strengths=(0.05, 0.5), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
+    n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_texts=3, utility_split="dev"),
+    n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_texts=3, bootstrap_resamples=100),
+    calibration=CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_texts=2, layers=(4,), strengths=(1.0,)))
+
+
+@pytest.fixture(scope="module")
+def foxp2_run(gemma_fast, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_CACHE", str(cache))
+        config = Foxp2Config(localise=LocaliseConfig(
+            sae=SAETrainConfig(d_sae=256, k=16, n_tokens=4096, training_samples=8192, batch_size=256),
+            n_pairs=24, n_lift_candidates=6, n_target_keep=8, n_english_keep=8), **TINY)
+        out = tmp_path_factory.mktemp("foxp2")
+        started = time.perf_counter()
+        result = run_foxp2(gemma_fast, "hi", out, config, progress=False)
+        first_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        again = run_foxp2(gemma_fast, "hi", out, config, progress=False)
+        yield result, again, first_seconds, time.perf_counter() - started
+
+
+def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_damages(foxp2_run):
+    result, _, _, _ = foxp2_run
+    assert result.strength == 0.5 and result.within_bounds  # the relaxed bounds admit the larger strength
+    first, last = result.window
+    assert [p["layer"] for p in result.plans["foxp2"]["layers"]] == list(range(first, last + 1))
+    assert result.plans["foxp2"]["beta"] == 1.0 and sum(p["n_features"] for p in result.plans["foxp2"]["layers"])
+    shifted = [p["layer"] for p in result.plans["shifted-window"]["layers"]]
+    assert not set(shifted) & set(range(first, last + 1)) and len(shifted) == last - first + 1
+    metrics = result.metrics
+    # the shift moves early next-token mass from English to Hindi, far beyond the unsteered model
+    assert metrics["foxp2"]["delta_mass"] > metrics["none"]["delta_mass"] + 0.5
+    sweep = {row["strength"]: row for row in result.sweep}
+    assert sweep[0.5]["delta_mass"] > sweep[0.05]["delta_mass"]
+    # a random direction of the same norm and random latents break the model; the language direction does not
+    assert metrics["random-support"]["nll_delta"] > metrics["foxp2"]["nll_delta"] + 1.0
+    assert set(metrics) == {"foxp2", "positive-only", "negative-only", "random-support", "shifted-window",
+                            "diffmean-window", "none", "prompt-en", "prompt-native", "diffmean"}
+
+
+def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
+    result, again, first_seconds, second_seconds = foxp2_run
+    out = result.out_dir
+    for name in ("report.md", "metrics.json", "results.csv", "trust_region.csv", "trust_region.html",
+                 "comparison.html", "spectral/spectral.json", "spectral/spectral_profile.html",
+                 "features/features.json"):
+        assert (out / name).is_file(), name
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["metrics"]["foxp2"]["lid_success_ci"] and payload["window"] == list(result.window)
+    assert len(pd.read_csv(out / "results.csv")) == len(result.metrics)
+    report = (out / "report.md").read_text()
+    assert "## Stage III: trust region" in report and "| random-support |" in report
+    assert again.metrics == result.metrics and again.strength == result.strength
+    assert second_seconds < first_seconds / 3
+
+
+def test_instruction_gate_switches_the_shift_off_only_for_instructed_prompts(gemma_fast, foxp2_run):
+    result, _, _, _ = foxp2_run
+    report = fit_gate(gemma_fast, languages=("hi", "es", "de", "en"), n_prompts=16)
+    assert report.accuracy >= 0.9 and report.false_off <= 0.1
+    plan = ShiftPlan("foxp2", tuple(LayerShift(p["layer"], p["site"], torch.ones(gemma_fast.cfg.d_model) * 0.5)
+                                    for p in result.plans["foxp2"]["layers"]), beta=0.0)
+    steers = gated(plan.interventions(1.0, PositionRule.parse("all")), report.probe)
+    plain = QA_TEMPLATE.format(prompt="How do I boil an egg?")
+    prompts = [plain, with_instruction(plain, "Answer in Hindi.")]
+    base = final_logits(gemma_fast, prompts)
+    steered = final_logits(gemma_fast, prompts, hooks=hooks_for(gemma_fast, steers))
+    assert not torch.allclose(base[0], steered[0], atol=1e-3)
+    assert torch.allclose(base[1], steered[1], atol=1e-4)

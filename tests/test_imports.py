@@ -9,7 +9,8 @@ MODULES = ["workbench.models", "workbench.activations", "workbench.steering", "w
            "workbench.pipelines.bench", "workbench.pipelines.calibrate", "workbench.pipelines.directions",
            "workbench.neurons", "workbench.neurons.pipeline", "workbench.neurons.methods", "workbench.neurons.cli",
            "workbench.saes", "workbench.saes.training", "workbench.saes.quality", "workbench.features",
-           "workbench.features.lift", "workbench.features.tracing"]
+           "workbench.features.lift", "workbench.features.tracing", "workbench.foxp2.report", "workbench.foxp2.gate",
+           "workbench.foxp2.cli", "workbench.foxp2.sae_features"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -72,12 +72,31 @@ def corpus_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
 @app.command()
 def demo(out: Path = typer.Option(Path("figures"), help="Output directory.")) -> None:
-    """A small steering benchmark for Hindi and Spanish, every method: leaderboard, tables and figures."""
+    """Neural FOXP2 for Hindi and Spanish with its controls and every baseline: reports, tables and figures."""
     from workbench.pipelines.demo import run_demo
 
-    run_demo(out)
-    console.print((out / "leaderboard.md").read_text())
-    console.print(f"report (leaderboard.md), results.csv, metrics.json and figures written to {out}/")
+    result = run_demo(out)
+    console.print((out / "demo.md").read_text())
+    for target, run in result.foxp2.items():
+        foxp2, diffmean = run.metrics["foxp2"], run.metrics["diffmean"]
+        console.print(f"[bold]{target}[/bold]: window {run.window[0]}-{run.window[1]}, λ {run.strength:g}; FOXP2 LID "
+                      f"{foxp2['lid_success']:.2f} score {foxp2['steering_score']:.2f} | DiffMean LID "
+                      f"{diffmean['lid_success']:.2f} score {diffmean['steering_score']:.2f}")
+    console.print(f"demo.md, foxp2/<target>/ (report.md, metrics.json, figures) and bench/ written to {out}/")
+
+
+@app.command()
+def figures(out: Path = typer.Option(Path("figures"), help="Output directory; figures go to OUT/paper/."),
+            artifacts: Path | None = typer.Option(None, help="Where the runs' artifacts are (default: OUT)."),
+            formats: str = typer.Option("html,png,svg", help="Comma-separated: html, png, svg, pdf.")) -> None:
+    """Regenerate every paper figure from cached artifacts: interactive html and static images."""
+    from workbench.figures import regenerate
+
+    records = regenerate(out, artifacts, formats=_split(formats))
+    for record in records:
+        console.print(f"{record['figure']}: {', '.join(record['files'])}" if "figure" in record else
+                      f"[yellow]{record['family']}[/yellow]: {record['skipped']}")
+    console.print(f"{sum('figure' in r for r in records)} figures in {out / 'paper'}/ (manifest.json lists them)")
 
 
 def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool) -> list[str]:

@@ -10,10 +10,21 @@ LANGUAGE_COLOURS = {  # Okabe-Ito, colourblind-safe; fixed per language across e
     "ar": "#D55E00", "de": "#CC79A7", "fr": "#999999",
 }
 TEMPLATE = "plotly_white"
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000")
+"""The colourblind-safe palette every figure cycles through (Okabe & Ito 2008)."""
+FONT = {"family": "DejaVu Sans, Arial, sans-serif", "size": 14}
 
 
 def language_colour(code: str) -> str:
     return LANGUAGE_COLOURS.get(code, "#666666")
+
+
+def style(figure: go.Figure) -> go.Figure:
+    """The house style for paper figures (in place, returned): white template, one font, the Okabe-Ito colourway,
+    titles left-aligned. Language colours are set by the builders (:data:`LANGUAGE_COLOURS`)."""
+    figure.update_layout(template=TEMPLATE, font=FONT, colorway=list(OKABE_ITO), title_x=0.02,
+                         margin={"l": 70, "r": 30, "t": 70, "b": 60})
+    return figure
 
 
 def layer_profile(frame: pd.DataFrame, *, value: str, title: str, y_title: str) -> go.Figure:

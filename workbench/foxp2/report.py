@@ -57,8 +57,9 @@ def trust_region_figure(sweep: list[dict[str, Any]], limits: dict[str, float], s
     for key, limit in limits.items():
         figure.add_trace(go.Scatter(x=frame["strength"], y=frame[key], name=LABELS[key], mode="lines+markers",
                                     line={"color": palette[key]}), row=1, col=2)
-        figure.add_hline(y=limit, line={"color": palette[key], "dash": "dash"}, row=1, col=2,
-                         annotation_text=f"{LABELS[key]} bound {limit:.3g}")
+        figure.add_trace(go.Scatter(x=[frame["strength"].min(), frame["strength"].max()], y=[limit, limit],
+                                    name=f"{LABELS[key]} bound ({limit:.3g})", mode="lines",
+                                    line={"color": palette[key], "dash": "dash"}), row=1, col=2)
     for col in (1, 2):
         figure.add_vline(x=strength, line={"color": "#444444", "dash": "dot"}, row=1, col=col)
     figure.update_xaxes(title_text="λ (multiple of the shift)")

@@ -20,7 +20,13 @@ import torch
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
-from workbench.features.analysis import FeatureAnalysisConfig, FeatureReport, TracingConfig, run_feature_analysis
+from workbench.features.analysis import (
+    FeatureAnalysisConfig,
+    FeatureReport,
+    LiftConfig,
+    TracingConfig,
+    run_feature_analysis,
+)
 from workbench.features.encode import encode_texts
 from workbench.models import cache_dir, model_key
 from workbench.saes.config import SAETrainConfig
@@ -45,6 +51,8 @@ class LocaliseConfig:
     """English-promoting features kept across the window's sites (the shift's ``N_en``)."""
     n_pairs: int = 256
     """Parallel discovery pairs for selectivity and the feature-space spectra."""
+    n_lift_candidates: int = 32
+    """Most selective features per side and site whose causal lift is measured."""
     verify_tracing: int = 1
     """Top target features whose neuron tracing is checked causally against random neurons."""
 
@@ -52,7 +60,8 @@ class LocaliseConfig:
         """The feature-analysis settings for ``target`` (the single-feature ablation study is left out)."""
         return FeatureAnalysisConfig(target=target, n_pairs=self.n_pairs, n_target_keep=self.n_target_keep,
                                      n_english_keep=self.n_english_keep, n_ablation_features=0,
-                                     n_ablation_langfir=0, tracing=TracingConfig(n_verify=self.verify_tracing))
+                                     n_ablation_langfir=0, tracing=TracingConfig(n_verify=self.verify_tracing),
+                                     lift=LiftConfig(n_candidates=self.n_lift_candidates))
 
 
 def sae_directory(model: Any, config: SAETrainConfig) -> Path:

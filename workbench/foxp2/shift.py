@@ -52,7 +52,8 @@ class SignedShift:
         features = torch.as_tensor(self.features, dtype=torch.long).reshape(-1)
         object.__setattr__(self, "features", features)
         if self.sae is None or features.numel() == 0:
-            object.__setattr__(self, "decoder", torch.zeros(0, self.target.shape[-1]))
+            object.__setattr__(self, "features", features[:0])
+            object.__setattr__(self, "decoder", torch.zeros(0, self.target.shape[-1], dtype=self.target.dtype))
             return
         if int(self.sae.cfg.d_in) != self.target.shape[-1]:
             raise ShiftError(f"the SAE reads width {self.sae.cfg.d_in} but the target vector has width "

@@ -1,9 +1,10 @@
-"""The demo job (``make demo``): a small steering benchmark for Hindi and Spanish on the embedded model.
+"""The demo job (``make demo``): Neural FOXP2 for Hindi and Spanish on the embedded model, with its controls and
+the steering engine's baselines, sized to finish in minutes on two CPU cores.
 
-Every method of the steering engine (no steering, both prompting baselines, DiffMean, PCA, LDA, probe) is
-calibrated on dev prompts and evaluated on eval prompts, with a small layer x strength sweep of DiffMean. Writes
-to ``out_dir`` everything the benchmark runner writes (``results.csv``, ``leaderboard.md``, ``metrics.json``,
-heatmaps) plus ``directions_by_layer.html`` and the direction sets used (``directions/<target>/``).
+For each target, :func:`workbench.foxp2.run_foxp2` (stages II, I and III, the trust region on dev, FOXP2 + controls +
+no steering, both prompting baselines and calibrated DiffMean on eval) writes ``foxp2/<target>/``; the benchmark
+runner adds the other residual directions (PCA, LDA, probe) under ``bench/``. ``demo.md`` collects the reports;
+``directions_by_layer.html`` shows how far each language sits from English by layer.
 """
 
 from __future__ import annotations
@@ -14,40 +15,62 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.artifacts import atomic_write_text
 from workbench.evaluation import EvaluationConfig
+from workbench.foxp2.pipeline import Foxp2Config, Foxp2Result, run_foxp2
+from workbench.foxp2.spectra import PairDataConfig
 from workbench.models import load_model
 from workbench.pipelines.bench import BenchConfig, BenchResult, run_bench
 from workbench.pipelines.calibrate import CalibrationConfig
 from workbench.pipelines.directions import directions_for
 from workbench.plots import layer_profile
 
+DEMO_CALIBRATION = CalibrationConfig(n_prompts=8, max_new_tokens=12, n_utility_texts=6, layers=(4, 6, 8, 10),
+                                     strengths=(0.5, 1.0, 1.5))
+"""Dev-split calibration of the direction baselines (shared by FOXP2's DiffMean and the benchmark's methods)."""
+DEMO_EVALUATION = EvaluationConfig(max_new_tokens=24, n_utility_texts=8)
+"""Eval-split settings of every evaluation in the demo."""
+
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of the demo job: the benchmark, sized to finish in minutes on two CPU cores."""
+    """Settings of the demo job."""
 
+    targets: tuple[str, ...] = ("hi", "es")
+    """Target languages."""
+    foxp2: Foxp2Config = field(default_factory=lambda: Foxp2Config(
+        pairs=PairDataConfig(n_pairs=128), n_dev_prompts=8,
+        dev_evaluation=EvaluationConfig(max_new_tokens=12, n_utility_texts=6, utility_split="dev"),
+        n_prompts=16, evaluation=DEMO_EVALUATION, calibration=DEMO_CALIBRATION))
+    """FOXP2 per target (see :class:`workbench.foxp2.Foxp2Config`)."""
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(
-        targets=("hi", "es"), n_prompts=16, sweep_methods=("diffmean",), sweep_layers=(4, 6, 8),
-        sweep_strengths=(0.5, 1.0),
-        evaluation=EvaluationConfig(max_new_tokens=24, n_utility_texts=8),
-        calibration=CalibrationConfig(n_prompts=8, max_new_tokens=12, n_utility_texts=6, layers=(4, 6, 8, 10),
-                                      strengths=(0.5, 1.0, 1.5))))
-    """What is benchmarked and how (see :class:`workbench.pipelines.bench.BenchConfig`)."""
+        methods=("none", "pca", "lda", "probe"), targets=("hi", "es"), n_prompts=16, evaluation=DEMO_EVALUATION,
+        calibration=DEMO_CALIBRATION))
+    """The residual-direction baselines FOXP2 does not run itself."""
 
 
-def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Any = None) -> BenchResult:
+@dataclass
+class DemoResult:
+    foxp2: dict[str, Foxp2Result]
+    bench: BenchResult
+
+
+def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Any = None) -> DemoResult:
+    """FOXP2 per target, then the benchmark of the other directions; writes everything under ``out_dir``."""
     out_dir = Path(out_dir)
     model = model or load_model(backend="hf")
-    bench = config.bench
+    results = {target: run_foxp2(model, target, out_dir / "foxp2" / target, config.foxp2)
+               for target in config.targets}
+    bench = run_bench(model, config.bench, out_dir / "bench")
     profile = []
-    for target in bench.targets:
-        sets = directions_for(model, target, bench.source)
-        for direction_set in sets.values():
-            direction_set.save(out_dir / "directions" / target)
+    for target in config.targets:
+        diffmean = directions_for(model, target, config.foxp2.source)["diffmean"]
         profile += [{"layer": layer, "language": target, "distance": float(scale)}
-                    for layer, scale in zip(sets["diffmean"].layers, sets["diffmean"].scale, strict=True)]
+                    for layer, scale in zip(diffmean.layers, diffmean.scale, strict=True)]
     figure = layer_profile(pd.DataFrame(profile), value="distance", title="How far each language sits from English",
-                           y_title="‖mean(target) − mean(en)‖ at hook_resid_post")
+                           y_title="natural scale (μ_target − μ_en)·u at hook_resid_post")
     figure.update_yaxes(type="log")
     figure.write_html(out_dir / "directions_by_layer.html", include_plotlyjs="cdn")
-    return run_bench(model, bench, out_dir)
+    reports = [(out_dir / "foxp2" / target / "report.md").read_text() for target in config.targets]
+    atomic_write_text(out_dir / "demo.md", "\n\n".join([*reports, (out_dir / "bench" / "leaderboard.md").read_text()]))
+    return DemoResult(results, bench)

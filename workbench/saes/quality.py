@@ -200,8 +200,12 @@ def quality_figure(reports: dict[str, dict[str, Any]]) -> go.Figure:
         if frame[field].notna().any():
             figure.add_trace(go.Bar(x=labels, y=frame[field], name=field.replace("ce_recovered_", "vs ") + " ablation",
                                     marker_color=colour), row=1, col=4)
+    for column, title in enumerate(("FVU (share of variance)", "active latents per token", "share of latents",
+                                    "share of CE loss recovered"), 1):
+        figure.update_yaxes(title_text=title, row=1, col=column)
+        figure.update_xaxes(title_text="site (layer.kind)", row=1, col=column)
     figure.update_layout(template="plotly_white", title="SAE quality on held-out text", barmode="group",
-                         height=380, width=1300)
+                         height=400, width=1300)
     return figure
 
 

@@ -1,0 +1,133 @@
+"""FOXP2 stage III pieces without the real model: the signed shift's algebra, the controls' plans, the trust region,
+the shifted window, the gate probe and the report figures."""
+
+import pandas as pd
+import pytest
+import torch
+from test_features import random_sae
+
+from workbench.errors import WorkbenchError
+from workbench.features.steer import LatentEdit
+from workbench.foxp2.gate import GateProbe, instructed_prompts
+from workbench.foxp2.pipeline import Foxp2Config, Foxp2Error, shifted_window
+from workbench.foxp2.report import trust_region_figure
+from workbench.foxp2.shift import (
+    LayerShift,
+    ShiftError,
+    ShiftPlan,
+    SignedShift,
+    negative_only,
+    positive_only,
+    random_support,
+    vector_plan,
+)
+from workbench.foxp2.trust import TrustRegionConfig, bounds, choose_strength, within
+from workbench.interventions import PositionRule
+
+D = 8
+
+
+@pytest.fixture
+def sae():
+    return random_sae(D, 24, "blocks.0.hook_resid_post", seed=3, topk=6)
+
+
+def test_strength_zero_is_the_identity_and_positive_only_adds_the_target(sae):
+    h = torch.randn(3, 5, D)
+    target = torch.randn(D)
+    assert torch.equal(SignedShift(target, sae, torch.tensor([1, 2]), strength=0.0)(h), h)
+    assert torch.allclose(SignedShift(target, strength=2.5)(h), h + 2.5 * target)
+
+
+def test_the_negative_term_removes_exactly_what_the_features_write(sae):
+    h = torch.randn(4, D)
+    latents = sae.encode(h)
+    feature = int(latents.abs().sum(0).argmax())  # a feature that fires on these rows
+    removed = SignedShift(torch.zeros(D), sae, torch.tensor([feature]), beta=1.0, strength=1.0)(h)
+    ablated = LatentEdit(sae, feature, 0.0)(h)
+    assert torch.allclose(removed, ablated, atol=1e-5)
+    assert not torch.allclose(removed, h)
+    # beta scales the suppression linearly; the target term adds on top
+    half = SignedShift(torch.ones(D), sae, torch.tensor([feature]), beta=0.5, strength=2.0)(h)
+    assert torch.allclose(half, h + 2.0 * (torch.ones(D) - 0.5 * (h - ablated)), atol=1e-5)
+
+
+def test_width_mismatch_fails_early(sae):
+    with pytest.raises(ShiftError, match="width"):
+        SignedShift(torch.zeros(D + 1), sae, torch.tensor([0]))
+
+
+def _plan(sae) -> ShiftPlan:
+    generator = torch.Generator().manual_seed(0)
+    return ShiftPlan("foxp2", (LayerShift(0, "blocks.0.hook_resid_post", torch.randn(D, generator=generator), sae,
+                                          (1, 4, 7)),
+                               LayerShift(1, "blocks.1.hook_resid_post", torch.randn(D, generator=generator), sae,
+                                          (2,))))
+
+
+def test_controls_keep_sizes_and_change_only_their_part(sae):
+    plan = _plan(sae)
+    assert positive_only(plan).beta == 0 and positive_only(plan).layers == plan.layers
+    assert all(torch.equal(p.target, torch.zeros(D)) for p in negative_only(plan).layers)
+    assert [p.features for p in negative_only(plan).layers] == [p.features for p in plan.layers]
+    rnd = random_support(plan, seed=1)
+    for real, control in zip(plan.layers, rnd.layers, strict=True):
+        assert len(control.features) == len(real.features) and not set(control.features) & set(real.features)
+        assert control.target.norm() == pytest.approx(float(real.target.norm()), rel=1e-5)
+        assert abs(float(torch.nn.functional.cosine_similarity(control.target, real.target, dim=0))) < 0.99
+    assert random_support(plan, seed=1).layers[0].features == rnd.layers[0].features
+    assert plan.n_features == 4 and len(plan.interventions(1.0, PositionRule.parse("final+8"))) == 2
+    with pytest.raises(ShiftError, match="no layers"):
+        ShiftPlan("empty", ())
+    vectors = vector_plan("diffmean-window", {3: torch.ones(D), 2: torch.zeros(D)}, "blocks.{}.x".format, "")
+    assert [p.layer for p in vectors.layers] == [2, 3] and vectors.beta == 0
+
+
+def test_trust_region_takes_the_largest_strength_within_bounds_raised_to_prompting():
+    config = TrustRegionConfig(strengths=(0.5, 1.0, 2.0))
+    limits = bounds(config, {"leakage_max": 0.01, "kl": 0.2, "nll_delta": 0.0})
+    assert limits == {"leakage_max": 0.08, "kl": 0.2, "nll_delta": 0.03}
+    assert bounds(TrustRegionConfig(relative_to_prompting=False), {"leakage_max": 1, "kl": 1, "nll_delta": 1}) == {
+        "leakage_max": 0.08, "kl": 0.08, "nll_delta": 0.03}
+    rows = [{"strength": s, "leakage_max": 0.0, "kl": kl, "nll_delta": 0.0} for s, kl in ((0.5, 0.1), (1.0, 0.19),
+                                                                                          (2.0, 0.5))]
+    chosen, inside = choose_strength(rows, limits)
+    assert chosen["strength"] == 1.0 and inside and within(rows[0], limits) and not within(rows[2], limits)
+    chosen, inside = choose_strength(rows[2:], limits)
+    assert chosen["strength"] == 2.0 and not inside
+    with pytest.raises(WorkbenchError):
+        choose_strength([], limits)
+    with pytest.raises(WorkbenchError, match="positive"):
+        TrustRegionConfig(strengths=(0.0, 1.0))
+
+
+def test_shifted_window_goes_after_then_before_and_fails_without_room():
+    assert shifted_window((0, 2), 18) == (3, 5)
+    assert shifted_window((14, 17), 18) == (10, 13)
+    with pytest.raises(Foxp2Error, match="no room"):
+        shifted_window((2, 12), 18)
+
+
+def test_config_rejects_unknown_controls_and_rules():
+    with pytest.raises(Foxp2Error, match="unknown control"):
+        Foxp2Config(controls=("positive-only", "nonsense"))
+    with pytest.raises(WorkbenchError, match="position rule"):
+        Foxp2Config(rule="middle")
+
+
+def test_gate_probe_thresholds_the_standardised_logit():
+    probe = GateProbe(torch.tensor([1.0, -1.0]), 0.0, torch.zeros(2), torch.ones(2))
+    pooled = torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.0, 0.0]])
+    assert probe.names_language(pooled).tolist() == [True, False, True]  # p = 0.5 is at the threshold
+    prompts = instructed_prompts(["Q: hi\nA:"], ["es", "hi"])
+    assert len(prompts) == 4 and all(p.startswith("Q: hi") for p in prompts)
+    assert any("Spanish" in p for p in prompts)
+
+
+def test_trust_region_figure_marks_the_bounds_and_the_choice():
+    sweep = [{"strength": s, "lid_success": s / 2, "relevance": 1 - s / 2, "steering_score": 0.3,
+              "leakage_max": 0.01, "kl": s / 10, "nll_delta": 0.0} for s in (0.5, 1.0)]
+    figure = trust_region_figure(sweep, {"leakage_max": 0.08, "kl": 0.08, "nll_delta": 0.03}, 0.5, "hi")
+    assert len(figure.data) == 9 and {t.name for t in figure.data} >= {"LID", "KL", "KL bound (0.08)"}
+    assert sum(s.type == "line" for s in figure.layout.shapes) == 2  # the chosen strength in both panels
+    assert "λ" in figure.layout.xaxis.title.text and pd.DataFrame(sweep).shape == (2, 7)
