@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.workbench-installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench figures clean
 
 setup: $(STAMP)
 
@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	# plotly.js 2.x for the packaged static exporter (kaleido 0.2.1), fetched once from PyPI into the cache
+	$(PY) -c "from workbench.static_export import plotlyjs_path; plotlyjs_path()"
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/workbench demo --out figures
+
+figures: setup
+	$(VENV)/bin/workbench figures --out figures
 
 test: setup
 	$(PY) -m pytest

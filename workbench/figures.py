@@ -21,7 +21,7 @@ import pandas as pd
 from rich.console import Console
 
 from workbench.artifacts import atomic_write_json, atomic_write_text
-from workbench.plots import heatmap, style
+from workbench.plots import style
 
 console = Console(stderr=True)
 
@@ -68,12 +68,9 @@ def _bench(root: Path) -> Iterator[PaperFigure]:
     results = root / "bench" / "results.csv"
     if not results.is_file():
         return
-    table = pd.read_csv(results)
-    calibrated = table[table["selection"] != "sweep"]
-    yield PaperFigure("bench_method_language", heatmap(
-        calibrated, x="target", y="method", value="steering_score",
-        title="Steering score by method and target language (eval split, calibrated settings)",
-        x_title="target language", y_title="method", colour_title="steering score (0-1)"), results)
+    from workbench.pipelines.bench import method_language_figure
+
+    yield PaperFigure("bench_method_language", method_language_figure(pd.read_csv(results)), results)
 
 
 def _neurons(root: Path) -> Iterator[PaperFigure]:

@@ -151,7 +151,8 @@ def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress:
     result = BenchResult(table=pd.DataFrame())
     for target in config.targets:
         references = [p.reference.get(target) for p in prompts_rows]
-        console.print(f"[bold]{target}[/bold]: unsteered baseline on {len(prompts)} eval prompts")
+        if progress:
+            console.print(f"[bold]{target}[/bold]: unsteered baseline on {len(prompts)} eval prompts")
         baseline = compute_baseline(model, prompts, target, source=config.source, references=references,
                                     config=config.evaluation)
         result.leaderboard[target], result.calibrations[target] = {}, {}
@@ -215,6 +216,15 @@ def leaderboard_markdown(result: BenchResult, config: BenchConfig) -> str:
     return "\n".join(lines)
 
 
+def method_language_figure(table: pd.DataFrame) -> Any:
+    """Steering score of every method (rows) for every target (columns) at the calibrated settings of ``table``
+    (the tidy ``results.csv``)."""
+    calibrated = table[table["selection"] != "sweep"]
+    return heatmap(calibrated, x="target", y="method", value="steering_score",
+                   title="Steering score by method and target language (eval split, calibrated settings)",
+                   x_title="target language", y_title="method", colour_title="steering score (0-1)")
+
+
 def write_reports(result: BenchResult, config: BenchConfig, out_dir: Path, model: dict[str, Any]) -> None:
     """``results.csv``, ``metrics.json``, ``calibration.json``, ``leaderboard.md`` and the heatmaps."""
     table = result.table
@@ -225,10 +235,7 @@ def write_reports(result: BenchResult, config: BenchConfig, out_dir: Path, model
     atomic_write_text(out_dir / "leaderboard.md", leaderboard_markdown(result, config))
     calibrated = table[table["selection"] != "sweep"]
     if not calibrated.empty:
-        heatmap(calibrated, x="target", y="method", value="steering_score",
-                title="Steering score by method and target language (eval split, calibrated settings)",
-                x_title="target language", y_title="method", colour_title="steering score"
-                ).write_html(out_dir / "bench_method_language.html", include_plotlyjs="cdn")
+        method_language_figure(table).write_html(out_dir / "bench_method_language.html", include_plotlyjs="cdn")
     for (method, target), rows in table[table["selection"] == "sweep"].groupby(["method", "target"]):
         heatmap(rows, x="strength", y="layer", value="steering_score",
                 title=f"{method} → {target}: steering score by layer and strength (eval split)",

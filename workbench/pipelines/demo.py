@@ -4,7 +4,8 @@ the steering engine's baselines, sized to finish in minutes on two CPU cores.
 For each target, :func:`workbench.foxp2.run_foxp2` (stages II, I and III, the trust region on dev, FOXP2 + controls +
 no steering, both prompting baselines and calibrated DiffMean on eval) writes ``foxp2/<target>/``; the benchmark
 runner adds the other residual directions (PCA, LDA, probe) under ``bench/``. ``demo.md`` collects the reports;
-``directions_by_layer.html`` shows how far each language sits from English by layer.
+``directions_by_layer.html`` shows how far each language sits from English by layer; the paper figures (html, png,
+svg) are regenerated from all of it into ``paper/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from workbench.artifacts import atomic_write_text
 from workbench.evaluation import EvaluationConfig
+from workbench.figures import regenerate
 from workbench.foxp2.pipeline import Foxp2Config, Foxp2Result, run_foxp2
 from workbench.foxp2.spectra import PairDataConfig
 from workbench.models import load_model
@@ -73,4 +75,5 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Any 
     figure.write_html(out_dir / "directions_by_layer.html", include_plotlyjs="cdn")
     reports = [(out_dir / "foxp2" / target / "report.md").read_text() for target in config.targets]
     atomic_write_text(out_dir / "demo.md", "\n\n".join([*reports, (out_dir / "bench" / "leaderboard.md").read_text()]))
+    regenerate(out_dir)
     return DemoResult(results, bench)
