@@ -90,11 +90,11 @@ def _neurons(root: Path) -> Iterator[PaperFigure]:
         if "nll_delta" in summary:
             languages = list(summary["nll_delta"])
             nll = torch.tensor([[summary["nll_delta"][row][column] for column in languages] for row in languages])
-            yield PaperFigure(f"neurons_{method}_ppl_delta", neuron_plots.heatmap(
-                (nll.exp() - 1.0) * 100.0, languages, languages, diverging=True, decimals=1,
-                title="Perplexity change (%) with the row language's neurons zeroed",
+            yield PaperFigure(f"neurons_{method}_nll_delta", neuron_plots.heatmap(
+                nll, languages, languages, diverging=True, decimals=2,
+                title="NLL change with the row language's neurons zeroed (log-perplexity: +0.69 = ×2)",
                 x_title="evaluated language (held-out text)", y_title="deactivated language",
-                colour_title="Δ perplexity (%)"), run / "summary.json")
+                colour_title="Δ NLL (nats/token)"), run / "summary.json")
 
 
 def _saes(root: Path) -> Iterator[PaperFigure]:
