@@ -85,6 +85,10 @@ class Foxp2Config:
     """Evaluation settings on eval."""
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     """How the DiffMean baseline's layer and strength are chosen on dev."""
+    switch_lid: float | None = 0.5
+    """Also evaluate FOXP2 (as ``foxp2@switch``) at the smallest dev strength whose LID success reaches this, when
+    the trust region's strength is smaller: what the shift does once it switches the language, at its cost
+    (None: skip)."""
     seed: int = 0
     """Seed of the random-support control."""
 
@@ -276,14 +280,20 @@ def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config 
             console.print(f"  trust region {target} x{strength:g}: {_brief(metrics)}")
     chosen, inside = choose_strength(sweep, limits)
     strength = chosen["strength"]
+    switching = [row["strength"] for row in sweep
+                 if config.switch_lid is not None and row["lid_success"] >= config.switch_lid]
+    switch = min(switching) if switching and min(switching) > strength else None
     lap("stage III (trust region on dev)")
 
     runner = _Runner(model, target, config.source, "eval", config.n_prompts, config.evaluation, out_dir / "runs")
     metrics: dict[str, dict[str, Any]] = {}
     settings: dict[str, dict[str, Any]] = {}
-    for name, variant in plans.items():
-        metrics[name] = shift_run(runner, variant, strength)
-        settings[name] = {**variant.summary(), "strength": strength, "rule": str(rule)}
+    runs = [(name, variant, strength) for name, variant in plans.items()]
+    if switch is not None:
+        runs.insert(1, ("foxp2@switch", plan, switch))
+    for name, variant, variant_strength in runs:
+        metrics[name] = shift_run(runner, variant, variant_strength)
+        settings[name] = {**variant.summary(), "strength": variant_strength, "rule": str(rule)}
         if progress:
             console.print(f"  eval {target} {name}: {_brief(metrics[name])}")
     for name in config.baselines:

@@ -30,7 +30,7 @@ def results_frame(result: Foxp2Result) -> pd.DataFrame:
     """One row per variant (FOXP2, controls, baselines) with every reported metric and its 95% interval."""
     rows = []
     for name, metrics in result.metrics.items():
-        kind = "foxp2" if name == "foxp2" else "control" if name in CONTROLS else "baseline"
+        kind = "foxp2" if name.startswith("foxp2") else "control" if name in CONTROLS else "baseline"
         row: dict[str, Any] = {"target": result.target, "variant": name, "kind": kind,
                                "n_prompts": metrics["n_prompts"]}
         for key in REPORTED:
@@ -151,6 +151,10 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
     for variant, metrics in result.metrics.items():
         cells = " | ".join(_cell(metrics, key) for key in REPORTED)
         lines.append(f"| {variant} | {_setting(result.plans[variant])} | {cells} |")
+    if "foxp2@switch" in result.plans:
+        lines += ["", f"`foxp2@switch` is the same shift at λ = {result.plans['foxp2@switch']['strength']:g}, the "
+                      f"smallest dev strength whose LID success reached {config.switch_lid:g}: outside the trust "
+                      "region, shown for what the shift does once it switches the language."]
     lines += ["", "## Time per stage (seconds)", "",
               *[f"- {stage}: {value:.0f}" for stage, value in result.seconds.items()], ""]
     return "\n".join(lines)
