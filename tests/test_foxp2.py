@@ -131,3 +131,13 @@ def test_trust_region_figure_marks_the_bounds_and_the_choice():
     assert len(figure.data) == 9 and {t.name for t in figure.data} >= {"LID", "KL", "KL bound (0.08)"}
     assert sum(s.type == "line" for s in figure.layout.shapes) == 2  # the chosen strength in both panels
     assert "λ" in figure.layout.xaxis.title.text and pd.DataFrame(sweep).shape == (2, 7)
+
+
+def test_rows_equal_to_an_outside_activation_are_left_unedited(sae):
+    bos = torch.randn(1, D) * 50
+    h = torch.cat([bos, torch.randn(3, D)]).unsqueeze(0)  # (batch 1, pos 4, d): BOS first
+    shift = SignedShift(torch.ones(D), sae, torch.tensor([0, 5]), strength=1.0, outside=bos)
+    edited = shift(h)
+    assert torch.equal(edited[0, 0], h[0, 0])
+    assert torch.allclose(edited[0, 1:], SignedShift(torch.ones(D), sae, torch.tensor([0, 5]))(h[0, 1:]))
+    assert shift.is_outside(h).tolist() == [[True, False, False, False]]

@@ -46,6 +46,10 @@ class SignedShift:
     """Weight of the negative term (1: remove the features' reconstruction contribution at strength 1)."""
     strength: float = 1.0
     """``lambda``: the multiple of the whole shift."""
+    outside: Float[Tensor, "k d"] | None = None
+    """Activations left unedited (the BOS activation at this site): the SAEs never saw BOS, their latents there are
+    meaningless and huge, and BOS is an attention sink rather than a token of any language. Skipping it at every
+    layer also keeps BOS equal to its reference at the next layer, so it is recognised there too."""
     decoder: Float[Tensor, "n d"] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,11 +73,22 @@ class SignedShift:
             return torch.zeros_like(activation)
         with torch.no_grad():
             latents = self.sae.encode(activation.to(self.sae.dtype))[..., self.features.to(activation.device)]
-        return (latents.to(activation.dtype) @ self.decoder.to(activation))
+        return latents.to(activation.dtype) @ self.decoder.to(activation)
+
+    def is_outside(self, activation: Float[Tensor, "*rows d"]) -> Tensor:
+        """Which rows equal (to 1e-3 relative) one of the ``outside`` activations."""
+        if self.outside is None:
+            return torch.zeros(activation.shape[:-1], dtype=torch.bool, device=activation.device)
+        reference = self.outside.to(activation)
+        distance = (activation.unsqueeze(-2) - reference).norm(dim=-1) / reference.norm(dim=-1).clamp_min(1e-6)
+        return (distance < 1e-3).any(-1)
 
     def __call__(self, activation: Float[Tensor, "*rows d"]) -> Float[Tensor, "*rows d"]:
         shift = self.target.to(activation) - self.beta * self.negative_term(activation)
-        return activation + self.strength * shift
+        edited = activation + self.strength * shift
+        if self.outside is None:
+            return edited
+        return torch.where(self.is_outside(activation).unsqueeze(-1), activation, edited)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,8 @@ class LayerShift:
     """The site's SAE (None: no negative term)."""
     features: tuple[int, ...] = ()
     """English-promoting latents of the SAE."""
+    outside: Float[Tensor, "k d"] | None = None
+    """Activations the shift leaves unedited (BOS at this site; see :class:`SignedShift`)."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +128,9 @@ class ShiftPlan:
 
     def interventions(self, strength: float, rule: PositionRule) -> tuple[Intervention, ...]:
         """One :class:`Intervention` per layer, all at ``strength``."""
-        return tuple(Intervention(part.site, SignedShift(part.target, part.sae, torch.tensor(part.features,
-                                                                                                dtype=torch.long),
-                                                         self.beta, strength), rule)
+        return tuple(Intervention(part.site, SignedShift(part.target, part.sae,
+                                                         torch.tensor(part.features, dtype=torch.long), self.beta,
+                                                         strength, part.outside), rule)
                      for part in self.layers)
 
     @property
@@ -124,7 +141,8 @@ class ShiftPlan:
         """Layers, sites, target-vector norms and feature counts (JSON-ready)."""
         return {"name": self.name, "beta": self.beta, "description": self.description,
                 "layers": [{"layer": p.layer, "site": p.site, "target_norm": float(p.target.norm()),
-                            "n_features": len(p.features), "features": list(p.features)} for p in self.layers]}
+                            "n_features": len(p.features), "features": list(p.features),
+                            "skips_bos": p.outside is not None} for p in self.layers]}
 
 
 def positive_only(plan: ShiftPlan) -> ShiftPlan:
