@@ -27,6 +27,8 @@ def foxp2_command(
         max_nll_delta: float = typer.Option(0.03, help="In-language NLL bound, nats/token (idem)."),
         controls: str = typer.Option(",".join(("positive-only", "negative-only", "random-support", "shifted-window",
                                                 "diffmean-window")), help="Comma-separated controls."),
+        baselines: str = typer.Option("none,prompt-en,prompt-native,diffmean",
+                                      help="Comma-separated registered methods evaluated beside FOXP2."),
         n_prompts: int = typer.Option(32, help="Eval-split prompts per evaluation."),
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
@@ -37,6 +39,7 @@ def foxp2_command(
     from workbench.foxp2.pipeline import Foxp2Config, run_foxp2
     from workbench.foxp2.trust import TrustRegionConfig
     from workbench.languages import get_language
+    from workbench.methods import get_methods
     from workbench.models import load_model
 
     code = get_language(target).code
@@ -46,7 +49,9 @@ def foxp2_command(
         trust=TrustRegionConfig(strengths=_numbers(strengths), max_leakage=max_leakage, max_kl=max_kl,
                                 max_nll_delta=max_nll_delta),
         controls=tuple(part.strip() for part in controls.split(",") if part.strip()),
+        baselines=tuple(part.strip() for part in baselines.split(",") if part.strip()),
         n_prompts=n_prompts, evaluation=EvaluationConfig(max_new_tokens=max_new_tokens))
+    get_methods(config.baselines)
     result = run_foxp2(load_model(model, backend=backend), code, out / code, config)
     console.print((result.out_dir / "report.md").read_text())
     console.print(f"report.md, metrics.json, results.csv and figures written to {result.out_dir}/")
