@@ -4,11 +4,13 @@ artifacts are written and re-read, and the instruction gate switches the shift o
 
 import json
 import time
+from functools import partial
 
 import pandas as pd
 import pytest
 import torch
 
+import workbench.methods
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
 from workbench.foxp2.gate import fit_gate, gated
 from workbench.foxp2.pipeline import Foxp2Config, run_foxp2
@@ -17,7 +19,9 @@ from workbench.foxp2.shift import LayerShift, ShiftPlan
 from workbench.foxp2.spectra import PairDataConfig, spectral_stage
 from workbench.foxp2.trust import TrustRegionConfig
 from workbench.interventions import PositionRule, hooks_for
+from workbench.methods import DirectionMethod
 from workbench.pipelines.calibrate import CalibrationConfig
+from workbench.pipelines.directions import DirectionDataConfig
 from workbench.prompting import with_instruction
 from workbench.saes.config import SAETrainConfig
 from workbench.spectral import SpectralConfig
@@ -56,6 +60,10 @@ def foxp2_run(gemma_fast, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBENCH_CACHE", str(cache))
+        # DiffMean (baseline and same-layer control) fitted on fewer rows: one cheap harvest
+        patch.setitem(workbench.methods._REGISTRY, "diffmean",
+                      partial(DirectionMethod, "diffmean", "diffmean", data=DirectionDataConfig(n_rows=96,
+                                                                                              negatives=("hi",))))
         config = Foxp2Config(localise=LocaliseConfig(
             sae=SAETrainConfig(d_sae=256, k=16, n_tokens=4096, training_samples=8192, batch_size=256),
             n_pairs=24, n_lift_candidates=6, n_target_keep=8, n_english_keep=8), **TINY)

@@ -36,7 +36,6 @@ from workbench.languages import get_language
 from workbench.methods import get_method
 from workbench.models import model_metadata
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate
-from workbench.pipelines.directions import directions_for
 from workbench.sites import Site, resolve_site
 from workbench.spectral import SpectralConfig
 
@@ -248,7 +247,7 @@ def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config 
         plans["shifted-window"] = foxp2_plan(model, spectral, moved_localisation, moved_localisation.layers,
                                              beta=config.beta, name="shifted-window")
     if "diffmean-window" in config.controls:
-        diffmean = directions_for(model, target, config.source)["diffmean"]
+        diffmean = get_method("diffmean").directions(model, target, config.source)
         plans["diffmean-window"] = vector_plan(
             "diffmean-window", {layer: diffmean.vector(layer) for layer in layers}, diffmean.site,
             f"the token-level DiffMean vectors (natural scale) at layers {layers[0]}-{layers[-1]}")
