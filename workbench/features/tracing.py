@@ -114,11 +114,12 @@ def _relevance(contributions: Tensor, by_magnitude: bool) -> Tensor:
     return contributions.abs() if by_magnitude else contributions.clamp_min(0)
 
 
-def compact_neuron_set(tracings: Sequence[tuple[Float[Tensor, "feature layer d_mlp"], Sequence[int]]], *,
+def compact_neuron_set(tracings: Sequence[tuple[Tensor, Sequence[int]]], *,
                        per_feature: int = 16, max_neurons: int = 256) -> list[dict[str, Any]]:
     """Pool each feature's top neurons into one ranked language-neuron set.
 
-    ``tracings`` are (contributions, layers) pairs, e.g. one per SAE site (pass absolute values for the decoder
+    ``tracings`` are (contributions of shape (feature, layer, d_mlp), layers) pairs, e.g. one per SAE site, whose
+    feature and layer counts differ from site to site (pass absolute values for the decoder
     route of ``mlp.hook_post`` SAEs, whose signed decoder rows are the feature's neuron pattern). Each feature's
     positive contributions are normalised to shares summing to 1; its ``per_feature`` largest shares are added to
     their neurons' weights. Returns at most ``max_neurons`` rows ``{layer, index, weight, n_features}``, heaviest
