@@ -156,7 +156,8 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
                       f"smallest dev strength whose LID success reached {config.switch_lid:g}: outside the trust "
                       "region, shown for what the shift does once it switches the language."]
     lines += ["", "## Time per stage (seconds)", "",
-              *[f"- {stage}: {value:.0f}" for stage, value in result.seconds.items()], ""]
+              *[f"- {stage}: {value:.0f}" + (" (loaded from the cache)" if value < 1 else "")
+                for stage, value in result.seconds.items()], ""]
     return "\n".join(lines)
 
 
