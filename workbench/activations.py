@@ -421,6 +421,20 @@ def _finalise(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[st
     return tensors
 
 
+def token_activations(model: Any, token_ids: Sequence[int], hook_names: Sequence[str]
+                      ) -> dict[str, Float[Tensor, "token d"]]:
+    """Each hook's activation at each of ``token_ids`` run alone (a one-token sequence per id: e.g. BOS or pad,
+    whose activations are the same wherever they occur), running only the blocks needed."""
+    depth = max(_block_depth(model, name) for name in hook_names)
+    device = next(model.parameters()).device
+    captured: dict[str, Tensor] = {}
+    with torch.inference_mode(), model.hooks(fwd_hooks=[
+            (name, lambda activation, hook: captured.__setitem__(hook.name, activation[:, 0].float().clone()))
+            for name in hook_names]):
+        model(torch.tensor(list(token_ids), device=device).unsqueeze(1), stop_at_layer=depth)
+    return captured
+
+
 def _block_depth(model: Any, hook_name: str) -> int:
     """How many blocks must run for ``hook_name`` to fire (all of them for hooks outside the blocks)."""
     try:

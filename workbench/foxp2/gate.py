@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import corpus
-from workbench.activations import pooled_means
+from workbench.activations import pooled_means, token_activations
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig
 from workbench.interventions import _PROMPT_ENDS, Hook, Steer
@@ -130,11 +130,7 @@ class _GateState:
 def _special_embeddings(model: Any) -> Tensor:
     """The embeddings of BOS and the pad token at the gate site (rows the pooling skips)."""
     ids = [i for i in (model.tokenizer.bos_token_id, model.tokenizer.pad_token_id) if i is not None]
-    captured: list[Tensor] = []
-    device = next(model.parameters()).device
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(GATE_SITE, lambda a, hook: captured.append(a[0]))]):
-        model(torch.tensor([ids], device=device), stop_at_layer=1)
-    return captured[0].float()
+    return token_activations(model, ids, [GATE_SITE])[GATE_SITE]
 
 
 def _record(activation: Tensor, hook: Any, state: _GateState) -> Tensor:

@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
-from torch import Tensor
 
 from workbench import corpus
+from workbench.activations import token_activations
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
 from workbench.foxp2.gate import GateReport, fit_gate, gated
@@ -136,24 +135,13 @@ def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
     raise Foxp2Error(f"no room for a window of width {width} outside layers {first}-{last} of {n_layers}")
 
 
-def bos_activations(model: Any, hook_names: list[str]) -> dict[str, Tensor]:
-    """Each hook's activation at a lone BOS token, shape (1, d): where the SAEs (trained without BOS) do not apply."""
-    captured: dict[str, Tensor] = {}
-    depth = max(Site.parse(name).layer for name in hook_names) + 1
-    device = next(model.parameters()).device
-    with torch.inference_mode(), model.hooks(fwd_hooks=[
-            (name, lambda activation, hook: captured.__setitem__(hook.name, activation[0, :1].float().clone()))
-            for name in hook_names]):
-        model(torch.tensor([[model.tokenizer.bos_token_id]], device=device), stop_at_layer=depth)
-    return captured
-
-
 def foxp2_plan(model: Any, spectral: SpectralReport, localisation: Localisation, layers: list[int], *,
                beta: float = 1.0, name: str = "foxp2") -> ShiftPlan:
     """The signed sparse shift at ``layers``: ``v_tgt`` from stage II, ``N_en`` from stage I's SAEs there (BOS,
     which the SAEs never saw, is left unedited)."""
     hooks = [resolve_site(model, Site(layer, "resid_post")).hook_name for layer in layers]
-    bos = bos_activations(model, hooks) if model.tokenizer.bos_token_id is not None else {}
+    bos_id = model.tokenizer.bos_token_id
+    bos = token_activations(model, [bos_id], hooks) if bos_id is not None else {}
     parts = []
     for layer, hook in zip(layers, hooks, strict=True):
         parts.append(LayerShift(layer, hook, spectral.target_vector(layer), localisation.saes[hook],
