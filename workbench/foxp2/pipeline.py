@@ -247,7 +247,8 @@ def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config 
     def identity(variant: ShiftPlan, strength: float) -> dict[str, Any]:
         return {"plan": variant.summary(), "spectral": spectral.config.get("spectral"),
                 "pairs": asdict(config.pairs), "sae": config.localise.sae.to_dict(), "strength": strength,
-                "rule": str(rule), "gate": gate_report.summary() if gate_report else None}
+                "rule": str(rule),
+                "gate": gate_report.summary() if gate_report and variant.name == "foxp2" else None}
 
     def shift_run(runner: _Runner, variant: ShiftPlan, strength: float) -> dict[str, Any]:
         steers = variant.interventions(strength, rule)

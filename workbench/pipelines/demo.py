@@ -33,9 +33,9 @@ from workbench.spectral import SpectralConfig
 
 DEMO_CALIBRATION = CalibrationConfig(n_prompts=8, max_new_tokens=12, n_utility_texts=6, layers=(4, 8),
                                      strengths=(1.0, 4.0))
-"""Dev-split calibration of the direction baselines (shared by FOXP2's DiffMean and the benchmark's methods): the
-layers and strengths where each direction did best in the full benchmark (DiffMean L2-L4 x0.75-1; PCA/LDA/probe
-never switch the language below x4)."""
+"""Dev-split calibration of the direction baselines (shared by FOXP2's DiffMean and the benchmark's methods): two
+layers and two strengths around where the full benchmark calibrated DiffMean (L2-L4, x0.75-1); x4 gives PCA, LDA
+and the probe, whose natural scale is small, a chance to move the language."""
 DEMO_EVALUATION = EvaluationConfig(max_new_tokens=24, n_utility_texts=8)
 """Eval-split settings of every evaluation in the demo."""
 DEMO_SAES = SAETrainConfig(d_sae=1024, k=32, n_tokens=40_000, training_samples=120_000)
