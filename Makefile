@@ -4,16 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.workbench-installed
 
-.PHONY: setup demo test test-fast lint bench figures clean
+LOCK := requirements.lock
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: setup demo test test-fast test-latest lock lint bench figures clean
 
 setup: $(STAMP)
 
-# torch==2.13.0 first: it resolves to the CPU build present on these machines, and the package's torch range
-# is then already satisfied, so no CUDA build is ever pulled.
-$(STAMP): pyproject.toml
+# The environment is exactly the lock: every package pinned with its hashes (torch is the 2.13.0 CPU build, so no
+# CUDA build is ever pulled), nothing resolved at install time, then the project itself without dependencies.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install $(PIP_QUIET) --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	# plotly.js 2.x for the packaged static exporter (kaleido 0.2.1), fetched once from PyPI into the cache
 	$(PY) -c "from workbench.static_export import plotlyjs_path; plotlyjs_path()"
@@ -38,5 +42,21 @@ bench: setup
 	$(PY) benchmarks/harvest.py
 	$(PY) benchmarks/generate.py
 
+# Regenerate the lock from pyproject.toml's ranges (newest releases they allow) for this platform and Python.
+# Run `make test` on the result before committing it.
+lock:
+	test -x .venv-lock/bin/pip-compile || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install $(PIP_QUIET) pip-tools==7.6.2; }
+	.venv-lock/bin/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml requirements-build.in
+
+# Not in CI: a separate environment with the newest releases pyproject.toml allows, and the whole suite on it, to
+# try upgrades on purpose. Its resolved versions are written to .venv-latest/versions.txt.
+test-latest:
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install $(PIP_QUIET) torch==2.13.0
+	.venv-latest/bin/pip install $(PIP_QUIET) --upgrade --upgrade-strategy eager -e ".[dev]"
+	.venv-latest/bin/pip freeze --exclude-editable > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lock .venv-latest .pytest_cache

@@ -115,6 +115,18 @@ def test_backends_share_hook_names_and_record_metadata(gemma_hooked, gemma_bridg
 
 
 @pytest.mark.model
+def test_bridge_load_check_refuses_a_kv_cache_that_is_never_filled(gemma_bridge, monkeypatch):
+    """transformers 5.24's failure, replayed: the bridge's attention stops writing its KV cache, so each cached
+    step attends to itself alone. The load-time check passes on the working bridge and refuses the broken one."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    models.check_cached_generation(gemma_bridge)
+    monkeypatch.setattr(AttentionBridge, "_update_kv_cache", lambda self, k, v, **kwargs: (k, v))
+    with pytest.raises(ModelLoadError, match=r"KV-cached generation disagrees.*transformers \d"):
+        models.check_cached_generation(gemma_bridge)
+
+
+@pytest.mark.model
 def test_local_checkpoint_directory_loads_the_same_way(gemma_bridge):
     local = load_model(models.embedded_checkpoint_dir(), backend="bridge")
     assert local.workbench_metadata.source.startswith("local:")

@@ -27,6 +27,14 @@ def test_generate_needs_prompts(tiny_model):
 
 
 @pytest.mark.model
-def test_generation_is_the_same_on_the_fast_and_bridge_backends(gemma_fast, gemma_bridge):
-    prompts = ["Q: What is an Array?\nA:", "English: Good morning, how are you?\nHindi:"]
-    assert generate(gemma_fast, prompts, max_new_tokens=8) == generate(gemma_bridge, prompts, max_new_tokens=8)
+def test_every_backend_generates_what_plain_hf_generates(gemma_hf, gemma_fast, gemma_bridge, gemma_hooked):
+    """Greedy, KV-cached, left-padded batches: a library release that breaks any backend's cache fails here."""
+    hf_model, tokenizer = gemma_hf
+    prompts = ["Q: What is an Array?\nA:", "English: Good morning, how are you?\nHindi:", "Q: ¿Qué es un gato?\nA:"]
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.inference_mode():
+        tokens = hf_model.generate(**encoded, max_new_tokens=8, do_sample=False, top_p=None, top_k=None)
+    reference = tokenizer.batch_decode(tokens[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert len(set(reference[0].split())) > 3, reference  # the reference itself is not degenerate
+    for model in (gemma_fast, gemma_bridge, gemma_hooked):
+        assert generate(model, prompts, max_new_tokens=8) == reference, model.workbench_metadata.backend

@@ -357,11 +357,64 @@ def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> An
     from transformer_lens.model_bridge import TransformerBridge
 
     if resolved.checkpoint is None:
-        return TransformerBridge.boot_transformers(resolved.tl_name, device=device, dtype=dtype)
-    hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
-    return TransformerBridge.boot_transformers(
-        str(resolved.checkpoint), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
+        bridge = TransformerBridge.boot_transformers(resolved.tl_name, device=device, dtype=dtype)
+    else:
+        hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+        bridge = TransformerBridge.boot_transformers(
+            str(resolved.checkpoint), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    check_cached_generation(bridge.eval())
+    return bridge
+
+
+CACHE_CHECK_PROMPTS: tuple[str, ...] = ("Q: What is an Array?\nA:", "English: Good morning, how are you?\nHindi:")
+CACHE_CHECK_TOKENS = 4
+_CACHE_CHECK_LOGIT_SLACK = 1e-3
+
+
+def _library_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("transformers", "transformer-lens", "torch"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package} (not installed)")
+    return ", ".join(found)
+
+
+def check_cached_generation(model: Any, prompts: tuple[str, ...] = CACHE_CHECK_PROMPTS,
+                            n_tokens: int = CACHE_CHECK_TOKENS) -> None:
+    """Refuse a model whose KV-cached greedy generation disagrees with its own uncached forward.
+
+    Greedy-generates ``n_tokens`` tokens for a left-padded batch of ``prompts`` through TransformerLens' cached
+    ``generate``, then re-reads each row (prompt + generated tokens, unpadded) with one uncached forward: every
+    generated token must be that forward's argmax at its position (up to a 1e-3 logit slack for float ties). A
+    library release that stops the cache from being filled (transformers 5.24 renamed the attention's
+    ``past_key_values`` argument to ``cache``, which TransformerLens 3.9's bridge does not read, so each step saw
+    only itself and repeated one token) fails here, at load time, with the versions named.
+    """
+    tokenizer = model.tokenizer
+    with torch.inference_mode():
+        generated = model.generate(list(prompts), max_new_tokens=n_tokens, do_sample=False, padding_side="left",
+                                   verbose=False, return_type="tokens", stop_at_eos=False)
+        encoded = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
+        new_tokens = generated[:, encoded["input_ids"].shape[1]:].cpu()
+        for row, prompt in enumerate(prompts):
+            prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+            sequence = torch.cat([prompt_ids, new_tokens[row:row + 1, :-1]], dim=1).to(generated.device)
+            logits = model(sequence)[0, prompt_ids.shape[1] - 1:].float().cpu()
+            chosen = logits.gather(-1, new_tokens[row].unsqueeze(-1)).squeeze(-1)
+            if bool((chosen < logits.max(-1).values - _CACHE_CHECK_LOGIT_SLACK).any()):
+                cached = tokenizer.decode(new_tokens[row])
+                uncached = tokenizer.decode(logits.argmax(-1))
+                raise ModelLoadError(
+                    f"{type(model).__name__}'s KV-cached generation disagrees with its uncached forward on "
+                    f"{prompt!r}: it generated {cached!r} where the uncached forward's argmax is {uncached!r}. This combination of libraries is "
+                    f"incompatible ({_library_versions()}); install the versions in requirements.lock "
+                    "(make setup) or use backend='hf'."
+                )
 
 
 def model_metadata(model: Any) -> dict[str, Any]:
