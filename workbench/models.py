@@ -411,9 +411,9 @@ def check_cached_generation(model: Any, prompts: tuple[str, ...] = CACHE_CHECK_P
                 uncached = tokenizer.decode(logits.argmax(-1))
                 raise ModelLoadError(
                     f"{type(model).__name__}'s KV-cached generation disagrees with its uncached forward on "
-                    f"{prompt!r}: it generated {cached!r} where the uncached forward's argmax is {uncached!r}. This combination of libraries is "
-                    f"incompatible ({_library_versions()}); install the versions in requirements.lock "
-                    "(make setup) or use backend='hf'."
+                    f"{prompt!r}: it generated {cached!r} where the uncached forward's argmax is {uncached!r}. "
+                    f"These libraries are incompatible ({_library_versions()}); install the versions in "
+                    "requirements.lock (make setup) or use backend='hf'."
                 )
 
 
