@@ -1,7 +1,7 @@
 """Steered generation vs plain HF ``generate`` on the same prompts (batch 8, 32 new tokens), in one run.
 
 HF side: the plain HF model's ``generate`` (greedy, KV cache, exactly 32 new tokens). Workbench side:
-``workbench.steering.generate_recording`` on the ``hf`` backend with a DiffMean-sized vector added at
+``workbench.generation.generate_recording`` on the ``hf`` backend with a DiffMean-sized vector added at
 ``blocks.6.hook_resid_post`` under the position rule ``final+8`` (the rule that tracks KV-cached positions), also
 recording the language mass of the first 3 steps as the evaluation does. Both generate exactly 32 tokens.
 Rounds alternate so background load hits both alike; the median round is reported. Last line:
@@ -23,7 +23,7 @@ from workbench import corpus
 from workbench.evaluation import QA_TEMPLATE, language_mass, token_sets_for
 from workbench.interventions import AddVector, Intervention, PositionRule, hooks_for
 from workbench.models import load_hf_model, load_model
-from workbench.steering import generate_recording
+from workbench.generation import generate_recording
 
 BATCH, NEW_TOKENS = 8, 32
 

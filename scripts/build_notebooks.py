@@ -152,7 +152,7 @@ QUICKSTART: list[Cell] = [
     code("""
         from workbench.evaluation import identify_language
         from workbench.interventions import hooks_for
-        from workbench.steering import generate
+        from workbench.generation import generate
 
         plain = generate(model, prompts, max_new_tokens=MAX_NEW_TOKENS)
         steered = generate(model, prompts, hooks=hooks_for(model, treatment.interventions),

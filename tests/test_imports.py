@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-MODULES = ["workbench.models", "workbench.activations", "workbench.steering", "workbench.evaluation",
+MODULES = ["workbench.models", "workbench.activations", "workbench.generation", "workbench.evaluation",
            "workbench.evaluation.utility", "workbench.pipelines.demo", "workbench.cli", "workbench.corpus",
            "workbench.interventions", "workbench.directions", "workbench.methods", "workbench.prompting",
            "workbench.pipelines.bench", "workbench.pipelines.calibrate", "workbench.pipelines.directions",

@@ -16,7 +16,7 @@ from workbench.pipelines.bench import BenchConfig, BenchError, run_bench
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate, choose
 from workbench.pipelines.directions import DirectionDataConfig
 from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
-from workbench.steering import generate
+from workbench.generation import generate
 
 
 def test_prompting_instructions_cover_every_corpus_language_and_sit_before_the_answer():

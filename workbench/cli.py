@@ -139,7 +139,7 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
     from workbench.methods import get_method
     from workbench.models import load_model
     from workbench.pipelines.calibrate import calibrate
-    from workbench.steering import generate
+    from workbench.generation import generate
 
     for code in (target, source):
         get_language(code)

@@ -30,7 +30,7 @@ from workbench.evaluation.utility import final_logits, kl_divergence, sequence_n
 from workbench.interventions import Hook
 from workbench.languages import get_language
 from workbench.models import model_metadata
-from workbench.steering import Generation, generate_recording
+from workbench.generation import Generation, generate_recording
 
 
 class EvaluationError(WorkbenchError):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from workbench.interventions import InterventionError, add_vector
-from workbench.steering import SteeringError, generate
+from workbench.generation import SteeringError, generate
 
 
 def test_strength_zero_is_exactly_the_identity(tiny_model):
