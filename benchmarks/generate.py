@@ -21,9 +21,9 @@ import torch
 
 from workbench import corpus
 from workbench.evaluation import QA_TEMPLATE, language_mass, token_sets_for
+from workbench.generation import generate_recording
 from workbench.interventions import AddVector, Intervention, PositionRule, hooks_for
 from workbench.models import load_hf_model, load_model
-from workbench.generation import generate_recording
 
 BATCH, NEW_TOKENS = 8, 32
 

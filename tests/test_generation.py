@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from workbench.interventions import InterventionError, add_vector
 from workbench.generation import SteeringError, generate
+from workbench.interventions import InterventionError, add_vector
 
 
 def test_strength_zero_is_exactly_the_identity(tiny_model):

@@ -10,13 +10,13 @@ from workbench import corpus
 from workbench.cli import app
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, identify_language
+from workbench.generation import generate
 from workbench.interventions import PositionRule, hooks_for, prompt_ends
 from workbench.methods import DirectionMethod, MethodError, fingerprint_digest, get_method, get_methods, method_names
 from workbench.pipelines.bench import BenchConfig, BenchError, run_bench
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate, choose
 from workbench.pipelines.directions import DirectionDataConfig
 from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
-from workbench.generation import generate
 
 
 def test_prompting_instructions_cover_every_corpus_language_and_sit_before_the_answer():

@@ -134,12 +134,12 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
           ) -> None:
     """Steer prompts towards a target language and print the generations (with --json, also the evaluation)."""
     from workbench.evaluation import EvaluationConfig, evaluate, identify_language
+    from workbench.generation import generate
     from workbench.interventions import PositionRule, hooks_for
     from workbench.languages import get_language
     from workbench.methods import get_method
     from workbench.models import load_model
     from workbench.pipelines.calibrate import calibrate
-    from workbench.generation import generate
 
     for code in (target, source):
         get_language(code)

@@ -27,10 +27,10 @@ from workbench.evaluation.relevance import Judge, retrieval_relevance
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, steering_score_from_items, wilson_interval
 from workbench.evaluation.token_sets import TokenSets, token_sets_for
 from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
+from workbench.generation import Generation, generate_recording
 from workbench.interventions import Hook
 from workbench.languages import get_language
 from workbench.models import model_metadata
-from workbench.generation import Generation, generate_recording
 
 
 class EvaluationError(WorkbenchError):
