@@ -1,0 +1,104 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Method comparison: the steering benchmark
+#
+# `run_bench` evaluates methods × target languages on the **eval** split. Tunable methods (layer and strength
+# for DiffMean, PCA, LDA and the probe; strength for LAPE) are first calibrated on **dev**: every candidate
+# layer at strength 1, then every strength at the best layer, keeping the best steering score whose
+# in-language NLL increase stays within the bound (calibrations are cached under `~/.cache/workbench`).
+# Prompting baselines ("Answer in <Language>.", in English or in the language) and the unsteered model run
+# beside them. Each evaluation is saved under `runs/` and reused by a re-run.
+
+# %%
+import os
+from pathlib import Path
+
+import workbench as wb
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything runs offline: model and corpus ship with the package
+
+SMALL = os.environ.get("WORKBENCH_NOTEBOOK_SMALL") == "1"  # tiny settings (the notebook test sets it)
+OUT = Path(os.environ.get("WORKBENCH_NOTEBOOK_OUT", "figures/notebooks"))
+PROGRESS = not SMALL  # progress bars for the real runs only
+
+if SMALL:  # three methods, one target, 4 prompts, one calibration setting
+    CONFIG = wb.BenchConfig(
+        methods=("none", "prompt-en", "diffmean"), targets=("es",), n_prompts=4,
+        evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_texts=3, bootstrap_resamples=200),
+        calibration=wb.CalibrationConfig(n_prompts=4, max_new_tokens=8, n_utility_texts=2, layers=(4,),
+                                         strengths=(1.0,)))
+else:      # the README's table: 64 prompts, 32 greedy tokens, Hindi and Spanish, a DiffMean sweep
+    CONFIG = wb.BenchConfig(
+        methods=("none", "prompt-en", "prompt-native", "diffmean", "pca", "lda", "probe", "lape"),
+        targets=("hi", "es"), n_prompts=64, evaluation=wb.EvaluationConfig(max_new_tokens=32),
+        sweep_methods=("diffmean",), sweep_layers=(2, 4, 6, 8), sweep_strengths=(0.5, 1.0, 1.5))
+
+# %%
+model = wb.load_model(backend="hf")  # embedded Gemma 3 270M: HF forward + TransformerLens hook points (fastest)
+model.workbench_metadata
+
+# %%
+result = wb.run_bench(model, CONFIG, OUT / "bench", progress=PROGRESS)
+
+# %% [markdown]
+# ## Leaderboard
+#
+# Per target, methods ranked by steering score (harmonic mean of LID success and relevance) at their
+# calibrated setting, with 95% intervals.
+
+# %%
+from IPython.display import Markdown
+
+bench = wb.pipelines.bench  # the benchmark's report builders (imported with wb.BenchConfig)
+
+Markdown(bench.leaderboard_markdown(result, CONFIG))
+
+# %% [markdown]
+# ## The results table
+#
+# One row per evaluated setting (`selection`: `fixed`, `calibrated on dev`, or `sweep`), every metric with its
+# interval bounds; also written to `results.csv`.
+
+# %%
+result.table
+
+# %%
+bench.method_language_figure(result.table)
+
+# %% [markdown]
+# ## What calibration saw on dev
+
+# %%
+import pandas as pd
+
+pd.DataFrame([{"target": target, "method": method, **row}
+              for target, by_method in result.calibrations.items()
+              for method, calibration in by_method.items() for row in calibration["sweep"]])
+
+# %% [markdown]
+# ## Outputs
+#
+# Each evaluation under `runs/` keeps its per-prompt records: the prompt as the model saw it (prompting
+# baselines rewrite it), the output, its identified language and whether it retrieves its own prompt.
+
+# %%
+import json
+
+runs = [json.loads(path.read_text()) for path in sorted((OUT / "bench" / "runs").glob("*.json"))]
+records = pd.DataFrame([{"method": run["provenance"]["method"], "target": run["target"], **record}
+                        for run in runs for record in run["records"]])
+records[["method", "target", "model_prompt", "output", "lid", "relevant"]]
