@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workbench import models
+from workbench import models, store
 from workbench.models import ModelLoadError, load_model, verify_checkpoint
 from workbench.sites import SITE_KINDS, Site
 
@@ -36,7 +36,7 @@ def test_verify_checkpoint_detects_incomplete_truncated_and_corrupt_caches(tmp_p
 
 
 def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
-    monkeypatch.setenv(models.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path))
     builds = []
 
     def build(target):

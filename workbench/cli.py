@@ -14,6 +14,7 @@ from workbench.features.cli import ablate_command, features_command
 from workbench.foxp2.cli import foxp2_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
+from workbench.store_cli import cache_app
 
 app = typer.Typer(help="Study and steer which language a multilingual LLM speaks.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -211,6 +212,7 @@ def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca
 
 app.add_typer(neurons_app, name="neurons")
 app.add_typer(sae_app, name="sae")
+app.add_typer(cache_app, name="cache")
 app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)

@@ -35,13 +35,13 @@ from typing import Any
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.store import cache_dir, sha256_file
 
 BACKENDS: tuple[str, ...] = ("hooked", "bridge", "hf")
 
 EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_TL_NAME = "google/gemma-3-270m"
 EMBEDDED_ALIASES: tuple[str, ...] = (EMBEDDED_MODEL, EMBEDDED_TL_NAME, "gemma3-270m")
-CACHE_ENV_VAR = "WORKBENCH_CACHE"
 _MANIFEST = "workbench_manifest.json"
 _MANIFEST_VERSION = 1
 
@@ -81,12 +81,6 @@ class ModelMetadata:
         return asdict(self)
 
 
-def cache_dir() -> Path:
-    """Root of the workbench cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
-    root = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "workbench"
-    return Path(root).expanduser()
-
-
 def embedded_checkpoint_dir() -> Path:
     """Directory of the cached HF checkpoint of the embedded model (may not exist yet)."""
     return cache_dir() / "models" / EMBEDDED_MODEL
@@ -106,16 +100,8 @@ def default_device() -> str:
 # --------------------------------------------------------------------------- embedded checkpoint cache
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 23):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_manifest(directory: Path, source: str) -> None:
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(directory.iterdir())}
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(directory.iterdir())}
     manifest = {"version": _MANIFEST_VERSION, "source": source, "files": files}
     (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -138,7 +124,7 @@ def verify_checkpoint(directory: Path) -> str | None:
             return f"missing file {name}"
         if path.stat().st_size != expected["size"]:
             return f"{name} has {path.stat().st_size} bytes, expected {expected['size']}"
-        if _sha256(path) != expected["sha256"]:
+        if sha256_file(path) != expected["sha256"]:
             return f"{name} does not match its recorded sha256"
     return None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.models import cache_dir
+from workbench.store import cache_dir
 
 PLOTLYJS_WHEEL = "plotly==5.24.1"
 """The PyPI wheel plotly.js 2.x is taken from."""

@@ -31,8 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +46,7 @@ from torch import Tensor
 from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.languages import Language, get_language
+from workbench.store import TOKEN_SETS, Entry, Store
 
 __all__ = [
     "TokenSetConfig",
@@ -61,7 +60,8 @@ __all__ = [
     "vocab_pieces",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = TOKEN_SETS.version
+"""Format of saved token sets (the store kind's version)."""
 TEXT_SPLITS: tuple[str, ...] = ("discovery", "dev")
 _SPACE_MARKER = "\u2581"
 _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
@@ -417,16 +417,11 @@ def build_token_sets(
 # --------------------------------------------------------------------------- cache
 
 
-def _cache_key(tokens: list[str], languages: list[str], config: TokenSetConfig) -> str:
+def _entry(tokenizer: Any, codes: list[str], config: TokenSetConfig) -> Entry:
     manifest = resources.files("workbench").joinpath("data", "manifest.json").read_bytes()
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "vocab_sha256": _vocab_sha256(tokens),
-        "languages": sorted(languages),
-        "config": asdict(config),
-        "corpus_sha256": hashlib.sha256(manifest).hexdigest(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    key = {"vocab_sha256": _vocab_sha256(_vocab_tokens(tokenizer)), "languages": sorted(codes),
+           "config": asdict(config), "corpus_sha256": hashlib.sha256(manifest).hexdigest()}
+    return Store().entry(TOKEN_SETS, key, label="-".join(sorted(codes)))
 
 
 def _reordered(sets: TokenSets, languages: list[str]) -> TokenSets:
@@ -437,30 +432,21 @@ def _reordered(sets: TokenSets, languages: list[str]) -> TokenSets:
 
 def token_set_cache_dir(tokenizer: Any, languages: Sequence[str], config: TokenSetConfig = TokenSetConfig()) -> Path:
     """Where :func:`token_sets_for` caches the sets of ``languages`` for ``tokenizer`` and ``config``."""
-    from workbench.models import cache_dir
-
-    codes = [lang.code for lang in _resolve_languages(languages)]
-    key = _cache_key(_vocab_tokens(tokenizer), codes, config)
-    return cache_dir() / "token_sets" / f"{'-'.join(sorted(codes))}-{key}"
+    return _entry(tokenizer, [lang.code for lang in _resolve_languages(languages)], config).path
 
 
 def token_sets_for(
     tokenizer: Any, languages: Sequence[str], config: TokenSetConfig = TokenSetConfig()
 ) -> TokenSets:
-    """The token sets of ``languages`` from the shipped corpus, built once and then read from the cache.
+    """The token sets of ``languages`` from the shipped corpus, built once and then read from the store.
 
-    The cache entry (see :func:`token_set_cache_dir`) is built in a temporary directory and renamed into place, so
-    an interrupted build is never read. The returned sets follow the order of ``languages``.
+    The store entry (see :func:`token_set_cache_dir`) is read only when committed and intact, so an interrupted or
+    corrupted build is rebuilt. The returned sets follow the order of ``languages``.
     """
     codes = [lang.code for lang in _resolve_languages(languages)]
-    directory = token_set_cache_dir(tokenizer, codes, config)
-    if not (directory / _META_FILE).is_file():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            build_token_sets(tokenizer, codes, config).save(staging)
-            if not directory.exists():  # another process may have finished the same build meanwhile
-                staging.rename(directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return _reordered(TokenSets.load(directory), codes)
+    entry = _entry(tokenizer, codes, config)
+    if not entry.ready():
+        entry.clear()
+        build_token_sets(tokenizer, codes, config).save(entry.prepare())
+        entry.commit()
+    return _reordered(TokenSets.load(entry.path), codes)

@@ -5,15 +5,14 @@ then FOXP2, its controls and the baselines on the eval split.
     result = run_foxp2(model, "hi", "figures/foxp2/hi")
     result.metrics["foxp2"]["lid_success"], result.strength, result.window
 
-Every stage is cached (stages I and II under ``cache_dir()/foxp2/``, the SAEs under ``cache_dir()/saes/``, each dev
-and eval evaluation under ``out_dir/runs/`` keyed by everything it depends on), so a re-run with the same inputs
-loads instead of recomputing, and an interrupted run loses only the evaluation in progress.
+Every stage is a store entry (stage II ``spectra``, stage I ``features``, one ``saes`` entry per site, each dev and
+eval evaluation a ``runs`` entry keyed by everything it depends on; see :mod:`workbench.store`), so a re-run with the
+same inputs loads instead of recomputing, and an interrupted run loses only the evaluation in progress. Each
+evaluation is also exported to ``out_dir/runs/<split>-<variant>.json``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,18 +20,18 @@ from typing import Any
 
 from rich.console import Console
 
-from workbench import corpus
 from workbench.activations import token_activations
 from workbench.errors import WorkbenchError
-from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
+from workbench.evaluation import EvaluationConfig
+from workbench.evaluation.runs import EvaluationRuns
 from workbench.foxp2.gate import GateReport, fit_gate, gated
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig, localise
 from workbench.foxp2.shift import LayerShift, ShiftPlan, negative_only, positive_only, random_support, vector_plan
 from workbench.foxp2.spectra import PairDataConfig, SpectralReport, spectral_stage
 from workbench.foxp2.trust import TrustRegionConfig, bounds, choose_strength
-from workbench.interventions import PositionRule, hooks_for
+from workbench.interventions import PositionRule
 from workbench.languages import get_language
-from workbench.methods import get_method
+from workbench.methods import fingerprint_digest, get_method
 from workbench.models import model_metadata
 from workbench.pipelines.calibrate import CalibrationConfig, calibrate
 from workbench.sites import Site, resolve_site
@@ -150,49 +149,6 @@ def foxp2_plan(model: Any, spectral: SpectralReport, localisation: Localisation,
                      f"minus beta={beta:g} x English-promoting SAE features, layers {layers[0]}-{layers[-1]}")
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-@dataclass
-class _Runner:
-    """Evaluates treatments on one prompt set, caching each result as JSON keyed by what it depends on."""
-
-    model: Any
-    target: str
-    source: str
-    split: str
-    n_prompts: int
-    config: EvaluationConfig
-    runs: Path
-    baseline: Baseline | None = None
-
-    def __post_init__(self) -> None:
-        rows = corpus.prompts(split=self.split, n=self.n_prompts)
-        self.prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in rows]
-        self.references = [p.reference.get(self.target) for p in rows]
-        self.runs.mkdir(parents=True, exist_ok=True)
-
-    def run(self, name: str, identity: dict[str, Any], interventions: tuple = (), prompt_rewriter: Any = None
-            ) -> dict[str, Any]:
-        key = _digest({"identity": identity, "split": self.split, "n": self.n_prompts, "target": self.target,
-                       "source": self.source, "evaluation": asdict(self.config)})
-        path = self.runs / f"{self.split}-{name}-{self.target}-{key}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        if self.baseline is None:
-            self.baseline = compute_baseline(self.model, self.prompts, self.target, source=self.source,
-                                             references=self.references, config=self.config)
-        started = time.perf_counter()
-        metrics = evaluate(self.model, self.prompts, self.target, source=self.source,
-                           hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
-                           references=self.references, baseline=self.baseline, config=self.config)
-        metrics.provenance.update({"variant": name, "seconds": round(time.perf_counter() - started, 2),
-                                   "identity": identity})
-        metrics.save(path)
-        return json.loads(path.read_text())
-
-
 def _brief(metrics: dict[str, Any]) -> str:
     return (f"LID {metrics['lid_success']:.2f}, relevance {metrics['relevance']:.2f}, dM {metrics['delta_mass']:+.2f}, "
             f"KL {metrics['kl']:.2f}, NLL {metrics['nll_delta']:+.2f}, leak {metrics['leakage_max']:.3f}")
@@ -250,29 +206,31 @@ def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config 
                 "rule": str(rule),
                 "gate": gate_report.summary() if gate_report and variant.name == "foxp2" else None}
 
-    def shift_run(runner: _Runner, variant: ShiftPlan, strength: float) -> dict[str, Any]:
+    def shift_run(runner: EvaluationRuns, variant: ShiftPlan, strength: float) -> dict[str, Any]:
         steers = variant.interventions(strength, rule)
-        return runner.run(f"{variant.name}-s{strength:g}", identity(variant, strength),
-                          gated(steers, probe) if variant.name == "foxp2" else steers)
+        return runner.run(f"{runner.label}-{variant.name}-s{strength:g}", identity(variant, strength),
+                          gated(steers, probe) if variant.name == "foxp2" else steers)[0]
 
-    def method_run(runner: _Runner, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def method_run(runner: EvaluationRuns, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         method = get_method(name)
         method_rule = method.default_rule
         setting = calibrate(model, method, target, config.source, rule=method_rule, config=config.calibration,
                             progress=progress)
         treatment = method.treatment(model, target, config.source, layer=setting.layer, strength=setting.strength,
                                      rule=method_rule)
-        metrics = runner.run(name, {"method": name, "layer": setting.layer, "strength": setting.strength,
-                                    "rule": str(method_rule), "treatment": treatment.description},
-                             treatment.interventions, treatment.prompt_rewriter)
+        metrics, _ = runner.run(f"{runner.label}-{name}", {
+            "method": name, "fingerprint": fingerprint_digest(method), "layer": setting.layer,
+            "strength": setting.strength, "rule": str(method_rule), "treatment": treatment.description},
+            treatment.interventions, treatment.prompt_rewriter)
         return metrics, {"layer": setting.layer, "strength": setting.strength, "rule": str(method_rule),
                          "description": treatment.description, "admissible": setting.admissible}
 
-    dev = _Runner(model, target, config.source, config.dev_evaluation.utility_split, config.n_dev_prompts,
-                  config.dev_evaluation, out_dir / "runs")
-    prompting_cost = dev.run("prompt-en", {"method": "prompt-en"},
-                             prompt_rewriter=get_method("prompt-en").treatment(
-                                 model, target, config.source, layer=None, strength=1.0, rule=rule).prompt_rewriter)
+    dev = EvaluationRuns.from_split(model, target, source=config.source, split=config.dev_evaluation.utility_split,
+                                    n_prompts=config.n_dev_prompts, config=config.dev_evaluation,
+                                    export_dir=out_dir / "runs")
+    prompting_cost, _ = dev.run(f"{dev.label}-prompt-en", {"method": "prompt-en"},
+                                prompt_rewriter=get_method("prompt-en").treatment(
+                                    model, target, config.source, layer=None, strength=1.0, rule=rule).prompt_rewriter)
     limits = bounds(config.trust, prompting_cost)
     sweep = []
     for strength in config.trust.strengths:
@@ -289,7 +247,8 @@ def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config 
     switch = min(switching) if switching and min(switching) > strength else None
     lap("stage III (trust region on dev)")
 
-    runner = _Runner(model, target, config.source, "eval", config.n_prompts, config.evaluation, out_dir / "runs")
+    runner = EvaluationRuns.from_split(model, target, source=config.source, split="eval", n_prompts=config.n_prompts,
+                                       config=config.evaluation, export_dir=out_dir / "runs")
     metrics: dict[str, dict[str, Any]] = {}
     settings: dict[str, dict[str, Any]] = {}
     runs = [(name, variant, strength) for name, variant in plans.items()]

@@ -1,18 +1,17 @@
 """FOXP2 stage I for the pipeline: SAEs at the window's residual sites, the language features there (selectivity x
 causal lift, traced to neurons) and the feature-space spectra, all cached.
 
-SAEs are language-independent and cached once per (model, layer, training config) under
-``cache_dir()/saes/<model>/<config digest>/``; the feature analysis of a target is cached as ``features.json`` under
-``cache_dir()/foxp2/<model>/features-<target>-<layers>-<digest>/``.
+SAEs are language-independent: one :data:`workbench.store.SAES` entry per (model, site, training config), trained
+together (one shared harvest) in a staging folder beside them that an interrupted training resumes from. The feature
+analysis of a target at a window is one :data:`workbench.store.FEATURES` entry.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,15 +27,14 @@ from workbench.features.analysis import (
     run_feature_analysis,
 )
 from workbench.features.encode import encode_texts
-from workbench.models import cache_dir, model_key
+from workbench.models import model_key
 from workbench.saes.config import SAETrainConfig
+from workbench.saes.io import load_sae
 from workbench.saes.metrics import json_safe
 from workbench.saes.training import train_saes
 from workbench.sites import Site, resolve_site
 from workbench.spectral import SpectralConfig, difference_matrix, layer_spectrum
-
-LOCALISE_FORMAT = 1
-"""Version of the cached stage-I artifacts."""
+from workbench.store import FEATURES, SAES, Entry, Store, digest
 
 
 @dataclass(frozen=True)
@@ -64,17 +62,28 @@ class LocaliseConfig:
                                      lift=LiftConfig(n_candidates=self.n_lift_candidates))
 
 
-def sae_directory(model: Any, config: SAETrainConfig) -> Path:
-    """Where the SAEs trained with ``config`` on ``model`` are cached."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return cache_dir() / "saes" / model_key(model) / digest
+def sae_entry(model: Any, site: Site, config: SAETrainConfig) -> Entry:
+    """The store entry of the SAE trained with ``config`` at ``site`` of ``model``."""
+    key = {"model": model_key(model), "site": site.hook_name, "config": config.to_dict()}
+    return Store().entry(SAES, key, scope=model_key(model), label=site.hook_name)
 
 
 def window_saes(model: Any, layers: list[int], config: SAETrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Hook name -> SAE at ``hook_resid_post`` of each layer, trained on first use and cached."""
-    sites = [Site(layer, "resid_post") for layer in layers]
-    trained = train_saes(model, sites, sae_directory(model, config), config, progress=progress)
-    return {resolve_site(model, site).hook_name: trained[resolve_site(model, site).hook_name].sae for site in sites}
+    """Hook name -> SAE at ``hook_resid_post`` of each layer, trained on first use (missing sites together) and
+    cached."""
+    sites = [resolve_site(model, Site(layer, "resid_post")) for layer in layers]
+    entries = {site.hook_name: sae_entry(model, site, config) for site in sites}
+    todo = [site for site in sites if not entries[site.hook_name].ready()]
+    if todo:
+        staging = entries[todo[0].hook_name].path.parent / f".training-{digest(config.to_dict())}"
+        trained = train_saes(model, todo, staging, config, progress=progress)
+        for site in todo:
+            entry = entries[site.hook_name]
+            entry.clear()
+            entry.path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(trained[site.hook_name].directory, entry.path)
+            entry.commit()
+    return {name: load_sae(entry.path, model) for name, entry in entries.items()}
 
 
 def feature_spectra(model: Any, saes: dict[str, Any], target: str, source: str = "en", n_pairs: int = 256,
@@ -126,14 +135,11 @@ def localise(model: Any, target: str, layers: list[int], config: LocaliseConfig 
     saes = window_saes(model, layers, config.sae, progress=progress)
     sae_seconds = time.perf_counter() - started
     analysis = config.analysis(target)
-    identity = {"analysis": analysis.to_dict(), "sae": config.sae.to_dict(), "layers": layers,
-                "format": LOCALISE_FORMAT}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    directory = (cache_dir() / "foxp2" / model_key(model) /
-                 f"features-{target}-L{'_'.join(map(str, layers))}-{digest}")
-    cached = directory / "stage1.json"
-    if use_cache and cached.is_file():
-        payload = json.loads(cached.read_text())
+    entry = Store().entry(FEATURES, {"model": model_key(model), "target": target, "layers": layers,
+                                     "analysis": analysis.to_dict(), "sae": config.sae.to_dict()},
+                          scope=model_key(model), label=f"{target}-L{'_'.join(map(str, layers))}")
+    if use_cache and entry.ready():
+        payload = json.loads((entry / "stage1.json").read_text())
         return Localisation(target, layers, saes, FeatureReport(**payload["report"]),
                             pd.DataFrame(payload["feature_spectra"]), payload["seconds"])
     clock = time.perf_counter()
@@ -143,6 +149,7 @@ def localise(model: Any, target: str, layers: list[int], config: LocaliseConfig 
     spectra = feature_spectra(model, saes, target, n_pairs=config.n_pairs, progress=progress)
     seconds = {"saes": round(sae_seconds, 1), "features": round(analysis_seconds, 1),
                "feature_spectra": round(time.perf_counter() - clock, 1)}
-    atomic_write_json(cached, json_safe({"report": asdict(report), "feature_spectra": spectra.to_dict(orient="records"),
-                                         "seconds": seconds}))
+    atomic_write_json(entry.prepare() / "stage1.json", json_safe({
+        "report": asdict(report), "feature_spectra": spectra.to_dict(orient="records"), "seconds": seconds}))
+    entry.commit()
     return Localisation(target, layers, saes, report, spectra, seconds)

@@ -9,7 +9,6 @@ the intervention window, cached and written as artifacts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from workbench.activations import pooled_means
 from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.languages import get_language
-from workbench.models import cache_dir, model_key, model_metadata
+from workbench.models import model_key, model_metadata
 from workbench.plots import TEMPLATE, language_colour
 from workbench.sites import Site, resolve_site
 from workbench.spectral import (
@@ -41,9 +40,7 @@ from workbench.spectral import (
     shuffled_pairing,
     top_subspace,
 )
-
-REPORT_FORMAT = 2
-"""Version of the cached report's contents (2: the per-layer mean differences are stored)."""
+from workbench.store import SPECTRA, Store
 
 
 @dataclass(frozen=True)
@@ -146,15 +143,14 @@ class SpectralReport:
 def spectral_stage(model: Any, target: str, source: str = "en", data: PairDataConfig = PairDataConfig(),
                    config: SpectralConfig = SpectralConfig(), *, use_cache: bool = True, progress: bool = True
                    ) -> SpectralReport:
-    """Stage II for ``target``: cached under ``cache_dir()/foxp2/<model>/spectral-<target>-<source>-<digest>/``."""
+    """Stage II for ``target``: a :data:`workbench.store.SPECTRA` entry per (model, languages, data, config)."""
     for code in (target, source):
         get_language(code)
-    digest = hashlib.sha256(json.dumps({"data": asdict(data), "spectral": asdict(config), "format": REPORT_FORMAT},
-                                       sort_keys=True)
-                            .encode()).hexdigest()[:10]
-    directory = cache_dir() / "foxp2" / model_key(model) / f"spectral-{target}-{source}-{digest}"
-    if use_cache and (directory / "spectral.json").is_file():
-        return SpectralReport.load(directory)
+    entry = Store().entry(SPECTRA, {"model": model_key(model), "target": target, "source": source,
+                                    "data": asdict(data), "spectral": asdict(config)},
+                          scope=model_key(model), label=f"{target}-{source}")
+    if use_cache and entry.ready():
+        return SpectralReport.load(entry.path)
     started = time.perf_counter()
     representations = pair_representations(model, target, source, data, progress=progress)
     pooled_seconds = time.perf_counter() - started
@@ -163,7 +159,9 @@ def spectral_stage(model: Any, target: str, source: str = "en", data: PairDataCo
     report.config.update({"data": asdict(data), "model": model_metadata(model),
                           "seconds": {"pool": round(pooled_seconds, 1),
                                       "analysis": round(time.perf_counter() - started - pooled_seconds, 1)}})
-    report.write(directory)
+    entry.clear()
+    report.write(entry.prepare())
+    entry.commit()
     return report
 
 

@@ -21,7 +21,7 @@ _BACKEND = typer.Option("hf", "--backend", help="hooked, bridge or hf (fastest).
 _TOKENS = typer.Option(200_000, "--tokens", help="Monolingual tokens per language (all of the split if fewer).")
 _ITEMS = typer.Option(200, "--items", help="Parallel items per language for the pooled pass.")
 _AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
-_CACHE = typer.Option(None, "--cache", help="Neuron cache directory (default: <workbench cache>/neurons).")
+_CACHE = typer.Option(None, "--cache", help="Cache root for the neuron artifacts (default: $WORKBENCH_CACHE).")
 
 
 def _languages(text: str) -> tuple[str, ...]:

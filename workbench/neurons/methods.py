@@ -1,7 +1,7 @@
 """Neuron steering methods for ``workbench steer`` and the benchmark runner: ``lape`` and ``clas``.
 
-Both prepare their masks on first use through :mod:`workbench.neurons.pipeline` (cached under
-``cache_dir()/neurons/<model>/``, keyed by model, configuration and language set), so later calls are instant.
+Both prepare their masks on first use through :mod:`workbench.neurons.pipeline` (store entries keyed by model,
+configuration and language set), so later calls are instant.
 
 * ``lape`` (Tang et al.'s steering): the target language's LAPE neurons get act(gate) set to ``strength`` x the
   target language's mean act(gate) (``value``), and the source language's LAPE neurons (not shared with the target)
@@ -60,7 +60,7 @@ class LapeSteering:
     value: str = "mean"
     """act(gate) statistic of the target language the target neurons are set to: mean, p90, p10 or zero."""
     cache_root: str | Path | None = None
-    """Neuron cache root (default ``cache_dir()/neurons``)."""
+    """Store root for the neuron caches (default: the workbench cache, :func:`workbench.store.cache_dir`)."""
     name: str = "lape"
     tunable: bool = True
     default_rule: PositionRule = ALL_POSITIONS
@@ -120,7 +120,7 @@ class ClasSteering:
     gamma: float = 0.2
     """Suppression of language-specific neurons."""
     cache_root: str | Path | None = None
-    """Neuron cache root (default ``cache_dir()/neurons``)."""
+    """Store root for the neuron caches (default: the workbench cache, :func:`workbench.store.cache_dir`)."""
     name: str = "clas"
     tunable: bool = True
     default_rule: PositionRule = ALL_POSITIONS

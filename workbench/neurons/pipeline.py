@@ -1,12 +1,11 @@
 """Orchestration of the neuron methods: harvest once (cached), identify, check causally, write artifacts.
 
-Caches live under ``<cache>/neurons/<model key>/`` (``<cache>`` = :func:`workbench.models.cache_dir`):
+Caches are store entries (:mod:`workbench.store`; ``cache_root`` overrides the store's root for one call):
 
-* ``harvest-<config hash>/<lang>/stats.{safetensors,json}``: per-language ``mlp_pre`` statistics with histograms
-  (one harvest per language serves LAPE, 90p and the act(gate) values; any language set reuses them);
-* ``pooled-<config hash>-<langs>/pooled.safetensors``: sentence-pooled act(gate) on parallel items (CLAS, AP);
-* ``<method>-<config hash>-<langs>/mask.*`` and ``gates-<config hash>-<langs>.safetensors``: identified masks and
-  act(gate) statistics, for the steering methods.
+* ``neuron-harvests``: one per language, its ``mlp_pre`` statistics with histograms (one harvest per language serves
+  LAPE, 90p and the act(gate) values; any language set reuses them);
+* ``neuron-pooled``: sentence-pooled act(gate) on parallel items (CLAS, AP), per language set;
+* ``neuron-masks`` and ``neuron-gates``: identified masks and act(gate) statistics, for the steering methods.
 
 :func:`run_neurons` writes to an output directory: ``mask/`` (the method's mask), ``summary.json``, figures
 (``*.html``) and, for LAPE, ``ppl_delta.csv`` and the other methods' masks under ``masks/``.
@@ -14,8 +13,6 @@ Caches live under ``<cache>/neurons/<model key>/`` (``<cache>`` = :func:`workben
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +23,7 @@ from torch import Tensor
 
 from workbench.activations import ActivationStats, HarvestConfig, harvest
 from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from workbench.models import cache_dir, load_model, model_key, model_metadata
+from workbench.models import load_model, model_key, model_metadata
 from workbench.neurons import plots
 from workbench.neurons.actprob import ActProbConfig, activation_probability_90p
 from workbench.neurons.causal import CausalConfig, DeactivationResult, deactivation_matrix
@@ -44,6 +41,7 @@ from workbench.neurons.gating import activation_name, gate_statistics, require_g
 from workbench.neurons.lape import LapeConfig, lape
 from workbench.neurons.masks import NeuronError, NeuronMask, check_languages
 from workbench.sites import sites_for
+from workbench.store import NEURON_GATES, NEURON_HARVESTS, NEURON_MASKS, NEURON_POOLED, Entry, Kind, Store
 
 DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "es", "hi", "zh", "ja", "ru", "ar", "de")
 METHODS: tuple[str, ...] = ("lape", "ap90", "clas", "expertise")
@@ -80,19 +78,8 @@ class NeuronRunConfig:
 
 # --------------------------------------------------------------------------------------------------- caching
 
-def neurons_cache(cache_root: str | Path | None = None) -> Path:
-    """Root of the neuron caches (default ``cache_dir()/neurons``)."""
-    return Path(cache_root) if cache_root is not None else cache_dir() / "neurons"
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _config_dir(model: Any, cache_root: str | Path | None, prefix: str, config: Any,
-                languages: Sequence[str] = ()) -> Path:
-    suffix = f"-{'-'.join(languages)}" if languages else ""
-    return neurons_cache(cache_root) / model_key(model) / f"{prefix}-{_digest(asdict(config))}{suffix}"
+def _entry(model: Any, cache_root: str | Path | None, kind: Kind, key: dict[str, Any], label: str) -> Entry:
+    return Store(cache_root).entry(kind, {"model": model_key(model), **key}, scope=model_key(model), label=label)
 
 
 def _harvest_config(tokens: TokenDataConfig) -> HarvestConfig:
@@ -108,12 +95,11 @@ def language_statistics(model: Any, languages: Sequence[str], tokens: TokenDataC
     """
     require_gated(model)
     languages = check_languages(languages)
-    root = _config_dir(model, cache_root, "harvest", tokens)
     result = {}
     for code in languages:
-        directory = root / code
-        if (directory / "stats.json").is_file():
-            result[code] = ActivationStats.load(directory)
+        entry = _entry(model, cache_root, NEURON_HARVESTS, {"language": code, "tokens": asdict(tokens)}, code)
+        if entry.ready():
+            result[code] = ActivationStats.load(entry.path)
             continue
         texts, _ = monolingual_texts(model.tokenizer, code, tokens)
         batches = token_batches(model.tokenizer, texts, code, max_length=tokens.max_length,
@@ -124,7 +110,8 @@ def language_statistics(model: Any, languages: Sequence[str], tokens: TokenDataC
         stats.metadata.update({"language": code, "rows": len(texts), "tokens_target": tokens.tokens_per_language,
                                "harvest_seconds": round(time.perf_counter() - started, 2),
                                "data": asdict(tokens)})
-        stats.save(directory)
+        stats.save(entry.prepare())
+        entry.commit()
         result[code] = stats
     return result
 
@@ -134,17 +121,18 @@ def pooled_activations(model: Any, languages: Sequence[str], data: ParallelDataC
     """Language -> (item, layer, neuron) sentence-pooled act(gate) on items aligned across ``languages``; cached."""
     require_gated(model)
     languages = check_languages(languages)
-    directory = _config_dir(model, cache_root, "pooled", data, languages)
-    path = directory / "pooled.safetensors"
-    if path.is_file():
-        return load_tensors(path)
+    entry = _entry(model, cache_root, NEURON_POOLED, {"languages": list(languages), "data": asdict(data)},
+                   "-".join(languages))
+    if entry.ready():
+        return load_tensors(entry / "pooled.safetensors")
     items = parallel_items(languages, data)
     pooled = {code: pooled_gate_means(model, items[code], batch_size=data.batch_size, max_length=data.max_length,
                                       progress=progress, description=f"pool act(gate) [{code}]")
               for code in languages}
-    save_tensors(pooled, path)
-    atomic_write_json(directory / "pooled.json", {"languages": list(languages), "n_items": len(items[languages[0]]),
-                                                  "data": asdict(data), "model": model_metadata(model)})
+    save_tensors(pooled, entry.prepare() / "pooled.safetensors")
+    atomic_write_json(entry / "pooled.json", {"languages": list(languages), "n_items": len(items[languages[0]]),
+                                              "data": asdict(data), "model": model_metadata(model)})
+    entry.commit()
     return pooled
 
 
@@ -178,13 +166,14 @@ def cached_mask(method: str, model: Any, config: NeuronRunConfig = NeuronRunConf
     """:func:`identify`, with the mask itself cached (keyed by model, method config, data and languages)."""
     part = {"lape": config.lape, "ap90": config.ap90, "clas": config.clas, "expertise": config.expertise}[method]
     data = config.tokens if method in ("lape", "ap90") else config.parallel
-    key = {"method": asdict(part), "data": asdict(data)}
-    directory = (neurons_cache(cache_root) / model_key(model)
-                 / f"{method}-{_digest(key)}-{'-'.join(config.languages)}")
-    if (directory / "mask.json").is_file():
-        return NeuronMask.load(directory)
+    entry = _entry(model, cache_root, NEURON_MASKS, {"method": method, "config": asdict(part), "data": asdict(data),
+                                                     "languages": list(config.languages)},
+                   f"{method}-{'-'.join(config.languages)}")
+    if entry.ready():
+        return NeuronMask.load(entry.path)
     mask = identify(method, model, config, cache_root=cache_root, progress=progress)
-    mask.save(directory)
+    mask.save(entry.prepare())
+    entry.commit()
     return mask
 
 
@@ -192,12 +181,14 @@ def cached_gate_values(model: Any, languages: Sequence[str], tokens: TokenDataCo
                        cache_root: str | Path | None = None, progress: bool = True) -> dict[str, Tensor]:
     """act(gate) mean / p90 / p10 / zero per (layer, neuron, language), from the cached harvest; cached."""
     languages = check_languages(languages)
-    path = _config_dir(model, cache_root, "gates", tokens, languages).with_suffix(".safetensors")
-    if path.is_file():
-        return load_tensors(path)
+    entry = _entry(model, cache_root, NEURON_GATES, {"languages": list(languages), "tokens": asdict(tokens)},
+                   "-".join(languages))
+    if entry.ready():
+        return load_tensors(entry / "gates.safetensors")
     stats = language_statistics(model, languages, tokens, cache_root=cache_root, progress=progress)
     values = gate_statistics(stats, languages, range(model.cfg.n_layers), activation_name(model))
-    save_tensors(values, path)
+    save_tensors(values, entry.prepare() / "gates.safetensors")
+    entry.commit()
     return values
 
 

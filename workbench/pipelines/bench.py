@@ -2,8 +2,9 @@
 
 Tunable methods are calibrated on the dev split first (:mod:`workbench.pipelines.calibrate`); the leaderboard
 reports each method at its calibrated setting, evaluated on eval prompts only. An optional sweep evaluates a
-layer x strength grid on eval for the layer/strength heatmaps. Every evaluation is written to ``runs/`` as soon
-as it finishes and reused by a re-run with the same settings, so an interrupted run loses nothing.
+layer x strength grid on eval for the layer/strength heatmaps. Every evaluation is a store entry
+(:class:`workbench.evaluation.runs.EvaluationRuns`), written as soon as it finishes and reused by a re-run with the
+same settings, so an interrupted run loses nothing; each is also exported to ``runs/<run name>.json``.
 
 Writes ``results.csv`` (tidy: one row per evaluated setting), ``metrics.json`` (the evaluation keys with CIs per
 target and method), ``leaderboard.md``, ``calibration.json`` and the html figures.
@@ -11,10 +12,7 @@ target and method), ``leaderboard.md``, ``calibration.json`` and the html figure
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,11 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from workbench import corpus
 from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.errors import WorkbenchError
-from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, SteeringMetrics, compute_baseline, evaluate
-from workbench.interventions import PositionRule, hooks_for
+from workbench.evaluation import Baseline, EvaluationConfig, SteeringMetrics
+from workbench.evaluation.runs import EvaluationRuns
+from workbench.interventions import PositionRule
 from workbench.languages import get_language
 from workbench.methods import SteeringMethod, fingerprint_digest, get_methods
 from workbench.models import model_metadata
@@ -79,10 +77,6 @@ class BenchConfig:
         if outside:
             raise BenchError(f"sweep_methods {sorted(outside)} are not among methods {list(self.methods)}")
 
-    def digest(self) -> str:
-        relevant = {"source": self.source, "n_prompts": self.n_prompts, "evaluation": asdict(self.evaluation)}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
-
 
 @dataclass
 class BenchResult:
@@ -98,31 +92,18 @@ def _run_name(method: str, target: str, layer: int | None, strength: float, rule
     return f"{method}-{target}-{layer_part}-s{strength:g}-{str(rule).replace('+', 'p')}"
 
 
-def _evaluate_cached(model: Any, method: SteeringMethod, target: str, layer: int | None, strength: float,
-                     rule: PositionRule, prompts: list[str], references: list[str | None], baseline: Baseline,
-                     config: BenchConfig, runs: Path) -> tuple[SteeringMetrics | dict[str, Any], float]:
-    name = _run_name(method.name, target, layer, strength, rule)
-    path = runs / f"{name}-{config.digest()}-{fingerprint_digest(method)}.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        return stored, stored["provenance"].get("seconds", math.nan)
-    started = time.perf_counter()
-    treatment = method.treatment(model, target, config.source, layer=layer, strength=strength, rule=rule)
-    metrics = evaluate(model, prompts, target, source=config.source, hooks=hooks_for(model, treatment.interventions),
-                       prompt_rewriter=treatment.prompt_rewriter, references=references, baseline=baseline,
-                       config=config.evaluation)
-    seconds = time.perf_counter() - started
-    metrics.provenance.update({"method": method.name, "treatment": treatment.description, "layer": layer,
-                               "strength": strength, "rule": str(rule), "seconds": round(seconds, 2),
-                               **treatment.provenance})
-    metrics.save(path)
-    return metrics, seconds
+def _evaluate(runs: EvaluationRuns, method: SteeringMethod, layer: int | None, strength: float, rule: PositionRule
+              ) -> tuple[dict[str, Any], float]:
+    identity = {"method": method.name, "fingerprint": fingerprint_digest(method), "layer": layer,
+                "strength": strength, "rule": str(rule)}
+    treatment = method.treatment(runs.model, runs.target, runs.source, layer=layer, strength=strength, rule=rule)
+    return runs.run(_run_name(method.name, runs.target, layer, strength, rule),
+                    {**identity, "treatment": treatment.description, **treatment.provenance},
+                    treatment.interventions, treatment.prompt_rewriter)
 
 
-def _as_dict(metrics: SteeringMetrics | dict[str, Any]) -> dict[str, Any]:
-    payload = metrics.to_dict() if isinstance(metrics, SteeringMetrics) else dict(metrics)
-    payload.pop("records", None)
-    return payload
+def _without_records(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metrics.items() if key != "records"}
 
 
 def _row(metrics: dict[str, Any], method: str, target: str, layer: int | None, strength: float, rule: PositionRule,
@@ -141,20 +122,14 @@ def _row(metrics: dict[str, Any], method: str, target: str, layer: int | None, s
 def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress: bool = True) -> BenchResult:
     """Calibrate on dev, evaluate on eval, write the table, leaderboard, metrics and figures to ``out_dir``."""
     out_dir = Path(out_dir)
-    runs = out_dir / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
     methods = get_methods(config.methods)
-    prompts_rows = corpus.prompts(split="eval", n=config.n_prompts)
-    prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in prompts_rows]
     rows: list[dict[str, Any]] = []
     dev_baselines: dict[str, Baseline] = {}
     result = BenchResult(table=pd.DataFrame())
     for target in config.targets:
-        references = [p.reference.get(target) for p in prompts_rows]
-        if progress:
-            console.print(f"[bold]{target}[/bold]: unsteered baseline on {len(prompts)} eval prompts")
-        baseline = compute_baseline(model, prompts, target, source=config.source, references=references,
-                                    config=config.evaluation)
+        runs = EvaluationRuns.from_split(model, target, source=config.source, split="eval",
+                                         n_prompts=config.n_prompts, config=config.evaluation,
+                                         export_dir=out_dir / "runs")
         result.leaderboard[target], result.calibrations[target] = {}, {}
         for method in methods:
             rule = PositionRule.parse(config.rule) if config.rule else method.default_rule
@@ -164,9 +139,8 @@ def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress:
             calibration = calibrate(model, method, target, config.source, rule=rule, config=config.calibration,
                                     progress=progress, baselines=dev_baselines)
             result.calibrations[target][method.name] = asdict(calibration)
-            metrics, seconds = _evaluate_cached(model, method, target, calibration.layer, calibration.strength, rule,
-                                                prompts, references, baseline, config, runs)
-            payload = _as_dict(metrics)
+            metrics, seconds = _evaluate(runs, method, calibration.layer, calibration.strength, rule)
+            payload = _without_records(metrics)
             result.leaderboard[target][method.name] = payload
             rows.append(_row(payload, method.name, target, calibration.layer, calibration.strength, rule,
                              "calibrated on dev" if method.tunable else "fixed", seconds))
@@ -176,9 +150,8 @@ def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress:
             if method.name in config.sweep_methods:
                 for layer in config.sweep_layers or method.layer_grid(model):
                     for strength in config.sweep_strengths or method.strength_grid():
-                        swept, seconds = _evaluate_cached(model, method, target, layer, strength, rule, prompts,
-                                                          references, baseline, config, runs)
-                        rows.append(_row(_as_dict(swept), method.name, target, layer, strength, rule, "sweep",
+                        swept, seconds = _evaluate(runs, method, layer, strength, rule)
+                        rows.append(_row(_without_records(swept), method.name, target, layer, strength, rule, "sweep",
                                          seconds))
             result.table = pd.DataFrame(rows).astype({"layer": "Int64"})
             write_reports(result, config, out_dir, model_metadata(model))

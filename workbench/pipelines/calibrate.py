@@ -3,13 +3,12 @@
 Coarse to fine: every candidate layer at the reference strength, then every candidate strength at the best
 layer. A setting is admissible when its in-language NLL increase stays within ``max_nll_delta`` (and its KL
 within ``max_kl`` if given); the admissible setting with the highest steering score wins, ties going to the
-weaker edit. When none is admissible the least damaging one is returned and flagged. Results are cached under
-``<cache>/calibration/<model key>/`` keyed by everything they depend on.
+weaker edit. When none is admissible the least damaging one is returned and flagged. Results are cached as
+:data:`workbench.store.CALIBRATIONS` entries keyed by everything they depend on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from workbench.artifacts import atomic_write_json
 from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
 from workbench.interventions import PositionRule, hooks_for
 from workbench.methods import SteeringMethod, fingerprint_digest
-from workbench.models import cache_dir, model_key
+from workbench.models import model_key
+from workbench.store import CALIBRATIONS, Entry, Store
 
 console = Console(stderr=True)
 
@@ -98,13 +98,13 @@ def choose(rows: list[dict[str, Any]], config: CalibrationConfig) -> tuple[dict[
     return min(rows, key=lambda r: (r["nll_delta"], r["strength"])), False
 
 
-def calibration_path(model: Any, method: SteeringMethod, target: str, source: str, rule: PositionRule,
-                     config: CalibrationConfig) -> Path:
+def calibration_entry(model: Any, method: SteeringMethod, target: str, source: str, rule: PositionRule,
+                      config: CalibrationConfig) -> Entry:
     layers, strengths = config.grids(method, model)
-    identity = {"method": method.name, "layers": layers, "strengths": strengths, "config": asdict(config),
-                "rule": str(rule), "fingerprint": fingerprint_digest(method)}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir() / "calibration" / model_key(model) / f"{method.name}-{target}-{source}-{digest}.json"
+    key = {"model": model_key(model), "method": method.name, "target": target, "source": source, "layers": layers,
+           "strengths": strengths, "config": asdict(config), "rule": str(rule),
+           "fingerprint": fingerprint_digest(method)}
+    return Store().entry(CALIBRATIONS, key, scope=model_key(model), label=f"{method.name}-{target}-{source}")
 
 
 def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en", *,
@@ -117,9 +117,9 @@ def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en
     entry is computed and stored in it.
     """
     rule = rule or method.default_rule
-    path = calibration_path(model, method, target, source, rule, config)
-    if use_cache and path.is_file():
-        return Calibration.load(path)
+    entry = calibration_entry(model, method, target, source, rule, config)
+    if use_cache and entry.ready():
+        return Calibration.load(entry / "calibration.json")
     layers, strengths = config.grids(method, model)
     if not method.tunable:
         return Calibration(method.name, target, source, layers[0], strengths[0], str(rule), True,
@@ -160,6 +160,7 @@ def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en
     if progress and not admissible:
         console.print(f"[yellow]no {method.name} setting for {target} met the utility bound "
                       f"(NLL increase <= {config.max_nll_delta}); using the least damaging one[/yellow]")
-    result.save(path)
+    result.save(entry.prepare() / "calibration.json")
+    entry.commit()
     return result
 

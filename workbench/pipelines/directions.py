@@ -2,27 +2,22 @@
 
 Texts: the target and source sides of ``n_rows`` parallel discovery rows (same content, so the difference of
 means is a difference of language), plus ``n_rows`` monolingual discovery texts of each other language in
-``negatives`` for the probe. The direction sets are cached under
-``<cache>/directions/<model key>/<target>-<source>-<config hash>/`` and reused when the inputs are unchanged.
+``negatives`` for the probe. The direction sets are one :data:`workbench.store.DIRECTIONS` entry per (model, target,
+source, config), reused when the inputs are unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from workbench import corpus
 from workbench.activations import HarvestConfig, batch_texts, harvest
 from workbench.directions import DIRECTION_METHODS, DirectionConfig, DirectionSet, compute_directions
 from workbench.languages import get_language
-from workbench.models import cache_dir, model_key, model_metadata
+from workbench.models import model_key, model_metadata
 from workbench.sites import sites_for
-
-DIRECTIONS_FORMAT = 2
-"""Bumped when what a cached direction set holds changes (2: natural scale = projection of the means' difference)."""
+from workbench.store import DIRECTIONS, Entry, Store, digest
 
 
 @dataclass(frozen=True)
@@ -47,8 +42,8 @@ class DirectionDataConfig:
     """LDA ridge and probe settings."""
 
     def digest(self) -> str:
-        payload = {**asdict(self), "format": DIRECTIONS_FORMAT}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        """Identifies the data and the directions' cache format (part of a direction method's fingerprint)."""
+        return digest({**asdict(self), "format": DIRECTIONS.version}, length=10)
 
 
 def direction_texts(target: str, source: str, config: DirectionDataConfig) -> dict[str, list[str]]:
@@ -61,8 +56,9 @@ def direction_texts(target: str, source: str, config: DirectionDataConfig) -> di
     return texts
 
 
-def directions_dir(model: Any, target: str, source: str, config: DirectionDataConfig) -> Path:
-    return cache_dir() / "directions" / model_key(model) / f"{target}-{source}-{config.digest()}"
+def directions_entry(model: Any, target: str, source: str, config: DirectionDataConfig) -> Entry:
+    key = {"model": model_key(model), "target": target, "source": source, "data": asdict(config)}
+    return Store().entry(DIRECTIONS, key, scope=model_key(model), label=f"{target}-{source}")
 
 
 def directions_for(model: Any, target: str, source: str = "en", *,
@@ -71,9 +67,9 @@ def directions_for(model: Any, target: str, source: str = "en", *,
     """All direction methods' sets for ``target`` vs ``source`` (loaded from the cache when present)."""
     for code in (target, source):
         get_language(code)
-    directory = directions_dir(model, target, source, config)
-    if use_cache and all((directory / f"{method}.json").is_file() for method in DIRECTION_METHODS):
-        return {method: DirectionSet.load(directory, method) for method in DIRECTION_METHODS}
+    entry = directions_entry(model, target, source, config)
+    if use_cache and entry.ready():
+        return {method: DirectionSet.load(entry.path, method) for method in DIRECTION_METHODS}
     texts = direction_texts(target, source, config)
     batches = batch_texts(model.tokenizer, texts, batch_size=config.batch_size, max_length=config.max_length)
     stats = harvest(model, batches, sites_for(model, config.kind), config=HarvestConfig(
@@ -82,6 +78,8 @@ def directions_for(model: Any, target: str, source: str = "en", *,
     metadata = {"model": model_metadata(model), "split": config.split, "data": asdict(config),
                 "texts": {lang: len(values) for lang, values in texts.items()}}
     sets = compute_directions(stats, target, source, kind=config.kind, config=config.fit, metadata=metadata)
+    entry.clear()
     for direction_set in sets.values():
-        direction_set.save(directory)
+        direction_set.save(entry.prepare())
+    entry.commit()
     return sets

@@ -1,0 +1,104 @@
+"""The store: content addressing by (kind, version, key), verified reads, the per-kind keys, `workbench cache`."""
+
+import dataclasses
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from workbench import store
+from workbench.cli import app
+from workbench.methods import get_method
+from workbench.pipelines.calibrate import CalibrationConfig, calibration_entry
+from workbench.pipelines.directions import DirectionDataConfig, directions_entry
+from workbench.store import KINDS, Store, StoreError, using_cache
+from workbench.store_cli import _size
+
+
+def _build(entry: store.Entry, payload: str = "payload") -> store.Entry:
+    (entry.prepare() / "data.json").write_text(json.dumps({"value": payload}))
+    (entry / "sub").mkdir(exist_ok=True)
+    (entry / "sub" / "tensor.bin").write_bytes(bytes(range(256)) * 16)
+    return entry.commit()
+
+
+@pytest.mark.parametrize("kind", list(KINDS.values()), ids=list(KINDS))
+def test_every_kind_reads_only_its_own_key_and_version(kind, tmp_path):
+    cache = Store(tmp_path)
+    entry = _build(cache.entry(kind, {"config": {"width": 4}}, scope="model-a", label="hi-en"))
+    assert cache.entry(kind, {"config": {"width": 4}}, scope="model-a", label="hi-en").ready()
+    changed = cache.entry(kind, {"config": {"width": 8}}, scope="model-a", label="hi-en")
+    bumped = Store(tmp_path).entry(dataclasses.replace(kind, version=kind.version + 1), {"config": {"width": 4}},
+                                   scope="model-a", label="hi-en")
+    assert changed.path != entry.path and not changed.ready()
+    assert bumped.path != entry.path and not bumped.ready()
+    assert [info.path for info in cache.entries(kind.name)] == [entry.path]
+
+
+def test_an_uncommitted_entry_is_not_read_and_keeps_its_partial_work(tmp_path):
+    entry = Store(tmp_path).entry(store.RUNS, {"run": 1})
+    (entry.prepare() / "half.json").write_text("{")
+    assert not entry.ready()
+    assert (entry / "half.json").exists()          # left for the builder to resume from
+    assert [info.ready for info in Store(tmp_path).entries("runs")] == [False]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "delete", "record"])
+def test_a_damaged_entry_is_detected_cleared_and_rebuilt(damage, tmp_path, capsys):
+    entry = _build(Store(tmp_path).entry(store.DIRECTIONS, {"target": "hi"}))
+    data = entry / "sub" / "tensor.bin"
+    if damage == "truncate":
+        data.write_bytes(data.read_bytes()[:-100])
+    elif damage == "edit":                      # still valid JSON, but not what was committed
+        (entry / "data.json").write_text(json.dumps({"value": "edited by hand"}))
+    elif damage == "delete":
+        data.unlink()
+    else:
+        (entry / store.ENTRY_FILE).write_text("{not json")
+    assert not entry.ready()
+    assert "unusable" in capsys.readouterr().out
+    assert not entry.path.exists()
+    assert _build(entry).ready()
+
+
+def test_root_is_the_environment_or_the_block_override(tmp_path, monkeypatch):
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "env"))
+    assert Store().root == tmp_path / "env"
+    with using_cache(tmp_path / "block"):
+        assert Store().root == tmp_path / "block" == store.cache_dir()
+    assert Store().entry(store.SAES, {}).path.is_relative_to(tmp_path / "env")
+
+
+def test_unknown_kind_names_the_known_ones(tmp_path):
+    with pytest.raises(StoreError, match="known: directions, calibrations"):
+        Store(tmp_path).entries("direction")
+
+
+def test_direction_and_calibration_keys_follow_their_configs(tiny_model):
+    base = directions_entry(tiny_model, "hi", "en", DirectionDataConfig())
+    assert base.path == directions_entry(tiny_model, "hi", "en", DirectionDataConfig()).path
+    assert base.path != directions_entry(tiny_model, "hi", "en", DirectionDataConfig(n_rows=100)).path
+    assert base.path != directions_entry(tiny_model, "es", "en", DirectionDataConfig()).path
+    method = get_method("diffmean")
+    rule = method.default_rule
+    calibration = calibration_entry(tiny_model, method, "hi", "en", rule, CalibrationConfig(layers=(0,)))
+    assert calibration.path != calibration_entry(tiny_model, method, "hi", "en", rule,
+                                                 CalibrationConfig(layers=(1,))).path
+    other_data = dataclasses.replace(method, data=DirectionDataConfig(n_rows=50))   # a changed method fingerprint
+    assert calibration.path != calibration_entry(tiny_model, other_data, "hi", "en", rule,
+                                                 CalibrationConfig(layers=(0,))).path
+
+
+def test_cache_cli_lists_sizes_and_clears_by_kind(tmp_path, monkeypatch):
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path))
+    _build(Store().entry(store.SPECTRA, {"target": "hi"}, label="hi-en"))
+    _build(Store().entry(store.RUNS, {"run": 1}, label="eval-none-hi"))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["cache", "ls"])
+    assert listed.exit_code == 0 and "eval-none-hi" in listed.output and "spectra" in listed.output
+    usage = runner.invoke(app, ["cache", "du", "--kind", "runs"])
+    run_bytes = Store().entries("runs")[0].bytes
+    assert run_bytes > 4096 and usage.exit_code == 0 and f"total {_size(run_bytes)}" in usage.output
+    cleared = runner.invoke(app, ["cache", "clear", "--kind", "runs", "--yes"])
+    assert cleared.exit_code == 0 and "freed" in cleared.output
+    assert [info.kind for info in Store().entries()] == ["spectra"]

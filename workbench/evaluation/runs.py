@@ -1,0 +1,84 @@
+"""Evaluate-or-load: every evaluated treatment is a :data:`workbench.store.RUNS` entry, shared by the benchmark,
+calibration-free method runs and FOXP2.
+
+    runs = EvaluationRuns.from_split(model, "hi", split="eval", n_prompts=32, config=EvaluationConfig())
+    metrics, seconds = runs.run("diffmean-L4-s1", identity={...}, interventions=treatment.interventions)
+
+A run's key is everything its result depends on: the model, the treatment's identity (the caller's: method,
+fingerprint, layer, strength, rule ...), the prompts, their references, the languages and the evaluation settings.
+A re-run with the same key loads the stored metrics; an interrupted sweep loses only the evaluation in progress.
+The unsteered baseline is computed once, on the first run that is not already stored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench import corpus
+from workbench.artifacts import atomic_write_json
+from workbench.evaluation.evaluate import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
+from workbench.interventions import Intervention, hooks_for
+from workbench.models import model_key
+from workbench.store import RUNS, Store, digest
+
+
+@dataclass
+class EvaluationRuns:
+    """Evaluates treatments on one prompt set (each result cached in the store, optionally exported)."""
+
+    model: Any
+    prompts: list[str]
+    """Model-ready prompts (already in the QA template)."""
+    references: list[str | None]
+    """Each prompt's target-language reference answer, if any."""
+    target: str
+    source: str
+    config: EvaluationConfig
+    label: str = ""
+    """Readable part of each stored entry's name (e.g. the split)."""
+    export_dir: Path | None = None
+    """When set, each run's metrics (with per-prompt records) are also written to ``export_dir/<name>.json``."""
+    baseline: Baseline | None = None
+    """The unsteered runs; computed on the first run that is not already stored."""
+
+    @classmethod
+    def from_split(cls, model: Any, target: str, *, source: str = "en", split: str = "eval", n_prompts: int,
+                   config: EvaluationConfig, export_dir: Path | None = None) -> EvaluationRuns:
+        """The first ``n_prompts`` prompts of a corpus split, in the QA template, with their references."""
+        rows = corpus.prompts(split=split, n=n_prompts)
+        return cls(model, [QA_TEMPLATE.format(prompt=p.prompt) for p in rows], [p.reference.get(target) for p in rows],
+                   target, source, config, label=split, export_dir=export_dir)
+
+    def _key(self, identity: dict[str, Any]) -> dict[str, Any]:
+        return {"model": model_key(self.model), "identity": identity, "prompts": digest(self.prompts),
+                "references": digest(self.references), "target": self.target, "source": self.source,
+                "evaluation": asdict(self.config)}
+
+    def run(self, name: str, identity: dict[str, Any], interventions: Sequence[Intervention] = (),
+            prompt_rewriter: Any = None) -> tuple[dict[str, Any], float]:
+        """The metrics (JSON-ready, with per-prompt records) of one treatment, and the seconds its evaluation took."""
+        entry = Store().entry(RUNS, self._key(identity), scope=model_key(self.model),
+                              label=f"{self.label}-{name}-{self.target}")
+        if entry.ready():
+            payload = json.loads((entry / "metrics.json").read_text(encoding="utf-8"))
+        else:
+            if self.baseline is None:
+                self.baseline = compute_baseline(self.model, self.prompts, self.target, source=self.source,
+                                                 references=self.references, config=self.config)
+            started = time.perf_counter()
+            metrics = evaluate(self.model, self.prompts, self.target, source=self.source,
+                               hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
+                               references=self.references, baseline=self.baseline, config=self.config)
+            metrics.provenance.update({"run": name, "identity": identity,
+                                       "seconds": round(time.perf_counter() - started, 2)})
+            path = metrics.save(entry.prepare() / "metrics.json")
+            entry.commit()
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        if self.export_dir is not None:
+            atomic_write_json(self.export_dir / f"{name}.json", payload)
+        return payload, float(payload["provenance"].get("seconds", float("nan")))

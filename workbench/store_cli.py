@@ -1,0 +1,63 @@
+"""``workbench cache ls|du|clear [--kind K]``: what the store holds, how much space it takes, and removing it."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workbench.store import KINDS, Store
+
+cache_app = typer.Typer(help="The cache of every artifact (directions, calibrations, runs, SAEs, spectra ...).",
+                        no_args_is_help=True)
+console = Console()
+_KIND = typer.Option(None, "--kind", help=f"Only this kind: {', '.join(KINDS)}.")
+
+
+def _size(n_bytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+@cache_app.command("ls")
+def list_entries(kind: str | None = _KIND) -> None:
+    """Every entry (of one kind): path, size, whether it is complete, when it was made."""
+    store = Store()
+    table = Table(title=f"cache at {store.root}")
+    for column in ("kind", "entry", "size", "complete", "created"):
+        table.add_column(column)
+    for info in store.entries(kind):
+        table.add_row(info.kind, str(info.path.relative_to(store.root / info.kind)), _size(info.bytes),
+                      "yes" if info.ready else "no (interrupted)", info.created)
+    console.print(table)
+
+
+@cache_app.command("du")
+def disk_usage(kind: str | None = _KIND) -> None:
+    """Entries and bytes per kind."""
+    store = Store()
+    table = Table(title=f"cache at {store.root}")
+    for column in ("kind", "version", "entries", "size", "what"):
+        table.add_column(column)
+    total = 0
+    for name in [kind] if kind else list(KINDS):
+        entries = store.entries(name)
+        size = sum(info.bytes for info in entries)
+        total += size
+        table.add_row(name, str(KINDS[name].version), str(len(entries)), _size(size), KINDS[name].description)
+    console.print(table)
+    console.print(f"total {_size(total)}")
+
+
+@cache_app.command("clear")
+def clear(kind: str | None = _KIND,
+          yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete every entry (of one kind). The model checkpoint is kept."""
+    store = Store()
+    what = f"every {kind} entry" if kind else "every cached artifact"
+    if not yes and not typer.confirm(f"delete {what} under {store.root}?"):
+        raise typer.Abort()
+    console.print(f"freed {_size(store.clear(kind))}")
