@@ -16,6 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) --require-hashes --no-deps -r $(LOCK)
+	rm -rf workbench.egg-info  # stale metadata from an older install would shadow the entry points
 	$(PY) -m pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from workbench import corpus
-from workbench.evaluation.evaluate import QA_TEMPLATE, EvaluationConfig, compute_baseline, evaluate
+from workbench.evaluation.evaluate import EvaluationConfig, compute_baseline, evaluate
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import pooled_representations, retrieval_matches
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
 from workbench.interventions import add_vector
+from workbench.prompting import QA_TEMPLATE
 
 
 def test_wilson_interval_matches_known_values():

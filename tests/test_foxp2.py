@@ -8,8 +8,9 @@ from test_features import random_sae
 
 from workbench.errors import WorkbenchError
 from workbench.features.steer import LatentEdit
+from workbench.foxp2.config import Foxp2Config, Foxp2Error
 from workbench.foxp2.gate import GateProbe, instructed_prompts
-from workbench.foxp2.pipeline import Foxp2Config, Foxp2Error, shifted_window
+from workbench.foxp2.pipeline import shifted_window
 from workbench.foxp2.report import trust_region_figure
 from workbench.foxp2.shift import (
     LayerShift,

@@ -11,17 +11,18 @@ import pytest
 import torch
 
 import workbench.methods
+from workbench.calibration import CalibrationConfig
+from workbench.directions import DirectionDataConfig
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
+from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import fit_gate, gated
-from workbench.foxp2.pipeline import Foxp2Config, run_foxp2
+from workbench.foxp2.pipeline import run_foxp2
 from workbench.foxp2.sae_features import LocaliseConfig
 from workbench.foxp2.shift import LayerShift, ShiftPlan
 from workbench.foxp2.spectra import PairDataConfig, spectral_stage
 from workbench.foxp2.trust import TrustRegionConfig
 from workbench.interventions import PositionRule, hooks_for
 from workbench.methods import DirectionMethod
-from workbench.pipelines.calibrate import CalibrationConfig
-from workbench.pipelines.directions import DirectionDataConfig
 from workbench.prompting import with_instruction
 from workbench.saes.config import SAETrainConfig
 from workbench.spectral import SpectralConfig

@@ -4,13 +4,13 @@ import sys
 import pytest
 
 MODULES = ["workbench.models", "workbench.activations", "workbench.generation", "workbench.evaluation",
-           "workbench.evaluation.utility", "workbench.pipelines.demo", "workbench.cli", "workbench.corpus",
-           "workbench.interventions", "workbench.directions", "workbench.methods", "workbench.prompting",
-           "workbench.pipelines.bench", "workbench.pipelines.calibrate", "workbench.pipelines.directions",
-           "workbench.neurons", "workbench.neurons.pipeline", "workbench.neurons.methods", "workbench.neurons.cli",
-           "workbench.saes", "workbench.saes.training", "workbench.saes.quality", "workbench.features",
-           "workbench.features.lift", "workbench.features.tracing", "workbench.foxp2.report", "workbench.foxp2.gate",
-           "workbench.foxp2.cli", "workbench.foxp2.sae_features"]
+           "workbench.evaluation.utility", "workbench.evaluation.runs", "workbench.demo", "workbench.cli",
+           "workbench.corpus", "workbench.interventions", "workbench.directions", "workbench.methods",
+           "workbench.prompting", "workbench.bench", "workbench.calibration", "workbench.store",
+           "workbench.neurons", "workbench.neurons.pipeline", "workbench.neurons.cache", "workbench.neurons.methods",
+           "workbench.neurons.cli", "workbench.saes", "workbench.saes.training", "workbench.saes.quality",
+           "workbench.features", "workbench.features.lift", "workbench.features.tracing", "workbench.foxp2.report",
+           "workbench.foxp2.gate", "workbench.foxp2.cli", "workbench.foxp2.sae_features"]
 
 
 @pytest.mark.parametrize("module", MODULES)

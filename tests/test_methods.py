@@ -7,15 +7,15 @@ import torch
 from typer.testing import CliRunner
 
 from workbench import corpus
+from workbench.bench import BenchConfig, BenchError, run_bench
+from workbench.calibration import CalibrationConfig, calibrate, choose
 from workbench.cli import app
+from workbench.directions import DirectionDataConfig
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, identify_language
 from workbench.generation import generate
 from workbench.interventions import PositionRule, hooks_for, prompt_ends
 from workbench.methods import DirectionMethod, MethodError, fingerprint_digest, get_method, get_methods, method_names
-from workbench.pipelines.bench import BenchConfig, BenchError, run_bench
-from workbench.pipelines.calibrate import CalibrationConfig, calibrate, choose
-from workbench.pipelines.directions import DirectionDataConfig
 from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
 
 

@@ -9,12 +9,12 @@ from typer.testing import CliRunner
 from workbench.evaluation.token_sets import vocab_pieces
 from workbench.interventions import ALL_POSITIONS, hooks_for
 from workbench.methods import get_method
+from workbench.neurons.cache import NeuronRunConfig, cached_mask
 from workbench.neurons.causal import CausalConfig, held_out_texts, mean_nll
 from workbench.neurons.cli import app
 from workbench.neurons.data import TokenDataConfig
 from workbench.neurons.interventions import NeuronIntervention, SetGate, deactivate, random_like
 from workbench.neurons.methods import LapeSteering
-from workbench.neurons.pipeline import NeuronRunConfig, cached_mask
 
 pytestmark = pytest.mark.model
 LANGUAGES = ("en", "hi", "zh")

@@ -31,3 +31,8 @@ def test_import_is_light():
     code = "import sys, workbench; print('torch' in sys.modules, 'transformer_lens' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_methods_declared_as_entry_points_are_registered():
+    assert {"lape", "clas"} <= set(wb.method_names())
+    assert wb.get_method("clas").name == "clas"

@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from workbench import store
+from workbench.calibration import CalibrationConfig, calibration_entry
 from workbench.cli import app
+from workbench.directions import DirectionDataConfig, directions_entry
 from workbench.methods import get_method
-from workbench.pipelines.calibrate import CalibrationConfig, calibration_entry
-from workbench.pipelines.directions import DirectionDataConfig, directions_entry
 from workbench.store import KINDS, Store, StoreError, using_cache
 from workbench.store_cli import _size
 

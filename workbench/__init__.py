@@ -32,9 +32,9 @@ _EXPORTS = {
     "evaluate": "workbench.evaluation", "EvaluationConfig": "workbench.evaluation",
     "SteeringMetrics": "workbench.evaluation",
     "get_method": "workbench.methods", "method_names": "workbench.methods", "register_method": "workbench.methods",
-    "directions_for": "workbench.pipelines.directions",
-    "calibrate": "workbench.pipelines.calibrate", "CalibrationConfig": "workbench.pipelines.calibrate",
-    "run_bench": "workbench.pipelines.bench", "BenchConfig": "workbench.pipelines.bench",
+    "directions_for": "workbench.directions",
+    "calibrate": "workbench.calibration", "CalibrationConfig": "workbench.calibration",
+    "run_bench": "workbench.bench", "BenchConfig": "workbench.bench",
     "run_foxp2": "workbench.foxp2", "run_neurons": "workbench.neurons",
     "WorkbenchError": "workbench.errors",
 }

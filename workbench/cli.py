@@ -74,7 +74,7 @@ def corpus_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 @app.command()
 def demo(out: Path = typer.Option(Path("figures"), help="Output directory.")) -> None:
     """Neural FOXP2 for Hindi and Spanish with its controls and every baseline: reports, tables and figures."""
-    from workbench.pipelines.demo import run_demo
+    from workbench.demo import run_demo
 
     result = run_demo(out)
     console.print((out / "demo.md").read_text())
@@ -134,13 +134,13 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
           as_json: bool = typer.Option(False, "--json", help="Print results and the evaluation summary as JSON.")
           ) -> None:
     """Steer prompts towards a target language and print the generations (with --json, also the evaluation)."""
+    from workbench.calibration import calibrate
     from workbench.evaluation import EvaluationConfig, evaluate, identify_language
     from workbench.generation import generate
     from workbench.interventions import PositionRule, hooks_for
     from workbench.languages import get_language
     from workbench.methods import get_method
     from workbench.models import load_model
-    from workbench.pipelines.calibrate import calibrate
 
     for code in (target, source):
         get_language(code)
@@ -193,9 +193,9 @@ def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca
           model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
           backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:
     """Calibrate on dev and evaluate on eval: results.csv, leaderboard.md, metrics.json and heatmaps."""
+    from workbench.bench import BenchConfig, run_bench
     from workbench.evaluation import EvaluationConfig
     from workbench.models import load_model
-    from workbench.pipelines.bench import BenchConfig, run_bench
 
     config = BenchConfig(
         methods=_split(methods), targets=_split(targets), n_prompts=n_prompts, rule=positions,

@@ -68,7 +68,7 @@ def _bench(root: Path) -> Iterator[PaperFigure]:
     results = root / "bench" / "results.csv"
     if not results.is_file():
         return
-    from workbench.pipelines.bench import method_language_figure
+    from workbench.bench import method_language_figure
 
     yield PaperFigure("bench_method_language", method_language_figure(pd.read_csv(results)), results)
 

@@ -3,24 +3,25 @@
 A method turns (model, target, source, layer, strength, position rule) into a :class:`Treatment`: interventions
 (anything with ``.hooks(model)``) and/or a prompt rewrite. Methods that need data (directions, neuron masks)
 prepare it on first use and cache it. Built-in: ``none``, ``prompt-en``, ``prompt-native`` and the residual
-directions ``diffmean`` (natural scale), ``diffmean-unit``, ``pca``, ``lda``, ``probe``; other packages add theirs
-with :func:`register_method` (the neuron methods live in :mod:`workbench.neurons.methods`).
+directions ``diffmean`` (natural scale), ``pca``, ``lda``, ``probe``. Every other method registers itself: a package
+declares it under the ``workbench.methods`` entry-point group (``name = "module:factory"``; the workbench's own
+``lape``, ``clas`` and ``foxp2`` are declared in its ``pyproject.toml``), loaded only when the method is first built;
+code can also call :func:`register_method` at run time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from workbench.directions import DIRECTION_METHODS, DirectionSet
+from workbench.directions import DIRECTION_METHODS, DirectionDataConfig, DirectionSet, directions_for
 from workbench.errors import WorkbenchError
 from workbench.interventions import ALL_POSITIONS, AddVector, Intervention, PositionRule, Steer
-from workbench.pipelines.directions import DirectionDataConfig, directions_for
 from workbench.prompting import english_instruction, instruction_rewriter, native_instruction
 
 
@@ -177,8 +178,8 @@ _REGISTRY: dict[str, Callable[[], SteeringMethod]] = {
     **{name: partial(DirectionMethod, name, name, strengths=(0.5, 1.0, 2.0, 4.0, 8.0))
        for name in DIRECTION_METHODS if name != "diffmean"},
 }
-_PLUGIN_MODULES = ("workbench.neurons.methods", "workbench.features.methods")
-"""Modules that register further methods when imported (skipped while they do not exist)."""
+ENTRY_POINT_GROUP = "workbench.methods"
+"""Entry-point group through which packages register steering methods."""
 
 
 def register_method(name: str, factory: Callable[[], SteeringMethod]) -> None:
@@ -187,12 +188,8 @@ def register_method(name: str, factory: Callable[[], SteeringMethod]) -> None:
 
 
 def _load_plugins() -> None:
-    for module in _PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name is None or not module.startswith(error.name):
-                raise
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        _REGISTRY.setdefault(entry_point.name, lambda entry_point=entry_point: entry_point.load()())
 
 
 def method_names() -> list[str]:

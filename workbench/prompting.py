@@ -11,6 +11,9 @@ from functools import partial
 
 from workbench.languages import get_language
 
+QA_TEMPLATE = "Q: {prompt}\nA:"
+"""How the corpus' weak prompts are put to a base model."""
+
 NATIVE_INSTRUCTIONS: dict[str, str] = {
     "en": "Answer in English.",
     "es": "Responde en español.",

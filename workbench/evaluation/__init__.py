@@ -5,7 +5,6 @@
 """
 
 from workbench.evaluation.evaluate import (
-    QA_TEMPLATE,
     Baseline,
     EvaluationConfig,
     EvaluationError,
@@ -19,6 +18,7 @@ from workbench.evaluation.relevance import llm_judge, pooled_representations, re
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
 from workbench.evaluation.token_sets import TokenSetConfig, TokenSets, build_token_sets, token_sets_for
 from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
+from workbench.prompting import QA_TEMPLATE
 
 __all__ = [
     "QA_TEMPLATE", "UNKNOWN", "Baseline", "EvaluationConfig", "EvaluationError", "SteeringMetrics", "TokenSetConfig",

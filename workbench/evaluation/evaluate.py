@@ -25,7 +25,7 @@ from workbench.evaluation.lid import identify_language
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import Judge, retrieval_relevance
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, steering_score_from_items, wilson_interval
-from workbench.evaluation.token_sets import TokenSets, token_sets_for
+from workbench.evaluation.token_sets import DEFAULT_LANGUAGES, TokenSets, candidate_languages, token_sets_for
 from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
 from workbench.generation import Generation, generate_recording
 from workbench.interventions import Hook
@@ -35,10 +35,6 @@ from workbench.models import model_metadata
 
 class EvaluationError(WorkbenchError):
     """Evaluation inputs that do not fit together (no prompts, a baseline of other prompts)."""
-
-
-QA_TEMPLATE = "Q: {prompt}\nA:"
-"""How the corpus' weak prompts are put to a base model."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ class EvaluationConfig:
     """Reference tokens appended to a prompt to form a committed context for the KL."""
     n_utility_texts: int = 16
     """Held-out target-language and English texts for the NLL / perplexity changes."""
-    languages: tuple[str, ...] = ("en", "es", "hi", "zh", "ja", "ru", "ar", "de", "fr")
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES
     """Token-set languages: LID candidates and the languages leakage is measured on (target and source added)."""
     relevance_layer: int | None = None
     """Layer of the retrieval representations (default: two thirds of the depth)."""
@@ -67,7 +63,7 @@ class EvaluationConfig:
     """Prompts per generation batch."""
 
     def candidate_languages(self, target: str, source: str) -> list[str]:
-        return list(dict.fromkeys([*self.languages, target, source]))
+        return candidate_languages(target, source, self.languages)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Evaluate-or-load: every evaluated treatment is a :data:`workbench.store.RUNS` entry, shared by the benchmark,
-calibration-free method runs and FOXP2.
+calibration and FOXP2.
 
     runs = EvaluationRuns.from_split(model, "hi", split="eval", n_prompts=32, config=EvaluationConfig())
-    metrics, seconds = runs.run("diffmean-L4-s1", identity={...}, interventions=treatment.interventions)
+    metrics, seconds = runs.run_method(get_method("diffmean"), layer=4, strength=1.0, rule=ALL_POSITIONS)
 
 A run's key is everything its result depends on: the model, the treatment's identity (the caller's: method,
 fingerprint, layer, strength, rule ...), the prompts, their references, the languages and the evaluation settings.
@@ -21,9 +21,11 @@ from typing import Any
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
-from workbench.evaluation.evaluate import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
-from workbench.interventions import Intervention, hooks_for
+from workbench.evaluation.evaluate import Baseline, EvaluationConfig, compute_baseline, evaluate
+from workbench.interventions import PositionRule, Steer, hooks_for
+from workbench.methods import SteeringMethod, fingerprint_digest
 from workbench.models import model_key
+from workbench.prompting import QA_TEMPLATE
 from workbench.store import RUNS, Store, digest
 
 
@@ -59,8 +61,8 @@ class EvaluationRuns:
                 "references": digest(self.references), "target": self.target, "source": self.source,
                 "evaluation": asdict(self.config)}
 
-    def run(self, name: str, identity: dict[str, Any], interventions: Sequence[Intervention] = (),
-            prompt_rewriter: Any = None) -> tuple[dict[str, Any], float]:
+    def run(self, name: str, identity: dict[str, Any], interventions: Sequence[Steer] = (),
+            prompt_rewriter: Any = None, provenance: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
         """The metrics (JSON-ready, with per-prompt records) of one treatment, and the seconds its evaluation took."""
         entry = Store().entry(RUNS, self._key(identity), scope=model_key(self.model),
                               label=f"{self.label}-{name}-{self.target}")
@@ -74,7 +76,7 @@ class EvaluationRuns:
             metrics = evaluate(self.model, self.prompts, self.target, source=self.source,
                                hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
                                references=self.references, baseline=self.baseline, config=self.config)
-            metrics.provenance.update({"run": name, "identity": identity,
+            metrics.provenance.update({"run": name, "identity": identity, **(provenance or {}),
                                        "seconds": round(time.perf_counter() - started, 2)})
             path = metrics.save(entry.prepare() / "metrics.json")
             entry.commit()
@@ -82,3 +84,14 @@ class EvaluationRuns:
         if self.export_dir is not None:
             atomic_write_json(self.export_dir / f"{name}.json", payload)
         return payload, float(payload["provenance"].get("seconds", float("nan")))
+
+    def run_method(self, method: SteeringMethod, *, layer: int | None, strength: float, rule: PositionRule,
+                   name: str | None = None) -> tuple[dict[str, Any], float]:
+        """:meth:`run` for a registered method's treatment at one setting; its identity is the method's name and
+        fingerprint with the setting, so a changed method never reuses a stored run."""
+        identity = {"method": method.name, "fingerprint": fingerprint_digest(method), "layer": layer,
+                    "strength": strength, "rule": str(rule)}
+        treatment = method.treatment(self.model, self.target, self.source, layer=layer, strength=strength, rule=rule)
+        label = name or f"{self.label}-{method.name}-{'na' if layer is None else f'L{layer}'}-s{strength:g}-{rule}"
+        return self.run(label.replace("+", "p"), identity, treatment.interventions, treatment.prompt_rewriter,
+                        provenance={"treatment": treatment.description, **treatment.provenance})

@@ -49,10 +49,12 @@ from workbench.languages import Language, get_language
 from workbench.store import TOKEN_SETS, Entry, Store
 
 __all__ = [
+    "DEFAULT_LANGUAGES",
     "TokenSetConfig",
     "TokenSetError",
     "TokenSets",
     "build_token_sets",
+    "candidate_languages",
     "count_tokens",
     "diagnostic_tokens",
     "token_set_cache_dir",
@@ -60,6 +62,8 @@ __all__ = [
     "vocab_pieces",
 ]
 
+DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "es", "hi", "zh", "ja", "ru", "ar", "de", "fr")
+"""Token-set languages by default: LID candidates and the languages leakage is measured on."""
 FORMAT_VERSION = TOKEN_SETS.version
 """Format of saved token sets (the store kind's version)."""
 TEXT_SPLITS: tuple[str, ...] = ("discovery", "dev")
@@ -422,6 +426,11 @@ def _entry(tokenizer: Any, codes: list[str], config: TokenSetConfig) -> Entry:
     key = {"vocab_sha256": _vocab_sha256(_vocab_tokens(tokenizer)), "languages": sorted(codes),
            "config": asdict(config), "corpus_sha256": hashlib.sha256(manifest).hexdigest()}
     return Store().entry(TOKEN_SETS, key, label="-".join(sorted(codes)))
+
+
+def candidate_languages(target: str, source: str, languages: Sequence[str] = DEFAULT_LANGUAGES) -> list[str]:
+    """``languages`` with the target and source added (each once, in order)."""
+    return list(dict.fromkeys([*languages, target, source]))
 
 
 def _reordered(sets: TokenSets, languages: list[str]) -> TokenSets:

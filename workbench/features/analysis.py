@@ -31,6 +31,7 @@ import torch
 
 from workbench import corpus
 from workbench.activations import batch_texts
+from workbench.evaluation.token_sets import candidate_languages, token_sets_for
 from workbench.features.ablation import AblationConfig, ablation_study, language_batches
 from workbench.features.encode import (
     EncodedTexts,
@@ -52,6 +53,7 @@ from workbench.features.scores import (
 from workbench.features.tracing import compact_neuron_set, top_neurons, trace_features, verify_tracing
 from workbench.languages import get_language
 from workbench.models import model_metadata
+from workbench.prompting import QA_TEMPLATE
 from workbench.saes.io import check_sae_fits
 from workbench.sites import Site
 
@@ -204,15 +206,11 @@ def _pairs(config: FeatureAnalysisConfig) -> tuple[list[str], list[str]]:
 
 
 def _token_masks(model: Any, target: str) -> torch.Tensor:
-    from workbench.evaluation import EvaluationConfig, token_sets_for
-
-    sets = token_sets_for(model.tokenizer, EvaluationConfig().candidate_languages(target, "en"))
+    sets = token_sets_for(model.tokenizer, candidate_languages(target, "en"))
     return torch.stack([sets.mask(target), sets.mask("en")])
 
 
 def _prompts(config: FeatureAnalysisConfig) -> list[str]:
-    from workbench.evaluation import QA_TEMPLATE
-
     return [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(config.lift.prompt_split,
                                                                       n=config.lift.n_prompts)]
 

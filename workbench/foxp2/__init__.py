@@ -19,8 +19,8 @@ _LAZY = {
                      "vector_plan"), "workbench.foxp2.shift"),
     **dict.fromkeys(("TrustRegionConfig", "bounds", "choose_strength"), "workbench.foxp2.trust"),
     **dict.fromkeys(("GateProbe", "GateReport", "GatedSteer", "fit_gate", "gated"), "workbench.foxp2.gate"),
-    **dict.fromkeys(("Foxp2Config", "Foxp2Result", "run_foxp2", "foxp2_plan", "shifted_window", "CONTROLS"),
-                    "workbench.foxp2.pipeline"),
+    **dict.fromkeys(("Foxp2Config", "Foxp2Result", "Foxp2Error", "CONTROLS", "BASELINES"), "workbench.foxp2.config"),
+    **dict.fromkeys(("run_foxp2", "foxp2_plan", "shifted_window"), "workbench.foxp2.pipeline"),
     **dict.fromkeys(("trust_region_figure", "comparison_figure", "results_frame"), "workbench.foxp2.report"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -36,7 +36,8 @@ def foxp2_command(
     """Neural FOXP2 for TARGET: spectra and window, SAE features, the signed sparse shift in its trust region,
     controls and baselines on eval; writes report.md, metrics.json, results.csv and figures."""
     from workbench.evaluation import EvaluationConfig
-    from workbench.foxp2.pipeline import Foxp2Config, run_foxp2
+    from workbench.foxp2.config import Foxp2Config
+    from workbench.foxp2.pipeline import run_foxp2
     from workbench.foxp2.trust import TrustRegionConfig
     from workbench.languages import get_language
     from workbench.methods import get_methods

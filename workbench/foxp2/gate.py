@@ -24,10 +24,10 @@ from torch import Tensor
 from workbench import corpus
 from workbench.activations import pooled_means, token_activations
 from workbench.errors import WorkbenchError
-from workbench.evaluation import QA_TEMPLATE, EvaluationConfig
+from workbench.evaluation.token_sets import DEFAULT_LANGUAGES
 from workbench.interventions import _PROMPT_ENDS, Hook, Steer
 from workbench.languages import get_language
-from workbench.prompting import english_instruction, native_instruction, with_instruction
+from workbench.prompting import QA_TEMPLATE, english_instruction, native_instruction, with_instruction
 
 GATE_SITE = "blocks.0.hook_resid_pre"
 """Where the probe reads the prompt: the input embeddings of the first block."""
@@ -94,7 +94,7 @@ def fit_gate(model: Any, *, languages: Sequence[str] | None = None, n_prompts: i
     for ``languages``, by default the evaluation's candidate languages)."""
     from sklearn.linear_model import LogisticRegression
 
-    languages = list(languages or EvaluationConfig().languages)
+    languages = list(languages or DEFAULT_LANGUAGES)
     for code in languages:
         get_language(code)
 

@@ -14,114 +14,29 @@ evaluation is also exported to ``out_dir/runs/<split>-<variant>.json``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from workbench.activations import token_activations
-from workbench.errors import WorkbenchError
-from workbench.evaluation import EvaluationConfig
+from workbench.calibration import calibrate
 from workbench.evaluation.runs import EvaluationRuns
+from workbench.foxp2.config import Foxp2Config, Foxp2Error, Foxp2Result
 from workbench.foxp2.gate import GateReport, fit_gate, gated
-from workbench.foxp2.sae_features import Localisation, LocaliseConfig, localise
+from workbench.foxp2.report import write_foxp2_report
+from workbench.foxp2.sae_features import Localisation, localise
 from workbench.foxp2.shift import LayerShift, ShiftPlan, negative_only, positive_only, random_support, vector_plan
-from workbench.foxp2.spectra import PairDataConfig, SpectralReport, spectral_stage
-from workbench.foxp2.trust import TrustRegionConfig, bounds, choose_strength
+from workbench.foxp2.spectra import SpectralReport, spectral_stage
+from workbench.foxp2.trust import bounds, choose_strength
 from workbench.interventions import PositionRule
 from workbench.languages import get_language
 from workbench.methods import fingerprint_digest, get_method
 from workbench.models import model_metadata
-from workbench.pipelines.calibrate import CalibrationConfig, calibrate
 from workbench.sites import Site, resolve_site
-from workbench.spectral import SpectralConfig
 
 console = Console(stderr=True)
-
-CONTROLS: tuple[str, ...] = ("positive-only", "negative-only", "random-support", "shifted-window", "diffmean-window")
-"""FOXP2's controls, each run at FOXP2's strength."""
-BASELINES: tuple[str, ...] = ("none", "prompt-en", "prompt-native", "diffmean")
-"""Registered steering methods evaluated beside it (DiffMean calibrated on dev as in the benchmark)."""
-
-
-class Foxp2Error(WorkbenchError):
-    """A FOXP2 configuration that cannot run (unknown control, English as target, no room for a shifted window)."""
-
-
-@dataclass(frozen=True)
-class Foxp2Config:
-    """Everything a FOXP2 run depends on besides the model and the target language."""
-
-    source: str = "en"
-    """The language steered away from (the prompts' language)."""
-    pairs: PairDataConfig = field(default_factory=PairDataConfig)
-    """Stage II: the parallel pairs and their representation."""
-    spectral: SpectralConfig = field(default_factory=SpectralConfig)
-    """Stage II: ranks, bootstrap, window width bounds."""
-    localise: LocaliseConfig = field(default_factory=LocaliseConfig)
-    """Stage I: the SAEs and the feature analysis at the window's layers."""
-    trust: TrustRegionConfig = field(default_factory=TrustRegionConfig)
-    """Stage III: the strengths tried on dev and the bounds."""
-    rule: str = "all"
-    """Positions the shift edits: ``all``, or ``final+8`` (the prompt-final position and 8 decoding steps)."""
-    beta: float = 1.0
-    """Weight of the English-feature suppression."""
-    gate: bool = False
-    """Fit the instruction gate and run FOXP2 behind it."""
-    controls: tuple[str, ...] = CONTROLS
-    """Controls evaluated at FOXP2's strength."""
-    baselines: tuple[str, ...] = BASELINES
-    """Registered methods evaluated beside FOXP2."""
-    n_dev_prompts: int = 12
-    """Dev-split prompts per trust-region evaluation."""
-    dev_evaluation: EvaluationConfig = field(default_factory=lambda: EvaluationConfig(
-        max_new_tokens=20, n_utility_texts=8, utility_split="dev"))
-    """Evaluation settings on dev (trust region)."""
-    n_prompts: int = 32
-    """Eval-split prompts per evaluation."""
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    """Evaluation settings on eval."""
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    """How the DiffMean baseline's layer and strength are chosen on dev."""
-    switch_lid: float | None = 0.5
-    """Also evaluate FOXP2 (as ``foxp2@switch``) at the smallest dev strength whose LID success reaches this, when
-    the trust region's strength is smaller: what the shift does once it switches the language, at its cost
-    (None: skip)."""
-    seed: int = 0
-    """Seed of the random-support control."""
-
-    def __post_init__(self) -> None:
-        PositionRule.parse(self.rule)
-        unknown = set(self.controls) - set(CONTROLS)
-        if unknown:
-            raise Foxp2Error(f"unknown control(s) {sorted(unknown)}; known: {', '.join(CONTROLS)}")
-        if self.n_prompts < 2 or self.n_dev_prompts < 2:
-            raise Foxp2Error("need at least 2 eval and 2 dev prompts")
-
-
-@dataclass
-class Foxp2Result:
-    """What a FOXP2 run measured (also written to ``out_dir``)."""
-
-    target: str
-    window: tuple[int, int]
-    strength: float
-    """The trust region's ``lambda``."""
-    within_bounds: bool
-    """Whether that strength met every bound on dev (False: no strength did; the smallest is used)."""
-    bounds: dict[str, float]
-    sweep: list[dict[str, Any]]
-    """Dev rows of the trust-region sweep."""
-    metrics: dict[str, dict[str, Any]]
-    """Variant (foxp2, control or baseline) -> its eval metrics with CIs."""
-    plans: dict[str, dict[str, Any]]
-    spectral: SpectralReport
-    localisation: Localisation
-    gate: dict[str, Any] | None
-    seconds: dict[str, float]
-    out_dir: Path
-
 
 def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
     """A window of the same width outside the chosen one: right after it if it fits, else right before it."""
@@ -158,7 +73,6 @@ def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config 
               progress: bool = True) -> Foxp2Result:
     """All three stages for ``target``, the trust region on dev, FOXP2 + controls + baselines on eval; writes
     ``report.md``, ``metrics.json``, ``results.csv``, ``trust_region.csv`` and the figures to ``out_dir``."""
-    from workbench.foxp2.report import write_foxp2_report
 
     target = get_language(target).code
     get_language(config.source)

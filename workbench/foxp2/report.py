@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.features.analysis import write_report
-from workbench.foxp2.pipeline import CONTROLS
+from workbench.foxp2.config import CONTROLS, Foxp2Config, Foxp2Result
 from workbench.languages import get_language
 from workbench.plots import TEMPLATE, language_colour
 from workbench.saes.metrics import json_safe
-
-if TYPE_CHECKING:
-    from workbench.foxp2.pipeline import Foxp2Config, Foxp2Result
 
 REPORTED = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass", "leakage_max", "kl",
             "nll_delta", "en_ppl_delta")

@@ -4,8 +4,8 @@ interventions at ``mlp.hook_post`` with the gated-MLP algebra, the deactivation 
     from workbench.neurons import run_neurons, NeuronRunConfig
     summary = run_neurons("lape", "figures/neurons", NeuronRunConfig(languages=("en", "hi", "zh")))
 
-The analysis functions are pure (tensors in, tensors out); :mod:`workbench.neurons.pipeline` harvests once,
-caches and writes artifacts. The pipeline names below are imported lazily (they pull in evaluation and plotting).
+The analysis functions are pure (tensors in, tensors out); :mod:`workbench.neurons.cache` harvests once and caches,
+:mod:`workbench.neurons.pipeline` runs a study and writes artifacts. Those names are imported lazily.
 """
 
 from workbench.lazy import lazy_exports
@@ -30,9 +30,9 @@ from workbench.neurons.lape import LapeConfig, lape, lape_entropy, lape_select
 from workbench.neurons.masks import NeuronError, NeuronMask, jaccard, jaccard_matrix
 
 _LAZY = {
-    "NeuronRunConfig": "workbench.neurons.pipeline", "run_neurons": "workbench.neurons.pipeline",
-    "identify": "workbench.neurons.pipeline", "cached_mask": "workbench.neurons.pipeline",
-    "language_statistics": "workbench.neurons.pipeline", "pooled_activations": "workbench.neurons.pipeline",
+    "NeuronRunConfig": "workbench.neurons.cache", "run_neurons": "workbench.neurons.pipeline",
+    "identify": "workbench.neurons.cache", "cached_mask": "workbench.neurons.cache",
+    "language_statistics": "workbench.neurons.cache", "pooled_activations": "workbench.neurons.cache",
     "CausalConfig": "workbench.neurons.causal", "deactivation_matrix": "workbench.neurons.causal",
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench import corpus
-from workbench.evaluation import sequence_nll
+from workbench.evaluation.utility import sequence_nll
 from workbench.interventions import hooks_for
 from workbench.neurons.interventions import deactivate, random_like
 from workbench.neurons.masks import NeuronError, NeuronMask

@@ -1,6 +1,6 @@
 """Neuron steering methods for ``workbench steer`` and the benchmark runner: ``lape`` and ``clas``.
 
-Both prepare their masks on first use through :mod:`workbench.neurons.pipeline` (store entries keyed by model,
+Both prepare their masks on first use through :mod:`workbench.neurons.cache` (store entries keyed by model,
 configuration and language set), so later calls are instant.
 
 * ``lape`` (Tang et al.'s steering): the target language's LAPE neurons get act(gate) set to ``strength`` x the
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from workbench.interventions import ALL_POSITIONS, PositionRule
-from workbench.methods import MethodError, Treatment, register_method
+from workbench.methods import MethodError, Treatment
 from workbench.neurons.data import TokenDataConfig
 from workbench.neurons.gating import GATE_STATISTICS
 from workbench.neurons.interventions import clas_rescale, deactivate, set_gate
@@ -31,7 +31,7 @@ DEFAULT_STEERING_LANGUAGES: tuple[str, ...] = ("en", "es", "hi", "zh", "ja", "ru
 
 
 def _run_config(languages: tuple[str, ...], target: str, source: str, tokens: TokenDataConfig) -> Any:
-    from workbench.neurons.pipeline import NeuronRunConfig
+    from workbench.neurons.cache import NeuronRunConfig
 
     if target == source:
         raise MethodError(f"target and source are both {target!r}")
@@ -83,7 +83,7 @@ class LapeSteering:
 
     def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
-        from workbench.neurons.pipeline import cached_gate_values, cached_mask
+        from workbench.neurons.cache import cached_gate_values, cached_mask
 
         config = _run_config(self.languages, target, source, self.tokens)
         mask = cached_mask("lape", model, config, cache_root=self.cache_root)
@@ -144,8 +144,8 @@ class ClasSteering:
 
     def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
+        from workbench.neurons.cache import cached_mask
         from workbench.neurons.clas import bridge_masks
-        from workbench.neurons.pipeline import cached_mask
 
         config = _run_config(self.languages, target, source, TokenDataConfig())
         mask = cached_mask("clas", model, config, cache_root=self.cache_root)
@@ -162,6 +162,3 @@ class ClasSteering:
                         "bridge_layers": mask.config["bridge_layers"], "specific": self.specific,
                         "clas_config": mask.config.get("clas"), "parallel": mask.config.get("parallel")})
 
-
-register_method("lape", LapeSteering)
-register_method("clas", ClasSteering)

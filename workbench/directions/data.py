@@ -13,7 +13,7 @@ from typing import Any
 
 from workbench import corpus
 from workbench.activations import HarvestConfig, batch_texts, harvest
-from workbench.directions import DIRECTION_METHODS, DirectionConfig, DirectionSet, compute_directions
+from workbench.directions.fit import DIRECTION_METHODS, DirectionConfig, DirectionSet, compute_directions
 from workbench.languages import get_language
 from workbench.models import model_key, model_metadata
 from workbench.sites import sites_for

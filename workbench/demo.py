@@ -17,16 +17,17 @@ from typing import Any
 import pandas as pd
 
 from workbench.artifacts import atomic_write_text
+from workbench.bench import BenchConfig, BenchResult, run_bench
+from workbench.calibration import CalibrationConfig
+from workbench.directions import directions_for
 from workbench.evaluation import EvaluationConfig
 from workbench.figures import regenerate
-from workbench.foxp2.pipeline import Foxp2Config, Foxp2Result, run_foxp2
+from workbench.foxp2.config import Foxp2Config, Foxp2Result
+from workbench.foxp2.pipeline import run_foxp2
 from workbench.foxp2.sae_features import LocaliseConfig
 from workbench.foxp2.spectra import PairDataConfig
 from workbench.foxp2.trust import TrustRegionConfig
 from workbench.models import load_model
-from workbench.pipelines.bench import BenchConfig, BenchResult, run_bench
-from workbench.pipelines.calibrate import CalibrationConfig
-from workbench.pipelines.directions import directions_for
 from workbench.plots import layer_profile
 from workbench.saes.config import SAETrainConfig
 from workbench.spectral import SpectralConfig

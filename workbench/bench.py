@@ -1,6 +1,6 @@
 """The benchmark runner: methods x target languages (x layers x strengths) on the eval split.
 
-Tunable methods are calibrated on the dev split first (:mod:`workbench.pipelines.calibrate`); the leaderboard
+Tunable methods are calibrated on the dev split first (:mod:`workbench.calibration`); the leaderboard
 reports each method at its calibrated setting, evaluated on eval prompts only. An optional sweep evaluates a
 layer x strength grid on eval for the layer/strength heatmaps. Every evaluation is a store entry
 (:class:`workbench.evaluation.runs.EvaluationRuns`), written as soon as it finishes and reused by a re-run with the
@@ -21,6 +21,7 @@ import pandas as pd
 from rich.console import Console
 
 from workbench.artifacts import atomic_write_json, atomic_write_text
+from workbench.calibration import CalibrationConfig, calibrate
 from workbench.errors import WorkbenchError
 from workbench.evaluation import Baseline, EvaluationConfig, SteeringMetrics
 from workbench.evaluation.runs import EvaluationRuns
@@ -28,7 +29,6 @@ from workbench.interventions import PositionRule
 from workbench.languages import get_language
 from workbench.methods import SteeringMethod, fingerprint_digest, get_methods
 from workbench.models import model_metadata
-from workbench.pipelines.calibrate import CalibrationConfig, calibrate
 from workbench.plots import heatmap
 
 console = Console(stderr=True)
