@@ -63,9 +63,7 @@ result = wb.run_bench(model, CONFIG, OUT / "bench", progress=PROGRESS)
 # %%
 from IPython.display import Markdown
 
-bench = wb.pipelines.bench  # the benchmark's report builders (imported with wb.BenchConfig)
-
-Markdown(bench.leaderboard_markdown(result, CONFIG))
+Markdown((OUT / "bench" / "leaderboard.md").read_text())  # written by run_bench
 
 # %% [markdown]
 # ## The results table
@@ -77,7 +75,7 @@ Markdown(bench.leaderboard_markdown(result, CONFIG))
 result.table
 
 # %%
-bench.method_language_figure(result.table)
+wb.bench.method_language_figure(result.table)
 
 # %% [markdown]
 # ## What calibration saw on dev
@@ -99,6 +97,6 @@ pd.DataFrame([{"target": target, "method": method, **row}
 import json
 
 runs = [json.loads(path.read_text()) for path in sorted((OUT / "bench" / "runs").glob("*.json"))]
-records = pd.DataFrame([{"method": run["provenance"]["method"], "target": run["target"], **record}
+records = pd.DataFrame([{"method": run["provenance"]["identity"]["method"], "target": run["target"], **record}
                         for run in runs for record in run["records"]])
 records[["method", "target", "model_prompt", "output", "lid", "relevant"]]
