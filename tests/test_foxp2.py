@@ -6,11 +6,12 @@ import pytest
 import torch
 from test_features import random_sae
 
+from workbench.calibration import bounds, choose_strength, within
 from workbench.errors import WorkbenchError
 from workbench.features.steer import LatentEdit
-from workbench.foxp2.config import Foxp2Config, Foxp2Error
+from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import GateProbe, instructed_prompts
-from workbench.foxp2.pipeline import shifted_window
+from workbench.foxp2.method import Foxp2Error, shifted_window
 from workbench.foxp2.report import trust_region_figure
 from workbench.foxp2.shift import (
     LayerShift,
@@ -22,7 +23,7 @@ from workbench.foxp2.shift import (
     random_support,
     vector_plan,
 )
-from workbench.foxp2.trust import TrustRegionConfig, bounds, choose_strength, within
+from workbench.foxp2.trust import TrustRegionConfig
 from workbench.interventions import PositionRule
 
 D = 8
@@ -85,11 +86,11 @@ def test_controls_keep_sizes_and_change_only_their_part(sae):
 
 
 def test_trust_region_takes_the_largest_strength_within_bounds_raised_to_prompting():
-    config = TrustRegionConfig(strengths=(0.5, 1.0, 2.0))
-    limits = bounds(config, {"leakage_max": 0.01, "kl": 0.2, "nll_delta": 0.0})
+    trust = Foxp2Config(trust=TrustRegionConfig(strengths=(0.5, 1.0, 2.0))).trust_calibration()
+    assert trust.strategy == "trust-region" and trust.strengths == (0.5, 1.0, 2.0) and trust.relative_to_prompting
+    limits = bounds(trust.fixed_bounds(), {"leakage_max": 0.01, "kl": 0.2, "nll_delta": 0.0})
     assert limits == {"leakage_max": 0.08, "kl": 0.2, "nll_delta": 0.03}
-    assert bounds(TrustRegionConfig(relative_to_prompting=False), {"leakage_max": 1, "kl": 1, "nll_delta": 1}) == {
-        "leakage_max": 0.08, "kl": 0.08, "nll_delta": 0.03}
+    assert bounds(trust.fixed_bounds()) == {"leakage_max": 0.08, "kl": 0.08, "nll_delta": 0.03}
     rows = [{"strength": s, "leakage_max": 0.0, "kl": kl, "nll_delta": 0.0} for s, kl in ((0.5, 0.1), (1.0, 0.19),
                                                                                           (2.0, 0.5))]
     chosen, inside = choose_strength(rows, limits)

@@ -11,11 +11,15 @@ import pytest
 import torch
 
 import workbench.methods
+from workbench.bench import BenchConfig, run_bench
 from workbench.calibration import CalibrationConfig
+from workbench.demo import DemoConfig, write_demo_results
 from workbench.directions import DirectionDataConfig
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
+from workbench.evaluation.results import COLUMNS
 from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import fit_gate, gated
+from workbench.foxp2.method import Foxp2Method
 from workbench.foxp2.pipeline import run_foxp2
 from workbench.foxp2.sae_features import LocaliseConfig
 from workbench.foxp2.shift import LayerShift, ShiftPlan
@@ -74,11 +78,16 @@ def foxp2_run(gemma_fast, tmp_path_factory):
         first_seconds = time.perf_counter() - started
         started = time.perf_counter()
         again = run_foxp2(gemma_fast, "hi", out, config, progress=False)
-        yield result, again, first_seconds, time.perf_counter() - started
+        # the registered methods, built as run_foxp2 builds them (tiny stages), for the spine tests below
+        foxp2 = Foxp2Method(config=config.method_config(), progress=False)
+        patch.setitem(workbench.methods._REGISTRY, "foxp2", lambda: foxp2)
+        patch.setitem(workbench.methods._REGISTRY, "foxp2-random-support",
+                      lambda: foxp2.variant_of("random-support"))
+        yield result, again, first_seconds, time.perf_counter() - started, config
 
 
 def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_damages(foxp2_run):
-    result, _, _, _ = foxp2_run
+    result, _, _, _, _ = foxp2_run
     assert result.strength == 0.5 and result.within_bounds  # the relaxed bounds admit the larger strength
     first, last = result.window
     assert [p["layer"] for p in result.plans["foxp2"]["layers"]] == list(range(first, last + 1))
@@ -97,14 +106,14 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
 
 
 def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
-    result, again, first_seconds, second_seconds = foxp2_run
+    result, again, first_seconds, second_seconds, _ = foxp2_run
     out = result.out_dir
     for name in ("report.md", "metrics.json", "results.csv", "trust_region.csv", "trust_region.html",
                  "comparison.html", "spectral/spectral.json", "spectral/spectral_profile.html",
                  "features/features.json"):
         assert (out / name).is_file(), name
     payload = json.loads((out / "metrics.json").read_text())
-    assert payload["metrics"]["foxp2"]["lid_success_ci"] and payload["window"] == list(result.window)
+    assert payload["metrics"]["hi"]["foxp2"]["lid_success_ci"] and payload["window"] == list(result.window)
     assert len(pd.read_csv(out / "results.csv")) == len(result.metrics)
     report = (out / "report.md").read_text()
     assert "## Stage III: trust region" in report and "| random-support |" in report
@@ -112,8 +121,31 @@ def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
     assert second_seconds < first_seconds / 3
 
 
+def test_foxp2_runs_on_the_benchmark_spine_like_every_method(gemma_fast, foxp2_run, tmp_path):
+    """`get_method("foxp2")` calibrated by its trust-region strategy and evaluated by the benchmark: the same dev
+    sweep, strength and eval metrics as the stage-by-stage run (each evaluation is the same stored run)."""
+    result, _, _, _, config = foxp2_run
+    bench = run_bench(gemma_fast, BenchConfig(methods=("foxp2", "foxp2-random-support"), targets=("hi",),
+                                              n_prompts=config.n_prompts, evaluation=config.evaluation,
+                                              calibration=config.trust_calibration()), tmp_path, progress=False)
+    calibration = bench.calibrations["hi"]["foxp2"]
+    assert calibration["strategy"] == "trust-region" and calibration["strength"] == result.strength
+    assert calibration["sweep"] == result.sweep and calibration["bounds"] == result.bounds
+    row = bench.table.set_index("method").loc["foxp2"]
+    assert row["lid_success"] == result.metrics["foxp2"]["lid_success"]
+    assert row["nll_delta"] == pytest.approx(result.metrics["foxp2"]["nll_delta"])
+    control = bench.leaderboard["hi"]["foxp2-random-support"]
+    assert control["nll_delta"] > row["nll_delta"] + 1.0   # the random control only damages, here too
+    # the demo's report is built from both runs' rows, in the same schema
+    write_demo_results({"hi": result}, bench, DemoConfig(), tmp_path / "demo")
+    table = pd.read_csv(tmp_path / "demo" / "results.csv")
+    assert tuple(table.columns) == COLUMNS and {"foxp2", "random-support", "foxp2-random-support"} <= set(table.method)
+    assert len(table) == len(result.metrics) + 1   # bench's foxp2 row is FOXP2's own: listed once
+    assert "| foxp2-random-support |" in (tmp_path / "demo" / "demo.md").read_text()
+
+
 def test_instruction_gate_switches_the_shift_off_only_for_instructed_prompts(gemma_fast, foxp2_run):
-    result, _, _, _ = foxp2_run
+    result, _, _, _, _ = foxp2_run
     report = fit_gate(gemma_fast, languages=("hi", "es", "de", "en"), n_prompts=16)
     assert report.accuracy >= 0.9 and report.false_off <= 0.1
     plan = ShiftPlan("foxp2", tuple(LayerShift(p["layer"], p["site"], torch.ones(gemma_fast.cfg.d_model) * 0.5)

@@ -6,12 +6,12 @@ from workbench.interventions import (
     AddVector,
     Intervention,
     InterventionError,
+    PositionalHook,
     PositionRule,
     Project,
     Rescale,
     SetComponent,
     SetUnits,
-    _PositionalHook,
     hooks_for,
     prompt_ends,
     steering,
@@ -101,7 +101,7 @@ class _Marker:
 
 
 def test_rule_counts_positions_across_kv_cached_steps():
-    hook = _PositionalHook(_Marker(), PositionRule.parse("final+2"))
+    hook = PositionalHook(_Marker(), PositionRule.parse("final+2"))
     prefill = hook(torch.zeros(2, 5, 3), None)
     assert prefill[:, :, 0].tolist() == [[0, 0, 0, 0, 1]] * 2
     steps = [hook(torch.zeros(2, 1, 3), None)[0, 0, 0].item() for _ in range(4)]

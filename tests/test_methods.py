@@ -51,10 +51,29 @@ def test_calibration_picks_the_best_admissible_setting_and_flags_when_none_is():
     rows = [{"layer": 4, "strength": 1.0, "steering_score": 0.9, "lid_success": 1.0, "nll_delta": 1.2, "kl": 1.0},
             {"layer": 6, "strength": 1.0, "steering_score": 0.6, "lid_success": 0.8, "nll_delta": 0.1, "kl": 0.5},
             {"layer": 6, "strength": 0.5, "steering_score": 0.6, "lid_success": 0.8, "nll_delta": 0.0, "kl": 0.2}]
-    chosen, admissible = choose(rows, config)
+    chosen, admissible = choose(rows, config.fixed_bounds())
     assert admissible and (chosen["layer"], chosen["strength"]) == (6, 0.5)   # tie -> the weaker edit
-    chosen, admissible = choose(rows, CalibrationConfig(max_nll_delta=0.5, max_kl=0.1))
+    chosen, admissible = choose(rows, CalibrationConfig(max_nll_delta=0.5, max_kl=0.1).fixed_bounds())
     assert not admissible and chosen["strength"] == 0.5 and chosen["nll_delta"] == 0.0
+
+
+def test_calibration_strategy_is_the_method_s_own_unless_configured():
+    assert CalibrationConfig().strategy_for(get_method("diffmean")) == "grid"
+    assert CalibrationConfig().strategy_for(get_method("foxp2")) == "trust-region"
+    assert CalibrationConfig(strategy="grid").strategy_for(get_method("foxp2")) == "grid"
+    with pytest.raises(WorkbenchError, match="unknown calibration strategy 'trust'"):
+        CalibrationConfig(strategy="trust")
+
+
+def test_foxp2_and_its_controls_are_registered_methods():
+    from workbench.foxp2.config import CONTROLS
+
+    names = set(method_names())
+    assert {"foxp2", *(f"foxp2-{control}" for control in CONTROLS)} <= names
+    control = get_method("foxp2-random-support")
+    assert (control.name, control.variant, control.layer_grid(None)) == ("foxp2-random-support", "random-support",
+                                                                        [None])
+    assert fingerprint_digest(control) != fingerprint_digest(get_method("foxp2"))
 
 
 def test_bench_config_fails_early():

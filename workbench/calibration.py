@@ -1,36 +1,57 @@
-"""Calibration: choose a method's layer and strength on the dev split, never on eval.
+"""Calibration: choose a method's layer and strength on the dev split, never on eval, by a named strategy.
 
-Coarse to fine: every candidate layer at the reference strength, then every candidate strength at the best
-layer. A setting is admissible when its in-language NLL increase stays within ``max_nll_delta`` (and its KL
-within ``max_kl`` if given); the admissible setting with the highest steering score wins, ties going to the
-weaker edit. When none is admissible the least damaging one is returned and flagged. Results are cached as
-:data:`workbench.store.CALIBRATIONS` entries keyed by everything they depend on.
+* ``grid`` (the default): coarse to fine, every candidate layer at the reference strength, then every candidate
+  strength at the best layer. A setting is admissible when its in-language NLL increase stays within
+  ``max_nll_delta`` (and its KL within ``max_kl``, its leakage within ``max_leakage`` if given); the admissible
+  setting with the highest steering score wins, ties going to the weaker edit. When none is admissible the least
+  damaging one is returned and flagged.
+* ``trust-region`` (FOXP2's, METHODS section 3): every candidate (layer, strength); the largest strength whose dev
+  costs all stay within their bounds (leakage, KL, NLL), each bound raised to what prompting "Answer in L." costs
+  on the same prompts when ``relative_to_prompting``. When none is within, the smallest strength is flagged.
+
+A method names its strategy (``calibration_strategy``; ``grid`` when it has none) and a configuration can override
+it. Every dev evaluation is a ``runs`` entry of the store (an interrupted sweep resumes), and the result a
+:data:`workbench.store.CALIBRATIONS` entry keyed by everything it depends on.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from workbench import corpus
 from workbench.artifacts import atomic_write_json
-from workbench.evaluation import QA_TEMPLATE, Baseline, EvaluationConfig, compute_baseline, evaluate
-from workbench.interventions import PositionRule, hooks_for
-from workbench.methods import SteeringMethod, fingerprint_digest
+from workbench.errors import WorkbenchError
+from workbench.evaluation import EvaluationConfig
+from workbench.evaluation.runs import EvaluationRuns
+from workbench.interventions import PositionRule
+from workbench.methods import SteeringMethod, fingerprint_digest, get_method
 from workbench.models import model_key
 from workbench.store import CALIBRATIONS, Entry, Store
 
 console = Console(stderr=True)
+
+STRATEGIES: tuple[str, ...] = ("grid", "trust-region")
+"""The calibration strategies."""
+SWEEP_KEYS: tuple[str, ...] = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass",
+                               "leakage_max", "kl", "nll_delta")
+"""Evaluation keys kept in each sweep row (besides layer and strength)."""
+
+
+class CalibrationError(WorkbenchError):
+    """An unknown strategy, or a sweep with nothing to choose from."""
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     """How a method's (layer, strength) is chosen on the dev split."""
 
+    strategy: str | None = None
+    """``grid`` or ``trust-region`` (None: the method's own ``calibration_strategy``, else ``grid``)."""
     n_prompts: int = 12
     """Dev-split prompts evaluated per setting."""
     max_new_tokens: int = 20
@@ -38,11 +59,15 @@ class CalibrationConfig:
     n_utility_texts: int = 8
     """Held-out texts for the NLL bound."""
     reference_strength: float = 1.0
-    """Strength at which layers are compared (the closest grid strength is used)."""
+    """Grid: strength at which layers are compared (the closest grid strength is used)."""
     max_nll_delta: float = 0.5
     """Utility bound: in-language NLL increase, nats/token (DiffMean x1 into Hindi costs ~1.3; into Spanish ~0)."""
     max_kl: float | None = None
     """Optional bound on KL(base || steered) on committed contexts, nats."""
+    max_leakage: float | None = None
+    """Optional bound on the increase of mass on the other languages' token sets (``leakage_max``)."""
+    relative_to_prompting: bool = False
+    """Trust region: raise each bound to what the ``prompt-en`` baseline costs on the same prompts when larger."""
     split: str = "dev"
     """Corpus split of the prompts (dev: disjoint from discovery and eval)."""
     layers: tuple[int, ...] | None = None
@@ -50,15 +75,27 @@ class CalibrationConfig:
     strengths: tuple[float, ...] | None = None
     """Candidate strengths (None: the method's own grid)."""
 
+    def __post_init__(self) -> None:
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            raise CalibrationError(f"unknown calibration strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+
     def grids(self, method: SteeringMethod, model: Any) -> tuple[list[int | None], list[float]]:
         """The layers and strengths searched for ``method`` on ``model``."""
         if not method.tunable:
             return method.layer_grid(model), method.strength_grid()
         return (list(self.layers or method.layer_grid(model)), list(self.strengths or method.strength_grid()))
 
+    def strategy_for(self, method: SteeringMethod) -> str:
+        return self.strategy or getattr(method, "calibration_strategy", "grid")
+
     def evaluation(self) -> EvaluationConfig:
         return EvaluationConfig(max_new_tokens=self.max_new_tokens, n_utility_texts=self.n_utility_texts,
                                 utility_split=self.split)
+
+    def fixed_bounds(self) -> dict[str, float]:
+        """The bounds that are set: ``nll_delta`` always, ``kl`` and ``leakage_max`` when given."""
+        limits = {"leakage_max": self.max_leakage, "kl": self.max_kl, "nll_delta": self.max_nll_delta}
+        return {key: value for key, value in limits.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -72,10 +109,13 @@ class Calibration:
     strength: float
     rule: str
     admissible: bool
-    """Whether the chosen setting met the utility bound(s)."""
+    """Whether the chosen setting met every bound."""
     sweep: list[dict[str, Any]] = field(default_factory=list)
-    """One row per evaluated setting: layer, strength, steering score, LID, relevance, NLL change, KL."""
+    """One row per evaluated setting: layer, strength and :data:`SWEEP_KEYS`."""
     config: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "grid"
+    bounds: dict[str, float] = field(default_factory=dict)
+    """The bounds the choice respected (after raising them to prompting's cost, for the trust region)."""
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, asdict(self))
@@ -85,82 +125,108 @@ class Calibration:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _admissible(row: dict[str, Any], config: CalibrationConfig) -> bool:
-    within_kl = config.max_kl is None or row["kl"] <= config.max_kl
-    return row["nll_delta"] <= config.max_nll_delta and within_kl
+def within(row: dict[str, Any], limits: dict[str, float]) -> bool:
+    """Whether every bounded cost of ``row`` is within its limit."""
+    return all(float(row[key]) <= limit for key, limit in limits.items())
 
 
-def choose(rows: list[dict[str, Any]], config: CalibrationConfig) -> tuple[dict[str, Any], bool]:
-    """Best admissible row by steering score (ties: higher LID, then smaller strength); else the least damaging."""
-    admissible = [row for row in rows if _admissible(row, config)]
+def bounds(limits: dict[str, float], prompting: dict[str, Any] | None = None) -> dict[str, float]:
+    """Each bound, raised to the prompting baseline's cost when that is larger (``prompting`` None: unchanged)."""
+    if prompting is None:
+        return dict(limits)
+    return {key: max(value, float(prompting[key])) for key, value in limits.items()}
+
+
+def choose(rows: Sequence[dict[str, Any]], limits: dict[str, float]) -> tuple[dict[str, Any], bool]:
+    """Grid: best row within ``limits`` by steering score (ties: higher LID, then smaller strength); else the least
+    damaging (smallest NLL increase, then strength), flagged False."""
+    if not rows:
+        raise CalibrationError("no calibration rows to choose from")
+    admissible = [row for row in rows if within(row, limits)]
     if admissible:
         return max(admissible, key=lambda r: (r["steering_score"], r["lid_success"], -r["strength"])), True
     return min(rows, key=lambda r: (r["nll_delta"], r["strength"])), False
+
+
+def choose_strength(rows: Sequence[dict[str, Any]], limits: dict[str, float]) -> tuple[dict[str, Any], bool]:
+    """Trust region: the row with the largest strength within ``limits``; when none is, the smallest strength,
+    flagged False."""
+    if not rows:
+        raise CalibrationError("no trust-region rows to choose from")
+    inside = [row for row in rows if within(row, limits)]
+    if inside:
+        return max(inside, key=lambda row: row["strength"]), True
+    return min(rows, key=lambda row: row["strength"]), False
 
 
 def calibration_entry(model: Any, method: SteeringMethod, target: str, source: str, rule: PositionRule,
                       config: CalibrationConfig) -> Entry:
     layers, strengths = config.grids(method, model)
     key = {"model": model_key(model), "method": method.name, "target": target, "source": source, "layers": layers,
-           "strengths": strengths, "config": asdict(config), "rule": str(rule),
-           "fingerprint": fingerprint_digest(method)}
+           "strengths": strengths, "config": asdict(config), "strategy": config.strategy_for(method),
+           "rule": str(rule), "fingerprint": fingerprint_digest(method)}
     return Store().entry(CALIBRATIONS, key, scope=model_key(model), label=f"{method.name}-{target}-{source}")
+
+
+def calibration_runs(model: Any, target: str, source: str, config: CalibrationConfig) -> EvaluationRuns:
+    """The dev prompts a calibration evaluates on (share one per target across methods: one unsteered baseline)."""
+    return EvaluationRuns.from_split(model, target, source=source, split=config.split, n_prompts=config.n_prompts,
+                                     config=config.evaluation())
 
 
 def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en", *,
               rule: PositionRule | None = None, config: CalibrationConfig = CalibrationConfig(),
-              use_cache: bool = True, progress: bool = True,
-              baselines: dict[str, Baseline] | None = None) -> Calibration:
-    """Choose ``method``'s layer and strength for ``target`` on the dev split (cached).
+              use_cache: bool = True, progress: bool = True, runs: EvaluationRuns | None = None) -> Calibration:
+    """Choose ``method``'s layer and strength for ``target`` on the dev split by its strategy (cached).
 
-    ``baselines`` (target -> unsteered dev runs) lets several methods share one unsteered baseline; a missing
-    entry is computed and stored in it.
+    ``runs`` (from :func:`calibration_runs` with the same config) lets several methods share the dev prompts' one
+    unsteered baseline.
     """
     rule = rule or method.default_rule
+    strategy = config.strategy_for(method)
     entry = calibration_entry(model, method, target, source, rule, config)
     if use_cache and entry.ready():
         return Calibration.load(entry / "calibration.json")
     layers, strengths = config.grids(method, model)
     if not method.tunable:
         return Calibration(method.name, target, source, layers[0], strengths[0], str(rule), True,
-                           config=asdict(config))
-    prompts = corpus.prompts(split=config.split, n=config.n_prompts)
-    texts = [QA_TEMPLATE.format(prompt=p.prompt) for p in prompts]
-    references = [p.reference.get(target) for p in prompts]
-    evaluation = config.evaluation()
-    baselines = {} if baselines is None else baselines
-    if target not in baselines:
-        baselines[target] = compute_baseline(model, texts, target, source=source, references=references,
-                                             config=evaluation)
-    baseline = baselines[target]
+                           config=asdict(config), strategy=strategy)
+    runs = runs or calibration_runs(model, target, source, config)
     rows: list[dict[str, Any]] = []
 
     def run(layer: int | None, strength: float) -> dict[str, Any]:
-        treatment = method.treatment(model, target, source, layer=layer, strength=strength, rule=rule)
-        metrics = evaluate(model, texts, target, source=source, hooks=hooks_for(model, treatment.interventions),
-                           prompt_rewriter=treatment.prompt_rewriter, baseline=baseline, config=evaluation)
-        row = {"layer": layer, "strength": strength, "steering_score": metrics.steering_score,
-               "lid_success": metrics.lid_success, "relevance": metrics.relevance,
-               "delta_mass": metrics.delta_mass, "nll_delta": metrics.nll_delta, "kl": metrics.kl}
+        metrics, _ = runs.run_method(method, layer=layer, strength=strength, rule=rule)
+        row = {"layer": layer, "strength": strength, **{key: metrics[key] for key in SWEEP_KEYS}}
         rows.append(row)
         if progress:
             console.print(f"  calibrate {method.name}->{target} layer {layer} x{strength:g}: score "
                           f"{row['steering_score']:.2f} (LID {row['lid_success']:.2f}, relevance "
-                          f"{row['relevance']:.2f}), NLL {row['nll_delta']:+.2f}, KL {row['kl']:.2f}")
+                          f"{row['relevance']:.2f}), NLL {row['nll_delta']:+.2f}, KL {row['kl']:.2f}, "
+                          f"leak {row['leakage_max']:.3f}")
         return row
 
-    reference = min(strengths, key=lambda s: abs(s - config.reference_strength))
-    best_layer = choose([run(layer, reference) for layer in layers], config)[0]["layer"]
-    for strength in strengths:
-        if strength != reference:
-            run(best_layer, strength)
-    chosen, admissible = choose(rows, config)
+    if strategy == "grid":
+        limits = config.fixed_bounds()
+        reference = min(strengths, key=lambda s: abs(s - config.reference_strength))
+        best_layer = choose([run(layer, reference) for layer in layers], limits)[0]["layer"]
+        for strength in strengths:
+            if strength != reference:
+                run(best_layer, strength)
+        chosen, admissible = choose(rows, limits)
+    else:
+        prompting = None
+        if config.relative_to_prompting:
+            prompting, _ = runs.run_method(get_method("prompt-en"), layer=None, strength=1.0, rule=rule)
+        limits = bounds(config.fixed_bounds(), prompting)
+        for layer in layers:
+            for strength in strengths:
+                run(layer, strength)
+        chosen, admissible = choose_strength(rows, limits)
     result = Calibration(method.name, target, source, chosen["layer"], chosen["strength"], str(rule), admissible,
-                         sweep=rows, config=asdict(config))
+                         sweep=rows, config=asdict(config), strategy=strategy, bounds=limits)
     if progress and not admissible:
-        console.print(f"[yellow]no {method.name} setting for {target} met the utility bound "
-                      f"(NLL increase <= {config.max_nll_delta}); using the least damaging one[/yellow]")
+        console.print(f"[yellow]no {method.name} setting for {target} met the bounds {limits}; "
+                      f"using the {'least damaging' if strategy == 'grid' else 'weakest'} one[/yellow]")
     result.save(entry.prepare() / "calibration.json")
     entry.commit()
     return result
-

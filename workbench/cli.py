@@ -119,7 +119,8 @@ def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool
 
 @app.command()
 def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-native, diffmean, pca, lda, probe, "
-                                                       "lape, clas, or any registered method."),
+                                                       "lape, clas, foxp2 (and its controls foxp2-<control>), or "
+                                                       "any registered method."),
           target: str = typer.Option(..., help="Target language code (any language of the shipped corpus)."),
           source: str = typer.Option("en", help="Language steered away from."),
           layer: int | None = typer.Option(None, help="Layer; default: the calibrated one."),

@@ -3,7 +3,9 @@ the steering engine's baselines, sized to finish in minutes on two CPU cores.
 
 For each target, :func:`workbench.foxp2.run_foxp2` (stages II, I and III, the trust region on dev, FOXP2 + controls +
 no steering, both prompting baselines and calibrated DiffMean on eval) writes ``foxp2/<target>/``; the benchmark
-runner adds the other residual directions (PCA, LDA, probe) under ``bench/``. ``demo.md`` collects the reports;
+runner adds the other residual directions (PCA, LDA, probe) under ``bench/``. The demo's own ``results.csv``,
+``metrics.json`` and ``demo.md`` (the leaderboard of every row, in the shared result schema of
+:mod:`workbench.evaluation.results`, with links to the FOXP2 reports) are built from both runs' result rows;
 ``directions_by_layer.html`` shows how far each language sits from English by layer; the paper figures (html, png,
 svg) are regenerated from all of it into ``paper/``.
 """
@@ -16,14 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.artifacts import atomic_write_text
 from workbench.bench import BenchConfig, BenchResult, run_bench
 from workbench.calibration import CalibrationConfig
 from workbench.directions import directions_for
 from workbench.evaluation import EvaluationConfig
+from workbench.evaluation.results import write_results
 from workbench.figures import regenerate
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
 from workbench.foxp2.pipeline import run_foxp2
+from workbench.foxp2.report import result_rows
 from workbench.foxp2.sae_features import LocaliseConfig
 from workbench.foxp2.spectra import PairDataConfig
 from workbench.foxp2.trust import TrustRegionConfig
@@ -69,6 +72,23 @@ class DemoResult:
     bench: BenchResult
 
 
+def write_demo_results(foxp2: dict[str, Foxp2Result], bench: BenchResult, config: DemoConfig, out_dir: Path) -> None:
+    """``results.csv``, ``metrics.json`` and ``demo.md``: FOXP2's rows (FOXP2, controls, baselines) and the
+    benchmark's calibrated rows together, one leaderboard per target."""
+    rows = [row for result in foxp2.values() for row in result_rows(result)]
+    seen = {(row.target, row.method) for row in rows}
+    rows += [row for row in bench.rows if row.selection != "sweep" and (row.target, row.method) not in seen]
+    metrics = {target: dict(by_method) for target, by_method in bench.leaderboard.items()}
+    for target, result in foxp2.items():
+        metrics.setdefault(target, {}).update(result.metrics)
+    intro = (f"FOXP2 at its trust-region λ with its controls at the same λ, and every baseline at its calibrated "
+             f"setting, on {config.foxp2.n_prompts} eval prompts per target ({config.foxp2.evaluation.max_new_tokens} "
+             "greedy tokens; 95% intervals). Stage-by-stage reports: "
+             + ", ".join(f"[{t}](foxp2/{t}/report.md)" for t in foxp2) + "; benchmark: [bench](bench/leaderboard.md).")
+    write_results(rows, metrics, out_dir, title="make demo: Neural FOXP2 and the baselines", intro=intro,
+                  extra={"targets": list(config.targets)}, leaderboard_name="demo.md")
+
+
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Any = None) -> DemoResult:
     """FOXP2 per target, then the benchmark of the other directions; writes everything under ``out_dir``."""
     out_dir = Path(out_dir)
@@ -85,7 +105,6 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Any 
                            y_title="natural scale (μ_target − μ_en)·u at hook_resid_post")
     figure.update_yaxes(type="log")
     figure.write_html(out_dir / "directions_by_layer.html", include_plotlyjs="cdn")
-    reports = [(out_dir / "foxp2" / target / "report.md").read_text() for target in config.targets]
-    atomic_write_text(out_dir / "demo.md", "\n\n".join([*reports, (out_dir / "bench" / "leaderboard.md").read_text()]))
+    write_demo_results(results, bench, config, out_dir)
     regenerate(out_dir)
     return DemoResult(results, bench)

@@ -55,6 +55,11 @@ def prompt_ends(columns: Int[Tensor, " batch"] | int) -> Iterator[None]:
         _PROMPT_ENDS.reset(token)
 
 
+def declared_prompt_ends() -> Tensor | None:
+    """The prompt-end columns declared by the enclosing :func:`prompt_ends` block (None outside one)."""
+    return _PROMPT_ENDS.get()
+
+
 @dataclass(frozen=True)
 class PositionRule:
     """Which sequence positions an intervention edits."""
@@ -266,8 +271,9 @@ class Rescale:
 # -------------------------------------------------------------------------------------------------- the hooks
 
 @dataclass
-class _PositionalHook:
-    """A hook applying ``edit`` at the positions ``rule`` selects, counting columns across KV-cached steps."""
+class PositionalHook:
+    """A hook applying ``edit`` (activation -> activation) at the positions ``rule`` selects, counting columns across
+    KV-cached steps; what every intervention, in this module or another package, turns its edit into."""
 
     edit: Any
     rule: PositionRule
@@ -281,7 +287,7 @@ class _PositionalHook:
         start = 0 if n_columns > 1 else self.next_column
         self.next_column = start + n_columns
         if n_columns > 1:
-            declared = _PROMPT_ENDS.get()
+            declared = declared_prompt_ends()
             self.prefill_end = declared if declared is not None else torch.tensor([n_columns - 1])
         if self.prefill_end is None:
             return activation
@@ -310,7 +316,7 @@ class Intervention:
         if expected is not None and expected != width:
             raise InterventionError(f"{type(self.edit).__name__} has width {expected} but {resolved.hook_name} "
                                     f"has width {width}")
-        return [(resolved.hook_name, _PositionalHook(self.edit, self.rule))]
+        return [(resolved.hook_name, PositionalHook(self.edit, self.rule))]
 
 
 @runtime_checkable

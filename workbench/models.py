@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.store import cache_dir, sha256_file
+from workbench.store import cache_dir, files_problem, sha256_file
 
 BACKENDS: tuple[str, ...] = ("hooked", "bridge", "hf")
 
@@ -118,15 +118,7 @@ def verify_checkpoint(directory: Path) -> str | None:
         return f"unreadable manifest ({err})"
     if manifest.get("version") != _MANIFEST_VERSION:
         return f"manifest version {manifest.get('version')} != {_MANIFEST_VERSION}"
-    for name, expected in files.items():
-        path = directory / name
-        if not path.is_file():
-            return f"missing file {name}"
-        if path.stat().st_size != expected["size"]:
-            return f"{name} has {path.stat().st_size} bytes, expected {expected['size']}"
-        if sha256_file(path) != expected["sha256"]:
-            return f"{name} does not match its recorded sha256"
-    return None
+    return files_problem(directory, files)
 
 
 def _embedded_package_version() -> str:

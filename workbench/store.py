@@ -57,9 +57,10 @@ def _kinds(*kinds: Kind) -> dict[str, Kind]:
 
 
 # Every kind the workbench caches. Bump a kind's version whenever what it stores, or how it is computed, changes.
-# directions 2: natural scale = projection of the means' difference; spectra 2: mean differences stored per layer.
+# directions 2: natural scale = projection of the means' difference; spectra 2: mean differences stored per layer;
+# calibrations 2: named strategy, bounds and leakage in each sweep row.
 DIRECTIONS = Kind("directions", 2, "direction sets (DiffMean, PCA, LDA, probe) at every layer, per target/source")
-CALIBRATIONS = Kind("calibrations", 1, "a tunable method's chosen layer and strength on dev, with its grid")
+CALIBRATIONS = Kind("calibrations", 2, "a tunable method's chosen layer and strength on dev, with its grid")
 RUNS = Kind("runs", 1, "one evaluated treatment (metrics + per-prompt records) on one prompt set")
 NEURON_HARVESTS = Kind("neuron-harvests", 1, "per-language mlp_pre statistics with histograms, every layer")
 NEURON_POOLED = Kind("neuron-pooled", 1, "sentence-pooled act(gate) on parallel items, per language")
@@ -117,6 +118,20 @@ def sha256_file(path: Path) -> str:
     return hasher.hexdigest()
 
 
+def files_problem(directory: Path, files: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """None when every file recorded in ``files`` (name -> size, sha256) is in ``directory`` unchanged, else what is
+    wrong with the first that is not."""
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"missing file {name}"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['size']}"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{name} does not match its recorded sha256"
+    return None
+
+
 def _files(directory: Path) -> list[Path]:
     """The files of an entry, without its record and without temporary files of interrupted atomic writes."""
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != ENTRY_FILE
@@ -150,15 +165,7 @@ class Entry:
             return f"unreadable entry.json ({err})"
         if record.get("kind") != self.kind.name or record.get("version") != self.kind.version:
             return f"entry.json is for {record.get('kind')} v{record.get('version')}"
-        for name, expected in files.items():
-            path = self.path / name
-            if not path.is_file():
-                return f"missing {name}"
-            if path.stat().st_size != expected["size"]:
-                return f"{name} has {path.stat().st_size} bytes, {expected['size']} recorded"
-            if sha256_file(path) != expected["sha256"]:
-                return f"{name} does not match its recorded sha256"
-        return None
+        return files_problem(self.path, files)
 
     def ready(self) -> bool:
         """Whether the entry can be read. A committed entry that fails verification is reported and cleared."""

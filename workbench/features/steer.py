@@ -6,7 +6,7 @@
   SAE error term*: ``h + decode(z') - decode(z)``, never ``h`` replaced by its reconstruction; or remove the
   component of ``h`` along ``d_j`` (``direction``, LangFIR's directional ablation, no encoder involved).
 
-Each is a TL hook through :class:`workbench.interventions._PositionalHook`, so ``PositionRule`` (all positions,
+Each is a TL hook through :class:`workbench.interventions.PositionalHook`, so ``PositionRule`` (all positions,
 the prompt-final position, + the first k generated steps) works under the KV cache, and strength 0 is exactly the
 identity.
 """
@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.features.scores import FeatureError
-from workbench.interventions import ALL_POSITIONS, AblateDirection, Hook, PositionRule, _PositionalHook
+from workbench.interventions import ALL_POSITIONS, AblateDirection, Hook, PositionalHook, PositionRule
 from workbench.saes.io import check_sae_fits, sae_hook_name
 
 ABLATION_MODES: tuple[str, ...] = ("zero", "clamp", "direction")
@@ -119,7 +119,7 @@ class FeatureSteer:
 
         site = check_sae_fits(self.sae, model)
         edit = AddVector(decoder_vector(self.sae, self.feature), self.scale)
-        return [(site.hook_name, _PositionalHook(edit, self.rule))]
+        return [(site.hook_name, PositionalHook(edit, self.rule))]
 
 
 @dataclass(frozen=True)
@@ -153,4 +153,4 @@ class FeatureAblation:
 
     def hooks(self, model: Any) -> list[Hook]:
         site = check_sae_fits(self.sae, model)
-        return [(site.hook_name, _PositionalHook(self.edit(), self.rule))]
+        return [(site.hook_name, PositionalHook(self.edit(), self.rule))]

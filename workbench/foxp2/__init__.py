@@ -1,6 +1,7 @@
 """Neural FOXP2 end to end (METHODS section 3): stage II spectra and window (:mod:`.spectra`), stage I SAE features at
 the window (:mod:`.sae_features`), stage III the signed sparse shift (:mod:`.shift`) in a trust region (:mod:`.trust`)
-with an optional instruction gate (:mod:`.gate`), orchestrated with controls and baselines by :func:`run_foxp2`.
+with an optional instruction gate (:mod:`.gate`); the registered steering method ``foxp2`` and its controls
+(:mod:`.method`), and the stage-by-stage run with controls, baselines and a report, :func:`run_foxp2`.
 
     from workbench.foxp2 import run_foxp2, Foxp2Config
     result = run_foxp2(model, "hi", "figures/foxp2/hi")
@@ -17,10 +18,12 @@ _LAZY = {
                     "workbench.foxp2.sae_features"),
     **dict.fromkeys(("SignedShift", "LayerShift", "ShiftPlan", "positive_only", "negative_only", "random_support",
                      "vector_plan"), "workbench.foxp2.shift"),
-    **dict.fromkeys(("TrustRegionConfig", "bounds", "choose_strength"), "workbench.foxp2.trust"),
+    **dict.fromkeys(("TrustRegionConfig",), "workbench.foxp2.trust"),
+    **dict.fromkeys(("Foxp2Method", "Foxp2MethodConfig", "Foxp2Error", "VARIANTS", "foxp2_plan", "shifted_window"),
+                    "workbench.foxp2.method"),
     **dict.fromkeys(("GateProbe", "GateReport", "GatedSteer", "fit_gate", "gated"), "workbench.foxp2.gate"),
-    **dict.fromkeys(("Foxp2Config", "Foxp2Result", "Foxp2Error", "CONTROLS", "BASELINES"), "workbench.foxp2.config"),
-    **dict.fromkeys(("run_foxp2", "foxp2_plan", "shifted_window"), "workbench.foxp2.pipeline"),
+    **dict.fromkeys(("Foxp2Config", "Foxp2Result", "CONTROLS", "BASELINES"), "workbench.foxp2.config"),
+    **dict.fromkeys(("run_foxp2",), "workbench.foxp2.pipeline"),
     **dict.fromkeys(("trust_region_figure", "comparison_figure", "results_frame"), "workbench.foxp2.report"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

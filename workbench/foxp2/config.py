@@ -7,22 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from workbench.calibration import CalibrationConfig
-from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
+from workbench.foxp2.method import VARIANTS, Foxp2Error, Foxp2MethodConfig
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig
 from workbench.foxp2.spectra import PairDataConfig, SpectralReport
 from workbench.foxp2.trust import TrustRegionConfig
 from workbench.interventions import PositionRule
 from workbench.spectral import SpectralConfig
 
-CONTROLS: tuple[str, ...] = ("positive-only", "negative-only", "random-support", "shifted-window", "diffmean-window")
-"""FOXP2's controls, each run at FOXP2's strength."""
+CONTROLS: tuple[str, ...] = VARIANTS[1:]
+"""FOXP2's controls (registered as ``foxp2-<control>``), each run at FOXP2's strength."""
 BASELINES: tuple[str, ...] = ("none", "prompt-en", "prompt-native", "diffmean")
 """Registered steering methods evaluated beside it (DiffMean calibrated on dev as in the benchmark)."""
-
-
-class Foxp2Error(WorkbenchError):
-    """A FOXP2 configuration that cannot run (unknown control, English as target, no room for a shifted window)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +70,25 @@ class Foxp2Config:
             raise Foxp2Error(f"unknown control(s) {sorted(unknown)}; known: {', '.join(CONTROLS)}")
         if self.n_prompts < 2 or self.n_dev_prompts < 2:
             raise Foxp2Error("need at least 2 eval and 2 dev prompts")
+        dev = self.dev_evaluation
+        if dev != EvaluationConfig(max_new_tokens=dev.max_new_tokens, n_utility_texts=dev.n_utility_texts,
+                                   utility_split=dev.utility_split):
+            raise Foxp2Error("dev_evaluation may set only max_new_tokens, n_utility_texts and utility_split (the "
+                             "trust region's calibration evaluates with these and the defaults otherwise)")
+
+    def method_config(self) -> Foxp2MethodConfig:
+        """What the FOXP2 method (and its controls) are built with."""
+        return Foxp2MethodConfig(pairs=self.pairs, spectral=self.spectral, localise=self.localise, beta=self.beta,
+                                 gate=self.gate, seed=self.seed, strengths=self.trust.strengths)
+
+    def trust_calibration(self) -> CalibrationConfig:
+        """Stage III as a calibration: the trust-region strategy over ``trust.strengths`` on the dev prompts."""
+        trust, dev = self.trust, self.dev_evaluation
+        return CalibrationConfig(strategy="trust-region", n_prompts=self.n_dev_prompts,
+                                 max_new_tokens=dev.max_new_tokens, n_utility_texts=dev.n_utility_texts,
+                                 split=dev.utility_split, strengths=trust.strengths, max_leakage=trust.max_leakage,
+                                 max_kl=trust.max_kl, max_nll_delta=trust.max_nll_delta,
+                                 relative_to_prompting=trust.relative_to_prompting)
 
 
 @dataclass

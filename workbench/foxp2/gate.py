@@ -25,7 +25,7 @@ from workbench import corpus
 from workbench.activations import pooled_means, token_activations
 from workbench.errors import WorkbenchError
 from workbench.evaluation.token_sets import DEFAULT_LANGUAGES
-from workbench.interventions import _PROMPT_ENDS, Hook, Steer
+from workbench.interventions import Hook, Steer, declared_prompt_ends
 from workbench.languages import get_language
 from workbench.prompting import QA_TEMPLATE, english_instruction, native_instruction, with_instruction
 
@@ -136,7 +136,7 @@ def _special_embeddings(model: Any) -> Tensor:
 def _record(activation: Tensor, hook: Any, state: _GateState) -> Tensor:
     if activation.shape[1] == 1:
         return activation
-    ends = _PROMPT_ENDS.get()
+    ends = declared_prompt_ends()
     ends = torch.full((activation.shape[0],), activation.shape[1] - 1) if ends is None else ends
     values = activation.float()
     columns = torch.arange(values.shape[1], device=values.device)

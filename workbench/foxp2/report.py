@@ -1,4 +1,5 @@
-"""FOXP2 artifacts: ``metrics.json``, ``results.csv``, ``trust_region.csv``, ``report.md`` and the figures."""
+"""FOXP2 artifacts: the shared result schema (``results.csv``, ``metrics.json``, ``leaderboard.md``), plus
+``trust_region.csv``, ``report.md`` and the figures."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.artifacts import atomic_write_json, atomic_write_text
+from workbench.artifacts import atomic_write_text
+from workbench.evaluation.results import ResultRow, results_table, write_results
 from workbench.features.analysis import write_report
 from workbench.foxp2.config import CONTROLS, Foxp2Config, Foxp2Result
 from workbench.languages import get_language
@@ -18,25 +20,39 @@ from workbench.saes.metrics import json_safe
 
 REPORTED = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass", "leakage_max", "kl",
             "nll_delta", "en_ppl_delta")
-"""Evaluation keys in ``results.csv`` (with ``_ci_low`` / ``_ci_high`` where the metric has an interval)."""
+"""Evaluation keys in the report's eval table (``results.csv`` has every key: :mod:`workbench.evaluation.results`)."""
 LABELS = {"steering_score": "score", "lid_success": "LID", "relevance": "relevance", "default_rate": "DEFAULT",
           "delta_mass": "dM", "leakage_max": "leak max", "kl": "KL", "nll_delta": "NLL Δ", "en_ppl_delta": "en ppl Δ"}
 
 
-def results_frame(result: Foxp2Result) -> pd.DataFrame:
-    """One row per variant (FOXP2, controls, baselines) with every reported metric and its 95% interval."""
+def _selection(name: str, result: Foxp2Result) -> str:
+    if name == "foxp2":
+        return "trust region on dev"
+    if name == "foxp2@switch":
+        return "smallest dev λ that switches the language"
+    if name in CONTROLS:
+        return "at FOXP2's λ"
+    setting = result.plans[name]
+    return "fixed" if setting["description"].startswith(("prompt", "no steering")) else "calibrated on dev"
+
+
+def result_rows(result: Foxp2Result) -> list[ResultRow]:
+    """One row per variant (FOXP2, controls, baselines) in the shared result schema."""
     rows = []
     for name, metrics in result.metrics.items():
-        kind = "foxp2" if name.startswith("foxp2") else "control" if name in CONTROLS else "baseline"
-        row: dict[str, Any] = {"target": result.target, "variant": name, "kind": kind,
-                               "n_prompts": metrics["n_prompts"]}
-        for key in REPORTED:
-            row[key] = metrics[key]
-            if f"{key}_ci" in metrics:
-                row[f"{key}_ci_low"], row[f"{key}_ci_high"] = metrics[f"{key}_ci"]
-        row["relevance_chance"] = metrics["relevance_chance"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+        setting = result.plans[name]
+        selection = _selection(name, result)
+        within = (result.within_bounds if name == "foxp2" else setting.get("admissible")
+                  if selection == "calibrated on dev" else None)
+        rows.append(ResultRow.from_metrics(metrics, method=name, layer=setting.get("layer"),
+                                           strength=setting["strength"], rule=setting["rule"], selection=selection,
+                                           within_bounds=within))
+    return rows
+
+
+def results_frame(result: Foxp2Result) -> pd.DataFrame:
+    """The ``results.csv`` table: one row per variant with every reported metric and its 95% interval."""
+    return results_table(result_rows(result))
 
 
 def trust_region_figure(sweep: list[dict[str, Any]], limits: dict[str, float], strength: float, target: str
@@ -73,7 +89,7 @@ def comparison_figure(frame: pd.DataFrame, target: str) -> go.Figure:
     palette = {"lid_success": language_colour(target), "relevance": "#0072B2", "steering_score": "#000000"}
     for key in ("lid_success", "relevance", "steering_score"):
         figure.add_trace(go.Bar(
-            x=frame["variant"], y=frame[key], name=LABELS[key], marker_color=palette[key],
+            x=frame["method"], y=frame[key], name=LABELS[key], marker_color=palette[key],
             error_y={"type": "data", "symmetric": False, "array": frame[f"{key}_ci_high"] - frame[key],
                      "arrayminus": frame[key] - frame[f"{key}_ci_low"]}))
     figure.update_layout(template=TEMPLATE, barmode="group", yaxis_title="rate (0-1), 95% interval",
@@ -163,15 +179,16 @@ def write_foxp2_report(result: Foxp2Result, config: Foxp2Config, model: dict[str
     out = result.out_dir
     result.spectral.write(out / "spectral")
     write_report(result.localisation.report, out / "features")
-    frame = results_frame(result)
-    atomic_write_text(out / "results.csv", frame.to_csv(index=False))
-    atomic_write_text(out / "trust_region.csv", pd.DataFrame(result.sweep).to_csv(index=False))
-    atomic_write_json(out / "metrics.json", json_safe({
+    extra = json_safe({
         "model": model, "target": result.target, "source": config.source, "window": list(result.window),
         "strength": result.strength, "within_bounds": result.within_bounds, "bounds": result.bounds,
         "gate": result.gate, "seconds": result.seconds, "stage1": result.localisation.summary(),
-        "plans": result.plans, "trust_region": result.sweep, "metrics": result.metrics,
-        "config": asdict(config)}))
+        "plans": result.plans, "trust_region": result.sweep, "config": asdict(config)})
+    frame = write_results(result_rows(result), {result.target: json_safe(result.metrics)}, out,
+                          title=f"FOXP2 → {get_language(result.target).name}: eval split",
+                          intro="FOXP2 at its trust-region λ, its controls at the same λ, the baselines at their "
+                                "calibrated setting; 95% intervals.", extra=extra)
+    atomic_write_text(out / "trust_region.csv", pd.DataFrame(result.sweep).to_csv(index=False))
     atomic_write_text(out / "trust_region.html", trust_region_figure(result.sweep, result.bounds, result.strength,
                                                                      result.target).to_html(include_plotlyjs="cdn"))
     atomic_write_text(out / "comparison.html", comparison_figure(frame, result.target).to_html(include_plotlyjs="cdn"))

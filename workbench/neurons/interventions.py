@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from workbench.interventions import ALL_POSITIONS, Hook, InterventionError, PositionRule, _PositionalHook
+from workbench.interventions import ALL_POSITIONS, Hook, InterventionError, PositionalHook, PositionRule
 from workbench.neurons.gating import require_gated
 from workbench.neurons.masks import units_by_layer
 from workbench.sites import Site, resolve_site
@@ -157,7 +157,7 @@ class UpCapture:
 
 @dataclass
 class _WithUp:
-    """An edit bound to the captured ``up`` of its layer: the single-argument edit ``_PositionalHook`` expects."""
+    """An edit bound to the captured ``up`` of its layer: the single-argument edit ``PositionalHook`` expects."""
 
     edit: Any
     capture: UpCapture
@@ -199,11 +199,11 @@ class NeuronIntervention:
         if units is not None and units.numel() and (int(units.max()) >= width or int(units.min()) < 0):
             raise InterventionError(f"unit indices must lie in 0..{width - 1} for {post.hook_name}")
         if not self.edit.needs_up:
-            return [(post.hook_name, _PositionalHook(self.edit, self.rule))]
+            return [(post.hook_name, PositionalHook(self.edit, self.rule))]
         require_gated(model)
         up_site = resolve_site(model, Site(self.layer, "mlp_pre_linear"))
         capture = UpCapture()
-        return [(up_site.hook_name, capture), (post.hook_name, _PositionalHook(_WithUp(self.edit, capture), self.rule))]
+        return [(up_site.hook_name, capture), (post.hook_name, PositionalHook(_WithUp(self.edit, capture), self.rule))]
 
 
 # ----------------------------------------------------------------------------------------- builders from masks
