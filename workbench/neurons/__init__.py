@@ -35,7 +35,7 @@ _LAZY = {
     "language_statistics": "workbench.neurons.cache", "pooled_activations": "workbench.neurons.cache",
     "CausalConfig": "workbench.neurons.causal", "deactivation_matrix": "workbench.neurons.causal",
 }
-__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, modules=("plots",))
 
 __all__ = [
     "CATEGORIES", "GATE_STATISTICS", "ActProbConfig", "BoostGate", "ClasConfig", "ClasRescale", "Deactivate",
