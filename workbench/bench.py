@@ -21,7 +21,7 @@ import pandas as pd
 from rich.console import Console
 
 from workbench.artifacts import atomic_write_json
-from workbench.calibration import CalibrationConfig, calibrate, calibration_runs
+from workbench.calibration import SELECTIONS, CalibrationConfig, calibrate, calibration_runs
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
 from workbench.evaluation.results import ResultRow, results_table, write_results
@@ -132,8 +132,7 @@ def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress:
             metrics, seconds = _evaluate(runs, method, calibration.layer, calibration.strength, rule)
             payload = _without_records(metrics)
             result.leaderboard[target][method.name] = payload
-            selection = (f"{calibration.strategy} on dev" if calibration.strategy != "grid" else "calibrated on dev"
-                         ) if method.tunable else "fixed"
+            selection = SELECTIONS[calibration.strategy] if method.tunable else "fixed"
             result.rows.append(ResultRow.from_metrics(
                 payload, method=method.name, layer=calibration.layer, strength=calibration.strength, rule=str(rule),
                 selection=selection, within_bounds=calibration.admissible if method.tunable else None))

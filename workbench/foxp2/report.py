@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.artifacts import atomic_write_text
+from workbench.calibration import SELECTIONS
 from workbench.evaluation.results import ResultRow, results_table, write_results
 from workbench.features.analysis import write_report
 from workbench.foxp2.config import CONTROLS, Foxp2Config, Foxp2Result
@@ -27,13 +28,13 @@ LABELS = {"steering_score": "score", "lid_success": "LID", "relevance": "relevan
 
 def _selection(name: str, result: Foxp2Result) -> str:
     if name == "foxp2":
-        return "trust region on dev"
+        return SELECTIONS["trust-region"]
     if name == "foxp2@switch":
         return "smallest dev λ that switches the language"
     if name in CONTROLS:
         return "at FOXP2's λ"
     setting = result.plans[name]
-    return "fixed" if setting["description"].startswith(("prompt", "no steering")) else "calibrated on dev"
+    return "fixed" if setting["description"].startswith(("prompt", "no steering")) else SELECTIONS["grid"]
 
 
 def result_rows(result: Foxp2Result) -> list[ResultRow]:
@@ -43,7 +44,7 @@ def result_rows(result: Foxp2Result) -> list[ResultRow]:
         setting = result.plans[name]
         selection = _selection(name, result)
         within = (result.within_bounds if name == "foxp2" else setting.get("admissible")
-                  if selection == "calibrated on dev" else None)
+                  if selection == SELECTIONS["grid"] else None)
         rows.append(ResultRow.from_metrics(metrics, method=name, layer=setting.get("layer"),
                                            strength=setting["strength"], rule=setting["rule"], selection=selection,
                                            within_bounds=within))
