@@ -93,7 +93,7 @@ def test_sae_quality_and_foxp2_comparison_figures():
                                             "dead_share": 0.03, "ce_recovered_zero": 0.9, "ce_recovered_mean": 0.8}}
     quality = quality_figure(reports)
     assert len(quality.data) == 5 and quality.layout.yaxis.title.text.startswith("FVU")
-    frame = pd.DataFrame({"variant": ["foxp2", "none"], **{k: [0.5, 0.0] for k in (
+    frame = pd.DataFrame({"method": ["foxp2", "none"], **{k: [0.5, 0.0] for k in (
         "lid_success", "relevance", "steering_score")}, **{f"{k}_ci_{side}": [0.4 if side == "low" else 0.6, 0.0]
                                                            for k in ("lid_success", "relevance", "steering_score")
                                                            for side in ("low", "high")}})
