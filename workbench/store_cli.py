@@ -22,13 +22,18 @@ def _size(n_bytes: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _table(store: Store, columns: tuple[str, ...]) -> Table:
+    table = Table(title=f"cache at {store.root}")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 @cache_app.command("ls")
 def list_entries(kind: str | None = _KIND) -> None:
     """Every entry (of one kind): path, size, whether it is complete, when it was made."""
     store = Store()
-    table = Table(title=f"cache at {store.root}")
-    for column in ("kind", "entry", "size", "complete", "created"):
-        table.add_column(column)
+    table = _table(store, ("kind", "entry", "size", "complete", "created"))
     for info in store.entries(kind):
         table.add_row(info.kind, str(info.path.relative_to(store.root / info.kind)), _size(info.bytes),
                       "yes" if info.ready else "no (interrupted)", info.created)
@@ -39,9 +44,7 @@ def list_entries(kind: str | None = _KIND) -> None:
 def disk_usage(kind: str | None = _KIND) -> None:
     """Entries and bytes per kind."""
     store = Store()
-    table = Table(title=f"cache at {store.root}")
-    for column in ("kind", "version", "entries", "size", "what"):
-        table.add_column(column)
+    table = _table(store, ("kind", "version", "entries", "size", "what"))
     total = 0
     for name in [kind] if kind else list(KINDS):
         entries = store.entries(name)

@@ -199,21 +199,9 @@ def _variant(variant: str) -> Foxp2Method:
     return Foxp2Method().variant_of(variant)
 
 
-def positive_only_control() -> Foxp2Method:
-    return _variant("positive-only")
-
-
-def negative_only_control() -> Foxp2Method:
-    return _variant("negative-only")
-
-
-def random_support_control() -> Foxp2Method:
-    return _variant("random-support")
-
-
-def shifted_window_control() -> Foxp2Method:
-    return _variant("shifted-window")
-
-
-def diffmean_window_control() -> Foxp2Method:
-    return _variant("diffmean-window")
+# The controls' registry factories (entry points of the ``workbench.methods`` group).
+positive_only_control = partial(_variant, "positive-only")
+negative_only_control = partial(_variant, "negative-only")
+random_support_control = partial(_variant, "random-support")
+shifted_window_control = partial(_variant, "shifted-window")
+diffmean_window_control = partial(_variant, "diffmean-window")
