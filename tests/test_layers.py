@@ -15,7 +15,7 @@ LAYERS: dict[str, int] = {
     "workbench.plots": 0, "workbench.spectral": 0, "workbench.evaluation.scores": 0, "workbench.evaluation.mass": 0,
     # 1 models, languages, data
     "workbench.languages": 1, "workbench.corpus": 1, "workbench.prompting": 1, "workbench.sites": 1,
-    "workbench.hf_backend": 1, "workbench.models": 1, "workbench.static_export": 1,
+    "workbench.hf_backend": 1, "workbench.backends": 1, "workbench.models": 1, "workbench.static_export": 1,
     # 2 activations, interventions, generation, SAEs, token-level measurement
     "workbench.activations": 2, "workbench.interventions": 2, "workbench.generation": 2, "workbench.saes": 2,
     "workbench.neurons.masks": 2, "workbench.neurons.gating": 2, "workbench.neurons.data": 2,

@@ -65,13 +65,13 @@ def test_calibration_strategy_is_the_method_s_own_unless_configured():
         CalibrationConfig(strategy="trust")
 
 
-def test_foxp2_and_its_controls_are_registered_methods():
+def test_foxp2_and_its_controls_are_registered_methods(tiny_model):
     from workbench.foxp2.config import CONTROLS
 
     names = set(method_names())
     assert {"foxp2", *(f"foxp2-{control}" for control in CONTROLS)} <= names
     control = get_method("foxp2-random-support")
-    assert (control.name, control.variant, control.layer_grid(None)) == ("foxp2-random-support", "random-support",
+    assert (control.name, control.variant, control.layer_grid(tiny_model)) == ("foxp2-random-support", "random-support",
                                                                         [None])
     assert fingerprint_digest(control) != fingerprint_digest(get_method("foxp2"))
 

@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_model": "workbench.models", "load_hf_model": "workbench.models", "ModelLoadError": "workbench.models",
+    "Model": "workbench.backends",
     "Site": "workbench.sites", "get_language": "workbench.languages",
     "harvest": "workbench.activations", "HarvestConfig": "workbench.activations",
     "ActivationStats": "workbench.activations", "batch_texts": "workbench.activations",

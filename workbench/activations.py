@@ -29,9 +29,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
+from workbench.backends import Model, device_of, forward_to
 from workbench.errors import WorkbenchError
 from workbench.models import model_metadata
-from workbench.sites import Site, SiteError, resolve_site
+from workbench.sites import Site, resolve_site
+
+_TOKENIZE_CHUNK = 256
 
 
 class HarvestError(WorkbenchError):
@@ -113,6 +116,24 @@ def batch_texts(tokenizer: Any, texts_by_group: dict[str, Sequence[str]], *, bat
             batches.append(TokenBatch(encoded["input_ids"], encoded["attention_mask"],
                                       [group] * encoded["input_ids"].shape[0]))
     return batches
+
+
+def texts_with_budget(tokenizer: Any, texts: Sequence[str], n_tokens: int, max_length: int,
+                      exclude_bos: bool = True) -> tuple[list[str], int]:
+    """The first texts whose usable tokens (after truncation to ``max_length``, BOS excluded if asked) reach
+    ``n_tokens``, and how many usable tokens they hold."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    chosen: list[str] = []
+    total = 0
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        chunk = list(texts[start:start + _TOKENIZE_CHUNK])
+        for text, ids in zip(chunk, tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"],
+                             strict=True):
+            if total >= n_tokens:
+                return chosen, total
+            chosen.append(text)
+            total += len(ids) - int(exclude_bos and bool(ids) and ids[0] == bos)
+    return chosen, total
 
 
 class _UnitAccumulator:
@@ -350,7 +371,7 @@ def _position_mask(batch: TokenBatch, bos_token_id: int | None, exclude_bos: boo
     return mask
 
 
-def harvest(model: Any, batches: Iterable[TokenBatch], sites: Sequence[Site | str], *,
+def harvest(model: Model, batches: Iterable[TokenBatch], sites: Sequence[Site | str], *,
             config: HarvestConfig | None = None, bos_token_id: int | None = None, progress: bool = True,
             total: int | None = None, description: str = "harvest") -> ActivationStats:
     """Stream ``batches`` through ``model`` and accumulate statistics at ``sites``, grouped by batch labels.
@@ -364,10 +385,8 @@ def harvest(model: Any, batches: Iterable[TokenBatch], sites: Sequence[Site | st
         raise HarvestError("no sites given; pass e.g. ['blocks.6.hook_resid_post']")
     edges = config.bin_edges()
     accumulators: dict[tuple[Site, str], _UnitAccumulator] = {}
-    stop_at_layer = max(site.layer for site in resolved) + 1
     if bos_token_id is None:
         bos_token_id = getattr(model.tokenizer, "bos_token_id", None)
-    device = next(model.parameters()).device
     current: dict[str, Any] = {}
 
     def accumulate(activation: Float[Tensor, "batch pos d"], hook: Any, site: Site) -> None:
@@ -382,13 +401,12 @@ def harvest(model: Any, batches: Iterable[TokenBatch], sites: Sequence[Site | st
     fwd_hooks = [(site.hook_name, partial(accumulate, site=site)) for site in resolved]
     n_tokens = 0
     iterator = tqdm(batches, desc=description, total=total, disable=not progress, unit="batch")
-    with torch.inference_mode(), model.hooks(fwd_hooks=fwd_hooks):
+    with torch.inference_mode():
         for batch in iterator:
             mask = _position_mask(batch, bos_token_id, config.exclude_bos)
             current["group_masks"] = _group_masks(mask, batch.labels)
             n_tokens += int(mask.sum())
-            model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
-                  stop_at_layer=stop_at_layer)
+            forward_to(model, batch.tokens, batch.attention_mask, fwd_hooks)
     if not accumulators or n_tokens == 0:
         raise HarvestError("the batches held no usable tokens (empty input, or only padding/BOS)")
     groups = sorted({group for _, group in accumulators})
@@ -421,29 +439,19 @@ def _finalise(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[st
     return tensors
 
 
-def token_activations(model: Any, token_ids: Sequence[int], hook_names: Sequence[str]
+def token_activations(model: Model, token_ids: Sequence[int], hook_names: Sequence[str]
                       ) -> dict[str, Float[Tensor, "token d"]]:
     """Each hook's activation at each of ``token_ids`` run alone (a one-token sequence per id: e.g. BOS or pad,
     whose activations are the same wherever they occur), running only the blocks needed."""
-    depth = max(_block_depth(model, name) for name in hook_names)
-    device = next(model.parameters()).device
     captured: dict[str, Tensor] = {}
-    with torch.inference_mode(), model.hooks(fwd_hooks=[
-            (name, lambda activation, hook: captured.__setitem__(hook.name, activation[:, 0].float().clone()))
-            for name in hook_names]):
-        model(torch.tensor(list(token_ids), device=device).unsqueeze(1), stop_at_layer=depth)
+    hooks = [(name, lambda activation, hook: captured.__setitem__(hook.name, activation[:, 0].float().clone()))
+             for name in hook_names]
+    with torch.inference_mode():
+        forward_to(model, torch.tensor(list(token_ids)).unsqueeze(1), None, hooks)
     return captured
 
 
-def _block_depth(model: Any, hook_name: str) -> int:
-    """How many blocks must run for ``hook_name`` to fire (all of them for hooks outside the blocks)."""
-    try:
-        return Site.parse(hook_name).layer + 1
-    except SiteError:
-        return model.cfg.n_layers
-
-
-def pooled_means(model: Any, texts: Sequence[str], hook_names: Sequence[str], *, transform: Any = None,
+def pooled_means(model: Model, texts: Sequence[str], hook_names: Sequence[str], *, transform: Any = None,
                  batch_size: int = 16, max_length: int = 128, progress: bool = True, description: str = "pool"
                  ) -> Float[Tensor, "hook text d"]:
     """Per text, the mean over its tokens (BOS and padding excluded) of each hook's activation (``transform``
@@ -451,9 +459,8 @@ def pooled_means(model: Any, texts: Sequence[str], hook_names: Sequence[str], *,
     hooked block."""
     if not texts:
         raise HarvestError("no texts to pool")
-    depth = max(_block_depth(model, name) for name in hook_names)
     bos = getattr(model.tokenizer, "bos_token_id", None)
-    device = next(model.parameters()).device
+    device = device_of(model)
     pooled: list[list[Tensor]] = [[] for _ in hook_names]
 
     def pool(activation: Tensor, hook: Any, index: int, weights: Tensor) -> None:
@@ -469,6 +476,5 @@ def pooled_means(model: Any, texts: Sequence[str], hook_names: Sequence[str], *,
             usable = mask.bool() & (tokens != bos) if bos is not None else mask.bool()
             weights = usable.float().to(device)
             hooks = [(name, partial(pool, index=index, weights=weights)) for index, name in enumerate(hook_names)]
-            with model.hooks(fwd_hooks=hooks):
-                model(tokens.to(device), attention_mask=mask.to(device), stop_at_layer=depth)
+            forward_to(model, tokens, mask, hooks)
     return torch.stack([torch.cat(chunks) for chunks in pooled])

@@ -21,6 +21,7 @@ import pandas as pd
 from rich.console import Console
 
 from workbench.artifacts import atomic_write_json
+from workbench.backends import Model
 from workbench.calibration import SELECTIONS, CalibrationConfig, calibrate, calibration_runs
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
@@ -108,7 +109,7 @@ def _without_records(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metrics.items() if key != "records"}
 
 
-def run_bench(model: Any, config: BenchConfig, out_dir: str | Path, *, progress: bool = True) -> BenchResult:
+def run_bench(model: Model, config: BenchConfig, out_dir: str | Path, *, progress: bool = True) -> BenchResult:
     """Calibrate on dev, evaluate on eval, write the table, leaderboard, metrics and figures to ``out_dir``."""
     out_dir = Path(out_dir)
     methods = get_methods(config.methods)

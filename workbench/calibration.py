@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from workbench.artifacts import atomic_write_json
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
 from workbench.evaluation.runs import EvaluationRuns
@@ -81,7 +82,7 @@ class CalibrationConfig:
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise CalibrationError(f"unknown calibration strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
 
-    def grids(self, method: SteeringMethod, model: Any) -> tuple[list[int | None], list[float]]:
+    def grids(self, method: SteeringMethod, model: Model) -> tuple[list[int | None], list[float]]:
         """The layers and strengths searched for ``method`` on ``model``."""
         if not method.tunable:
             return method.layer_grid(model), method.strength_grid()
@@ -161,7 +162,7 @@ def choose_strength(rows: Sequence[dict[str, Any]], limits: dict[str, float]) ->
     return min(rows, key=lambda row: row["strength"]), False
 
 
-def calibration_entry(model: Any, method: SteeringMethod, target: str, source: str, rule: PositionRule,
+def calibration_entry(model: Model, method: SteeringMethod, target: str, source: str, rule: PositionRule,
                       config: CalibrationConfig) -> Entry:
     layers, strengths = config.grids(method, model)
     key = {"model": model_key(model), "method": method.name, "target": target, "source": source, "layers": layers,
@@ -170,13 +171,13 @@ def calibration_entry(model: Any, method: SteeringMethod, target: str, source: s
     return Store().entry(CALIBRATIONS, key, scope=model_key(model), label=f"{method.name}-{target}-{source}")
 
 
-def calibration_runs(model: Any, target: str, source: str, config: CalibrationConfig) -> EvaluationRuns:
+def calibration_runs(model: Model, target: str, source: str, config: CalibrationConfig) -> EvaluationRuns:
     """The dev prompts a calibration evaluates on (share one per target across methods: one unsteered baseline)."""
     return EvaluationRuns.from_split(model, target, source=source, split=config.split, n_prompts=config.n_prompts,
                                      config=config.evaluation())
 
 
-def calibrate(model: Any, method: SteeringMethod, target: str, source: str = "en", *,
+def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "en", *,
               rule: PositionRule | None = None, config: CalibrationConfig = CalibrationConfig(),
               use_cache: bool = True, progress: bool = True, runs: EvaluationRuns | None = None) -> Calibration:
     """Choose ``method``'s layer and strength for ``target`` on the dev split by its strategy (cached).

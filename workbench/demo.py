@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from workbench.backends import Model
 from workbench.bench import BenchConfig, BenchResult, run_bench
 from workbench.calibration import CalibrationConfig
 from workbench.directions import directions_for
@@ -89,7 +89,7 @@ def write_demo_results(foxp2: dict[str, Foxp2Result], bench: BenchResult, config
                   extra={"targets": list(config.targets)}, leaderboard_name="demo.md")
 
 
-def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Any = None) -> DemoResult:
+def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Model | None = None) -> DemoResult:
     """FOXP2 per target, then the benchmark of the other directions; writes everything under ``out_dir``."""
     out_dir = Path(out_dir)
     model = model or load_model(backend="hf")

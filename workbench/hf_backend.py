@@ -48,6 +48,8 @@ class HFModelConfig:
     """Vocabulary size."""
     n_heads: int
     """Attention heads."""
+    act_fn: str
+    """Name of the MLP gate's activation function (HF's ``hidden_activation`` or ``hidden_act``)."""
     gated_mlp: bool = True
     """Every supported layout has a gated MLP."""
     device: str = "cpu"
@@ -112,6 +114,7 @@ class HFHookedModel(HookedRootModule):
         self.cfg = HFModelConfig(
             model_name=model_name or model_type, n_layers=config.num_hidden_layers, d_model=config.hidden_size,
             d_mlp=config.intermediate_size, d_vocab=config.vocab_size, n_heads=config.num_attention_heads,
+            act_fn=getattr(config, "hidden_activation", None) or config.hidden_act,
             device=str(next(hf_model.parameters()).device),
         )
         self.blocks = nn.ModuleList([_BlockHooks() for _ in range(self.cfg.n_layers)])
@@ -172,6 +175,18 @@ class HFHookedModel(HookedRootModule):
                         **generate_kwargs: Any) -> Int[Tensor, "batch total"]:
         """HF ``generate`` (KV cache) with whatever hooks are active; returns prompt + new tokens."""
         return self.hf_model.generate(input_ids=tokens, attention_mask=attention_mask, **generate_kwargs)
+
+    def prefill(self, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"]) -> Any:
+        """The KV cache of a left-padded prompt prefix (hooks active now apply to it), for :meth:`extend`."""
+        positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        return self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=positions,
+                                   use_cache=True).past_key_values
+
+    def extend(self, cache: Any, tokens: Int[Tensor, "batch new"], attention_mask: Int[Tensor, "batch total"],
+               position_ids: Int[Tensor, "batch new"]) -> Float[Tensor, "batch new d_model"]:
+        """Final-norm residual stream of ``tokens`` read after a :meth:`prefill` cache (which it extends)."""
+        return self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                   past_key_values=cache, use_cache=True).last_hidden_state
 
     def to_tokens(self, text: str | list[str]) -> Int[Tensor, "batch pos"]:
         encoded = self.tokenizer(text, return_tensors="pt", padding=True)

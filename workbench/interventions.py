@@ -29,11 +29,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from workbench.backends import Hook, Model
 from workbench.errors import WorkbenchError
 from workbench.sites import resolve_site
-
-Hook = tuple[str, Any]
-"""A TransformerLens forward hook: ``(hook_name, fn(activation, hook) -> activation)``."""
 
 
 class InterventionError(WorkbenchError):
@@ -309,7 +307,7 @@ class Intervention:
     rule: PositionRule = ALL_POSITIONS
     """Where in the sequence."""
 
-    def hooks(self, model: Any) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         """TransformerLens hooks for ``model`` (validates the site and the edit's width first)."""
         resolved = resolve_site(model, self.site)
         expected, width = self.edit.width(), resolved.width(model)
@@ -323,24 +321,24 @@ class Intervention:
 class Steer(Protocol):
     """Anything that turns into hooks for a model: an :class:`Intervention`, a neuron or SAE intervention."""
 
-    def hooks(self, model: Any) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         """TransformerLens hooks realising the intervention on ``model``."""
 
 
-def hooks_for(model: Any, interventions: Sequence[Steer]) -> list[Hook]:
+def hooks_for(model: Model, interventions: Sequence[Steer]) -> list[Hook]:
     """All hooks of ``interventions``, in order (fresh position state each call)."""
     return [hook for intervention in interventions for hook in intervention.hooks(model)]
 
 
 @contextmanager
-def steering(model: Any, interventions: Sequence[Steer]) -> Iterator[list[Hook]]:
+def steering(model: Model, interventions: Sequence[Steer]) -> Iterator[list[Hook]]:
     """Apply ``interventions`` to every forward (and generation) run inside the block."""
     hooks = hooks_for(model, interventions)
     with model.hooks(fwd_hooks=hooks):
         yield hooks
 
 
-def add_vector(model: Any, site: str, vector: Float[Tensor, " d"], strength: float = 1.0,
+def add_vector(model: Model, site: str, vector: Float[Tensor, " d"], strength: float = 1.0,
                rule: PositionRule = ALL_POSITIONS) -> Hook:
     """One hook adding ``strength * vector`` at ``site`` (the common case, as a single hook)."""
     (hook,) = Intervention(site, AddVector(vector, strength), rule).hooks(model)

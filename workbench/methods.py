@@ -19,6 +19,7 @@ from functools import partial
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
+from workbench.backends import Model
 from workbench.directions import DIRECTION_METHODS, DirectionDataConfig, DirectionSet, directions_for
 from workbench.errors import WorkbenchError
 from workbench.interventions import ALL_POSITIONS, AddVector, Intervention, PositionRule, Steer
@@ -54,13 +55,13 @@ class SteeringMethod(Protocol):
     default_rule: PositionRule
     """Position rule used unless the caller gives one."""
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         """Layers calibration searches ([None] for layer-free methods)."""
 
     def strength_grid(self) -> list[float]:
         """Strengths calibration searches ([1.0] for fixed-strength methods)."""
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         """The interventions and prompt rewrite for one setting (preparing and caching data on first use)."""
 
@@ -83,13 +84,13 @@ class NoSteering:
     tunable: bool = False
     default_rule: PositionRule = ALL_POSITIONS
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         return [None]
 
     def strength_grid(self) -> list[float]:
         return [0.0]
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         return Treatment(description="no steering")
 
@@ -106,13 +107,13 @@ class PromptingMethod:
     tunable: bool = False
     default_rule: PositionRule = ALL_POSITIONS
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         return [None]
 
     def strength_grid(self) -> list[float]:
         return [1.0]
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         instruction, origin = (native_instruction(target) if self.native else
                                (english_instruction(target), "English instruction with the language's English name"))
@@ -137,7 +138,7 @@ class DirectionMethod:
     """Which corpus text the directions are fitted on."""
     _sets: dict[tuple[int, str, str], DirectionSet] = field(default_factory=dict, repr=False)
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         """Every other layer from the third to four before the last (2, 4, ..., 14 of 18)."""
         return list(range(2, model.cfg.n_layers - 3, 2))
 
@@ -147,14 +148,14 @@ class DirectionMethod:
     def fingerprint(self) -> dict[str, Any]:
         return {"direction": self.direction, "data": self.data.digest()}
 
-    def directions(self, model: Any, target: str, source: str) -> DirectionSet:
+    def directions(self, model: Model, target: str, source: str) -> DirectionSet:
         """This method's direction set for ``target`` vs ``source`` (harvested once, then cached on disk)."""
         key = (id(model), target, source)
         if key not in self._sets:
             self._sets[key] = directions_for(model, target, source, config=self.data)[self.direction]
         return self._sets[key]
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         if layer is None:
             raise MethodError(f"method {self.name!r} needs a layer (0..{model.cfg.n_layers - 1})")

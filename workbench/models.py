@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.store import cache_dir, files_problem, sha256_file
 
@@ -268,7 +269,7 @@ def _offline_if_local(resolved: _ResolvedName):
 
 def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = "hooked",
                device: str | None = None, dtype: torch.dtype = torch.float32,
-               architecture: str | None = None) -> Any:
+               architecture: str | None = None) -> Model:
     """Load a model with TransformerLens hook points.
 
     Args:
@@ -313,14 +314,14 @@ def _load_hf_pair(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> t
     return model, AutoTokenizer.from_pretrained(source)
 
 
-def _load_hf_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
+def _load_hf_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
     from workbench.hf_backend import HFHookedModel
 
     hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
     return HFHookedModel(hf_model.eval(), tokenizer, model_name=resolved.tl_name)
 
 
-def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
+def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
     from transformer_lens import HookedTransformer
 
     if resolved.checkpoint is None:
@@ -331,7 +332,7 @@ def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> An
     )
 
 
-def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Any:
+def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
 
     if resolved.checkpoint is None:
@@ -362,7 +363,7 @@ def _library_versions() -> str:
     return ", ".join(found)
 
 
-def check_cached_generation(model: Any, prompts: tuple[str, ...] = CACHE_CHECK_PROMPTS,
+def check_cached_generation(model: Model, prompts: tuple[str, ...] = CACHE_CHECK_PROMPTS,
                             n_tokens: int = CACHE_CHECK_TOKENS) -> None:
     """Refuse a model whose KV-cached greedy generation disagrees with its own uncached forward.
 
@@ -395,7 +396,7 @@ def check_cached_generation(model: Any, prompts: tuple[str, ...] = CACHE_CHECK_P
                 )
 
 
-def model_metadata(model: Any) -> dict[str, Any]:
+def model_metadata(model: Model) -> dict[str, Any]:
     """The :class:`ModelMetadata` of a model loaded by :func:`load_model`, as a dict (minimal for others)."""
     metadata = getattr(model, "workbench_metadata", None)
     if metadata is not None:
@@ -406,7 +407,7 @@ def model_metadata(model: Any) -> dict[str, Any]:
             "processing": "unknown (not loaded by workbench.models.load_model)"}
 
 
-def model_key(model: Any) -> str:
+def model_key(model: Model) -> str:
     """A short, filesystem-safe key for caches of results computed from ``model`` (backend-independent)."""
     metadata = model_metadata(model)
     identity = json.dumps({key: metadata.get(key) for key in ("name", "source", "dtype", "n_layers", "d_model")},

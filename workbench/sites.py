@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any
 
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 
 SITE_KINDS: dict[str, str] = {
@@ -61,7 +61,7 @@ class Site:
         """True when the site's units are MLP neurons (width d_mlp) rather than residual directions."""
         return self.kind in _MLP_KINDS
 
-    def width(self, model: Any) -> int:
+    def width(self, model: Model) -> int:
         """Number of units at this site on ``model`` (d_mlp for MLP-neuron sites, d_model otherwise)."""
         return model.cfg.d_mlp if self.is_mlp_neuron_site else model.cfg.d_model
 
@@ -87,12 +87,12 @@ class Site:
         return self.hook_name
 
 
-def hook_names(model: Any) -> list[str]:
+def hook_names(model: Model) -> list[str]:
     """Every hook name the model exposes."""
     return sorted(model.hook_dict)
 
 
-def validate_hook_name(model: Any, name: str) -> str:
+def validate_hook_name(model: Model, name: str) -> str:
     """Return ``name`` if the model has that hook point, else raise listing the closest valid names."""
     available = model.hook_dict
     if name in available:
@@ -102,7 +102,7 @@ def validate_hook_name(model: Any, name: str) -> str:
     raise SiteError(f"model has no hook named {name!r}; {hint} ({len(available)} hook points in all)")
 
 
-def resolve_site(model: Any, site: Site | str) -> Site:
+def resolve_site(model: Model, site: Site | str) -> Site:
     """A :class:`Site` checked against ``model``: the layer exists and the hook point is present."""
     site = Site.parse(site) if isinstance(site, str) else site
     n_layers = model.cfg.n_layers
@@ -112,7 +112,7 @@ def resolve_site(model: Any, site: Site | str) -> Site:
     return site
 
 
-def sites_for(model: Any, kinds: str | list[str], layers: list[int] | None = None) -> list[Site]:
+def sites_for(model: Model, kinds: str | list[str], layers: list[int] | None = None) -> list[Site]:
     """All sites of the given kind(s) at the given layers (default every layer), validated against ``model``."""
     kinds = [kinds] if isinstance(kinds, str) else kinds
     layers = list(range(model.cfg.n_layers)) if layers is None else layers

@@ -9,10 +9,10 @@ source, config), reused when the inputs are unchanged.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from workbench import corpus
 from workbench.activations import HarvestConfig, batch_texts, harvest
+from workbench.backends import Model
 from workbench.directions.fit import DIRECTION_METHODS, DirectionConfig, DirectionSet, compute_directions
 from workbench.languages import get_language
 from workbench.models import model_key, model_metadata
@@ -56,12 +56,12 @@ def direction_texts(target: str, source: str, config: DirectionDataConfig) -> di
     return texts
 
 
-def directions_entry(model: Any, target: str, source: str, config: DirectionDataConfig) -> Entry:
+def directions_entry(model: Model, target: str, source: str, config: DirectionDataConfig) -> Entry:
     key = {"model": model_key(model), "target": target, "source": source, "data": asdict(config)}
     return Store().entry(DIRECTIONS, key, scope=model_key(model), label=f"{target}-{source}")
 
 
-def directions_for(model: Any, target: str, source: str = "en", *,
+def directions_for(model: Model, target: str, source: str = "en", *,
                    config: DirectionDataConfig = DirectionDataConfig(), progress: bool = True,
                    use_cache: bool = True) -> dict[str, DirectionSet]:
     """All direction methods' sets for ``target`` vs ``source`` (loaded from the cache when present)."""

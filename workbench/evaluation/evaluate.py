@@ -20,6 +20,7 @@ from torch import Tensor
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.evaluation.lid import identify_language
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
@@ -123,7 +124,7 @@ def _utility_texts(lang: str, n: int, split: str) -> list[str]:
     return [row.text for row in corpus.monolingual(lang, split=split, n=n)]
 
 
-def _committed_suffixes(model: Any, prompts: Sequence[str], references: Sequence[str | None], target: str,
+def _committed_suffixes(model: Model, prompts: Sequence[str], references: Sequence[str | None], target: str,
                         config: EvaluationConfig) -> tuple[list[str], str]:
     """The first ``commit_tokens`` tokens of a target-language continuation of each prompt, as text.
 
@@ -140,7 +141,7 @@ def _committed_suffixes(model: Any, prompts: Sequence[str], references: Sequence
     return suffixes, source
 
 
-def _committed_logits(model: Any, prompts: Sequence[str], suffixes: Sequence[str], hooks: Sequence[Hook] = ()
+def _committed_logits(model: Model, prompts: Sequence[str], suffixes: Sequence[str], hooks: Sequence[Hook] = ()
                       ) -> Tensor:
     """Next-token logits after prompt + committed suffix, with position rules told where each prompt ends."""
     lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
@@ -148,7 +149,7 @@ def _committed_logits(model: Any, prompts: Sequence[str], suffixes: Sequence[str
     return final_logits(model, contexts, hooks=hooks, prompt_lengths=lengths)
 
 
-def _generate(model: Any, prompts: Sequence[str], hooks: Sequence[Hook], token_sets: TokenSets,
+def _generate(model: Model, prompts: Sequence[str], hooks: Sequence[Hook], token_sets: TokenSets,
               config: EvaluationConfig) -> Generation:
     """Generate, recording each language's mass in the first ``mass_steps`` next-token distributions."""
     return generate_recording(model, prompts, hooks=hooks, step_reducer=partial(language_mass, masks=token_sets.masks),
@@ -156,7 +157,7 @@ def _generate(model: Any, prompts: Sequence[str], hooks: Sequence[Hook], token_s
                               batch_size=config.batch_size)
 
 
-def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source: str = "en",
+def compute_baseline(model: Model, prompts: Sequence[str], target: str, *, source: str = "en",
                      references: Sequence[str | None] | None = None, token_sets: TokenSets | None = None,
                      config: EvaluationConfig = EvaluationConfig()) -> Baseline:
     """The unsteered runs for ``prompts`` and ``target`` (reuse it across methods)."""
@@ -176,7 +177,7 @@ def compute_baseline(model: Any, prompts: Sequence[str], target: str, *, source:
     )
 
 
-def evaluate(model: Any, prompts: Sequence[str], target: str, *, hooks: Sequence[Hook] = (), source: str = "en",
+def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequence[Hook] = (), source: str = "en",
              references: Sequence[str | None] | None = None, config: EvaluationConfig = EvaluationConfig(),
              baseline: Baseline | None = None, token_sets: TokenSets | None = None,
              judge: Judge | None = None, prompt_rewriter: Callable[[str], str] | None = None) -> SteeringMetrics:

@@ -9,38 +9,24 @@ replace it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from workbench.activations import pooled_means
+from workbench.backends import Model
 from workbench.evaluation.utility import final_logits
 
 Judge = Callable[[Sequence[str], Sequence[str]], list[bool]]
 
 
-def _pool(activation: Tensor, hook: Any, *, mask: Tensor, store: list[Tensor]) -> None:
-    weights = mask.unsqueeze(-1).to(activation.dtype)
-    store.append(((activation * weights).sum(1) / weights.sum(1).clamp_min(1)).float().cpu())
-
-
-def pooled_representations(model: Any, texts: Sequence[str], layer: int, *, batch_size: int = 8,
+def pooled_representations(model: Model, texts: Sequence[str], layer: int, *, batch_size: int = 8,
                            max_length: int = 128) -> Float[Tensor, "text d_model"]:
     """Mean over non-BOS, non-padding tokens of ``blocks.{layer}.hook_resid_post``; empty texts give zeros."""
-    device = next(model.parameters()).device
-    store: list[Tensor] = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            chunk = [text if text.strip() else " " for text in texts[start:start + batch_size]]
-            encoded = model.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="right",
-                                      truncation=True, max_length=max_length).to(device)
-            mask = encoded["attention_mask"].bool() & (encoded["input_ids"] != model.tokenizer.bos_token_id)
-            hook = (f"blocks.{layer}.hook_resid_post", partial(_pool, mask=mask, store=store))
-            with model.hooks(fwd_hooks=[hook]):
-                model(encoded["input_ids"], attention_mask=encoded["attention_mask"], stop_at_layer=layer + 1)
-    return torch.cat(store)
+    texts = [text if text.strip() else " " for text in texts]
+    return pooled_means(model, texts, [f"blocks.{layer}.hook_resid_post"], batch_size=batch_size,
+                        max_length=max_length, progress=False)[0]
 
 
 def retrieval_matches(prompt_vectors: Float[Tensor, "n d"], output_vectors: Float[Tensor, "n d"]
@@ -51,7 +37,7 @@ def retrieval_matches(prompt_vectors: Float[Tensor, "n d"], output_vectors: Floa
     return (outputs @ prompts.T).argmax(-1) == torch.arange(len(prompts))
 
 
-def retrieval_relevance(model: Any, prompts: Sequence[str], outputs: Sequence[str], *, layer: int | None = None
+def retrieval_relevance(model: Model, prompts: Sequence[str], outputs: Sequence[str], *, layer: int | None = None
                         ) -> Bool[Tensor, " n"]:
     """Per-output relevance by prompt retrieval; empty outputs are never relevant.
 
@@ -64,7 +50,7 @@ def retrieval_relevance(model: Any, prompts: Sequence[str], outputs: Sequence[st
     return matches & torch.tensor([bool(text.strip()) for text in outputs])
 
 
-def llm_judge(judge_model: Any, rubric: str = "Does the answer address the question, in any language?") -> Judge:
+def llm_judge(judge_model: Model, rubric: str = "Does the answer address the question, in any language?") -> Judge:
     """A relevance judge from any loaded model: relevant when it prefers " Yes" over " No" after the rubric."""
     tokenizer = judge_model.tokenizer
     yes, no = (tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in (" Yes", " No"))

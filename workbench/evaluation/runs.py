@@ -21,6 +21,7 @@ from typing import Any
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
+from workbench.backends import Model
 from workbench.evaluation.evaluate import Baseline, EvaluationConfig, compute_baseline, evaluate
 from workbench.interventions import PositionRule, Steer, hooks_for
 from workbench.methods import SteeringMethod, fingerprint_digest
@@ -33,7 +34,7 @@ from workbench.store import RUNS, Store, digest
 class EvaluationRuns:
     """Evaluates treatments on one prompt set (each result cached in the store, optionally exported)."""
 
-    model: Any
+    model: Model
     prompts: list[str]
     """Model-ready prompts (already in the QA template)."""
     references: list[str | None]
@@ -49,7 +50,7 @@ class EvaluationRuns:
     """The unsteered runs; computed on the first run that is not already stored."""
 
     @classmethod
-    def from_split(cls, model: Any, target: str, *, source: str = "en", split: str = "eval", n_prompts: int,
+    def from_split(cls, model: Model, target: str, *, source: str = "en", split: str = "eval", n_prompts: int,
                    config: EvaluationConfig, export_dir: Path | None = None) -> EvaluationRuns:
         """The first ``n_prompts`` prompts of a corpus split, in the QA template, with their references."""
         rows = corpus.prompts(split=split, n=n_prompts)

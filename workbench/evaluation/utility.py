@@ -6,27 +6,25 @@ NLL so the 262k-entry unembedding never materialises for a whole batch at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import BatchEncoding
 
-from workbench.hf_backend import HFHookedModel
+from workbench.backends import Model, position_logits
 from workbench.interventions import Hook, prompt_ends
 
-_UNEMBED_CHUNK = 256  # rows per unembedding chunk: 256 x 262k floats = 268 MB
 
-
-def _encode(model: Any, texts: Sequence[str], max_length: int) -> BatchEncoding:
+def _encode(model: Model, texts: Sequence[str], max_length: int) -> BatchEncoding:
     device = next(model.parameters()).device
     return model.tokenizer(list(texts), return_tensors="pt", padding=True, padding_side="right", truncation=True,
                            max_length=max_length).to(device)
 
 
-def final_logits(model: Any, texts: Sequence[str], *, hooks: Sequence[Hook] = (),
+def final_logits(model: Model, texts: Sequence[str], *, hooks: Sequence[Hook] = (),
                  prompt_lengths: Sequence[int] | None = None, batch_size: int = 8, max_length: int = 256
                  ) -> Float[Tensor, "text vocab"]:
     """Next-token logits after the last token of each text, with ``hooks`` active.
@@ -42,13 +40,11 @@ def final_logits(model: Any, texts: Sequence[str], *, hooks: Sequence[Hook] = ()
             last = encoded["attention_mask"].sum(-1) - 1
             index = torch.arange(len(last), device=last.device)
             ends = last if prompt_lengths is None else torch.tensor(prompt_lengths[start:start + batch_size]) - 1
+            final = torch.zeros_like(encoded["attention_mask"], dtype=torch.bool)
+            final[index, last] = True
             with prompt_ends(ends):
-                if isinstance(model, HFHookedModel):
-                    hidden = model.hidden_states(encoded["input_ids"], encoded["attention_mask"])
-                    rows.append(model.unembed(hidden[index, last]).float().cpu())
-                else:
-                    logits = model(encoded["input_ids"], attention_mask=encoded["attention_mask"])
-                    rows.append(logits[index, last].float().cpu())
+                rows.append(position_logits(model, encoded["input_ids"], encoded["attention_mask"], final,
+                                            lambda logits, _: logits.float().cpu()))
     return torch.cat(rows)
 
 
@@ -59,11 +55,11 @@ def kl_divergence(base_logits: Float[Tensor, "n vocab"], edited_logits: Float[Te
     return (base.exp() * (base - edited_logits.log_softmax(-1))).sum(-1)
 
 
-def _token_nll(logits: Float[Tensor, "rows vocab"], targets: Int[Tensor, " rows"]) -> Float[Tensor, " rows"]:
-    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+def _per_token_nll(targets: Int[Tensor, " rows"]) -> Callable[[Tensor, slice], Tensor]:
+    return lambda logits, rows: F.cross_entropy(logits.float(), targets[rows], reduction="none")
 
 
-def sequence_nll(model: Any, texts: Sequence[str], *, hooks: Sequence[Hook] = (), batch_size: int = 8,
+def sequence_nll(model: Model, texts: Sequence[str], *, hooks: Sequence[Hook] = (), batch_size: int = 8,
                  max_length: int = 96) -> Float[Tensor, " text"]:
     """Mean per-token negative log-likelihood of each text (BOS-conditioned), with ``hooks`` active."""
     if not texts:
@@ -74,16 +70,10 @@ def sequence_nll(model: Any, texts: Sequence[str], *, hooks: Sequence[Hook] = ()
             encoded = _encode(model, texts[start:start + batch_size], max_length)
             tokens, mask = encoded["input_ids"], encoded["attention_mask"]
             predicted = mask[:, 1:].bool()
-            if isinstance(model, HFHookedModel):
-                with prompt_ends(mask.sum(-1) - 1):
-                    hidden = model.hidden_states(tokens, mask)[:, :-1][predicted]
-                targets = tokens[:, 1:][predicted]
-                nll = torch.cat([_token_nll(model.unembed(h), t) for h, t in
-                                 zip(hidden.split(_UNEMBED_CHUNK), targets.split(_UNEMBED_CHUNK), strict=True)])
-            else:
-                with prompt_ends(mask.sum(-1) - 1):
-                    logits = model(tokens, attention_mask=mask)[:, :-1][predicted]
-                nll = _token_nll(logits, tokens[:, 1:][predicted])
+            targets = tokens[:, 1:][predicted]
+            with prompt_ends(mask.sum(-1) - 1):
+                nll = position_logits(model, tokens, mask, F.pad(predicted, (0, 1)),
+                                      _per_token_nll(targets))
             counts = predicted.sum(-1).tolist()
             per_text += [chunk.mean() for chunk in nll.cpu().split(counts)]
     return torch.stack(per_text)

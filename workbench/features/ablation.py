@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench.activations import TokenBatch
+from workbench.backends import Model
 from workbench.features.scores import FeatureError
 from workbench.features.steer import ABLATION_MODES, FeatureAblation
 from workbench.languages import get_language
@@ -84,7 +85,7 @@ class AblationResult:
                              for f, row in zip(self.features, self.delta_ce.tolist(), strict=True)]}
 
 
-def ablation_study(model: Any, sae: Any, features: Sequence[int], config: AblationConfig | None = None, *,
+def ablation_study(model: Model, sae: Any, features: Sequence[int], config: AblationConfig | None = None, *,
                    batches: dict[str, list[TokenBatch]] | None = None, ce_clean: Tensor | None = None,
                    progress: bool = True) -> AblationResult:
     """``dCE`` per language for each feature of ``sae`` ablated alone (error term kept).

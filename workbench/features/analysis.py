@@ -31,6 +31,7 @@ import torch
 
 from workbench import corpus
 from workbench.activations import batch_texts
+from workbench.backends import Model
 from workbench.evaluation.token_sets import candidate_languages, token_sets_for
 from workbench.features.ablation import AblationConfig, ablation_study, language_batches
 from workbench.features.encode import (
@@ -205,7 +206,7 @@ def _pairs(config: FeatureAnalysisConfig) -> tuple[list[str], list[str]]:
     return [row.text[config.target] for row in rows], [row.text["en"] for row in rows]
 
 
-def _token_masks(model: Any, target: str) -> torch.Tensor:
+def _token_masks(model: Model, target: str) -> torch.Tensor:
     sets = token_sets_for(model.tokenizer, candidate_languages(target, "en"))
     return torch.stack([sets.mask(target), sets.mask("en")])
 
@@ -215,7 +216,7 @@ def _prompts(config: FeatureAnalysisConfig) -> list[str]:
                                                                       n=config.lift.n_prompts)]
 
 
-def _score_site(model: Any, name: str, sae: Any, encoded: EncodedTexts, config: FeatureAnalysisConfig,
+def _score_site(model: Model, name: str, sae: Any, encoded: EncodedTexts, config: FeatureAnalysisConfig,
                 masks: torch.Tensor, prompts: list[str], progress: bool) -> list[dict[str, Any]]:
     """Selectivity for every feature, lift for the candidates; one record per candidate."""
     target_rows, english_rows = encoded.rows(config.target), encoded.rows("en")
@@ -254,12 +255,12 @@ def _keep(candidates: list[dict[str, Any]], side: str, n: int) -> list[dict[str,
     return sorted(rows, key=lambda c: -c["score"])[:n]
 
 
-def _monolingual_batches(model: Any, lang: str, config: FeatureAnalysisConfig, n: int) -> list[Any]:
+def _monolingual_batches(model: Model, lang: str, config: FeatureAnalysisConfig, n: int) -> list[Any]:
     texts = [row.text for row in corpus.monolingual(lang, split=config.pair_split, n=n)]
     return batch_texts(model.tokenizer, {lang: texts}, batch_size=config.batch_size, max_length=config.max_length)
 
 
-def run_feature_analysis(model: Any, saes: dict[str, Any], config: FeatureAnalysisConfig | None = None, *,
+def run_feature_analysis(model: Model, saes: dict[str, Any], config: FeatureAnalysisConfig | None = None, *,
                          progress: bool = True) -> FeatureReport:
     """FOXP2 stage I and LangFIR for ``config.target`` on every SAE (hook name -> SAELens SAE)."""
     config = config or FeatureAnalysisConfig()

@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.activations import TokenBatch
+from workbench.backends import Model
 from workbench.features.scores import FeatureError
 from workbench.saes.data import capture
 
@@ -63,7 +64,7 @@ class EncodedTexts:
         return self.fire_count[site][index] / max(int(self.token_count[index]), 1)
 
 
-def encode_texts(model: Any, saes: dict[str, Any], texts_by_group: dict[str, Sequence[str]], *,
+def encode_texts(model: Model, saes: dict[str, Any], texts_by_group: dict[str, Sequence[str]], *,
                  batch_size: int = 16, max_length: int = 128, exclude_bos: bool = True, progress: bool = True,
                  description: str = "encode") -> EncodedTexts:
     """Feature statistics of every text at every SAE's site (one forward pass per batch serves all sites)."""
@@ -145,7 +146,7 @@ def top_snippets(encoded: EncodedTexts, site: str, feature: int, tokenizer: Any,
     return snippets
 
 
-def firing_rates(model: Any, saes: dict[str, Any], batches: Sequence[TokenBatch], *, exclude_bos: bool = True,
+def firing_rates(model: Model, saes: dict[str, Any], batches: Sequence[TokenBatch], *, exclude_bos: bool = True,
                  progress: bool = True, description: str = "firing rates") -> dict[str, Float[Tensor, " feature"]]:
     """Share of the usable tokens of ``batches`` on which each feature of each SAE fires."""
     counts = {name: torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64) for name, sae in saes.items()}

@@ -23,34 +23,28 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from workbench.backends import Model, can_prefill, device_of, position_logits, unembed
 from workbench.evaluation.mass import language_mass
 from workbench.features.scores import FeatureError
 from workbench.features.steer import decoder_vectors
-from workbench.hf_backend import HFHookedModel
 from workbench.saes.io import check_sae_fits
-from workbench.saes.quality import final_hidden, unembed_rows
 
 
 class _PromptRunner:
     """Final-position logits of a fixed set of prompts with a per-row vector added at one hook there."""
 
-    def __init__(self, model: Any, hook_name: str, prompts: Sequence[str], max_length: int, use_cache: bool):
+    def __init__(self, model: Model, hook_name: str, prompts: Sequence[str], max_length: int, use_cache: bool):
         self.model, self.hook_name = model, hook_name
-        self.device = next(model.parameters()).device
-        self.cached = use_cache and isinstance(model, HFHookedModel)
+        self.device = device_of(model)
+        self.cached = use_cache and can_prefill(model)
         side = "left" if self.cached else "right"
         encoded = model.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
                                   max_length=max_length, padding_side=side)
         self.tokens, self.mask = encoded["input_ids"], encoded["attention_mask"]
         self.n_prompts = self.tokens.shape[0]
         if self.cached:
-            prefix_mask = self.mask[:, :-1]
-            positions = (prefix_mask.cumsum(-1) - 1).clamp_min(0)
             with torch.inference_mode():
-                output = model.hf_model.model(input_ids=self.tokens[:, :-1].to(self.device),
-                                              attention_mask=prefix_mask.to(self.device),
-                                              position_ids=positions.to(self.device), use_cache=True)
-            self.cache = output.past_key_values
+                self.cache = model.prefill(self.tokens[:, :-1].to(self.device), self.mask[:, :-1].to(self.device))
             self.final_positions = self.mask.sum(-1) - 1
 
     def logits(self, additions: Float[Tensor, "combo d"]) -> Float[Tensor, "combo prompt vocab"]:
@@ -74,12 +68,10 @@ class _PromptRunner:
             return activation + rows_added.to(activation).unsqueeze(1)
 
         with torch.inference_mode(), self.model.hooks(fwd_hooks=[(self.hook_name, add)]):
-            hidden = self.model.hf_model.model(
-                input_ids=self.tokens[:, -1:].repeat_interleave(repeats, dim=0).to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=self.final_positions.repeat_interleave(repeats).unsqueeze(-1).to(self.device),
-                past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-            return self.model.unembed(hidden).float().cpu()
+            hidden = self.model.extend(
+                cache, self.tokens[:, -1:].repeat_interleave(repeats, dim=0).to(self.device), mask.to(self.device),
+                self.final_positions.repeat_interleave(repeats).unsqueeze(-1).to(self.device))[:, -1]
+            return unembed(self.model, hidden).float().cpu()
 
     def _full_logits(self, tokens: Int[Tensor, "row pos"], mask: Int[Tensor, "row pos"],
                      additions: Float[Tensor, "row d"]) -> Float[Tensor, "row vocab"]:
@@ -91,15 +83,13 @@ class _PromptRunner:
             edited[rows, final] = edited[rows, final] + additions.to(activation)
             return edited
 
+        at_final = torch.zeros_like(mask, dtype=torch.bool)
+        at_final[rows, final] = True
         with torch.inference_mode(), self.model.hooks(fwd_hooks=[(self.hook_name, add_at_final)]):
-            hidden = final_hidden(self.model, tokens.to(self.device), mask.to(self.device))
-            if hidden is None:
-                logits = self.model(tokens.to(self.device), attention_mask=mask.to(self.device))
-                return logits[rows, final].float().cpu()
-            return unembed_rows(self.model, hidden[rows, final]).float().cpu()
+            return position_logits(self.model, tokens, mask, at_final, lambda logits, _: logits.float().cpu())
 
 
-def prompt_mass_gap(model: Any, hook_name: str, prompts: Sequence[str], masks: Bool[Tensor, "2 vocab"],
+def prompt_mass_gap(model: Model, hook_name: str, prompts: Sequence[str], masks: Bool[Tensor, "2 vocab"],
                     additions: Float[Tensor, "combo d"], *, max_rows: int = 64, max_length: int = 64,
                     use_cache: bool = True, progress: bool = False) -> Float[Tensor, "combo prompt"]:
     """``M_tgt - M_en`` at each prompt's last token with each added vector (``masks`` rows: target, English)."""
@@ -113,7 +103,7 @@ def prompt_mass_gap(model: Any, hook_name: str, prompts: Sequence[str], masks: B
     return torch.cat(gaps)
 
 
-def measure_lift(model: Any, sae: Any, features: Sequence[int], natural: Float[Tensor, " feature"],
+def measure_lift(model: Model, sae: Any, features: Sequence[int], natural: Float[Tensor, " feature"],
                  prompts: Sequence[str], masks: Bool[Tensor, "2 vocab"], scales: Sequence[float], *,
                  max_length: int = 64, max_rows: int = 64, use_cache: bool = True, progress: bool = True
                  ) -> tuple[Float[Tensor, "feature scale"], Float[Tensor, " prompt"]]:

@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.backends import Model
 from workbench.features.scores import FeatureError
 from workbench.interventions import ALL_POSITIONS, AblateDirection, Hook, PositionalHook, PositionRule
 from workbench.saes.io import check_sae_fits, sae_hook_name
@@ -114,7 +115,7 @@ class FeatureSteer:
     def __post_init__(self) -> None:
         _check_feature(self.sae, self.feature)
 
-    def hooks(self, model: Any) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         from workbench.interventions import AddVector
 
         site = check_sae_fits(self.sae, model)
@@ -151,6 +152,6 @@ class FeatureAblation:
         value = self.value if self.mode == "clamp" else 0.0
         return LatentEdit(self.sae, self.feature, value, self.strength)
 
-    def hooks(self, model: Any) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         site = check_sae_fits(self.sae, model)
         return [(site.hook_name, PositionalHook(self.edit(), self.rule))]

@@ -28,9 +28,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.activations import TokenBatch
+from workbench.backends import BackendError, Model, mlp_write_weights
 from workbench.features.scores import FeatureError
 from workbench.features.steer import decoder_vectors, encoder_directions
-from workbench.hf_backend import HFHookedModel
 from workbench.interventions import Intervention, SetUnits, hooks_for
 from workbench.saes.data import capture
 from workbench.saes.io import check_sae_fits
@@ -65,30 +65,13 @@ class MLPWriter:
         return torch.rsqrt(raw.pow(2).mean(-1, keepdim=True) + self.eps)
 
 
-def mlp_writer(model: Any, layer: int) -> MLPWriter:
+def mlp_writer(model: Model, layer: int) -> MLPWriter:
     """The MLP write map of ``layer`` for the ``hf`` backend or a HookedTransformer."""
-    if isinstance(model, HFHookedModel):
-        block = model.layers[layer]
-        down = block.mlp.down_proj
-        bias = None if down.bias is None else down.bias.detach().float()
-        norm = getattr(block, "post_feedforward_layernorm", None)
-        if norm is None:
-            return MLPWriter(layer, down.weight.detach().float().T, bias, None, None)
-        eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6))
-        return MLPWriter(layer, down.weight.detach().float().T, bias, 1.0 + norm.weight.detach().float(), float(eps))
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not hasattr(blocks[layer], "mlp") or not hasattr(blocks[layer].mlp, "W_out"):
-        raise FeatureError("tracing supports the 'hf' backend and HookedTransformer models, not "
-                           f"{type(model).__name__}")
-    block = blocks[layer]
-    bias = getattr(block.mlp, "b_out", None)
-    bias = None if bias is None else bias.detach().float()
-    post = getattr(block, "ln2_post", None)
-    if post is None:
-        return MLPWriter(layer, block.mlp.W_out.detach().float(), bias, None, None)
-    if "RMS" not in type(post).__name__:
-        raise FeatureError(f"tracing through a post-MLP {type(post).__name__} is not supported (RMSNorm only)")
-    return MLPWriter(layer, block.mlp.W_out.detach().float(), bias, post.w.detach().float(), float(post.eps))
+    try:
+        weights = mlp_write_weights(model, layer)
+    except BackendError as err:
+        raise FeatureError(f"tracing cannot read layer {layer}'s MLP: {err}") from err
+    return MLPWriter(layer, weights.w_out, weights.bias, weights.gain, weights.eps)
 
 
 def traced_layers(site: Site) -> list[int]:
@@ -173,7 +156,7 @@ class Tracing:
     weighting: str
 
 
-def trace_features(model: Any, sae: Any, features: Sequence[int], batches: Sequence[TokenBatch], *,
+def trace_features(model: Model, sae: Any, features: Sequence[int], batches: Sequence[TokenBatch], *,
                    weighting: Literal["activation", "uniform"] = "activation", exclude_bos: bool = True,
                    progress: bool = True) -> Tracing:
     """Neuron contributions to ``features`` of ``sae`` over the usable tokens of ``batches`` (target text)."""
@@ -218,7 +201,7 @@ def trace_features(model: Any, sae: Any, features: Sequence[int], batches: Seque
                    "decoder" if decoder_route else "direct-attribution", weighting)
 
 
-def _ablation_hooks(model: Any, neurons: Sequence[tuple[int, int]]) -> list[Any]:
+def _ablation_hooks(model: Model, neurons: Sequence[tuple[int, int]]) -> list[Any]:
     by_layer: dict[int, list[int]] = {}
     for layer, index in neurons:
         by_layer.setdefault(layer, []).append(index)
@@ -228,7 +211,7 @@ def _ablation_hooks(model: Any, neurons: Sequence[tuple[int, int]]) -> list[Any]
     return hooks_for(model, interventions)
 
 
-def _mean_feature(model: Any, sae: Any, feature: int, batches: Sequence[TokenBatch], hooks: list[Any],
+def _mean_feature(model: Model, sae: Any, feature: int, batches: Sequence[TokenBatch], hooks: list[Any],
                   exclude_bos: bool) -> float:
     site = check_sae_fits(sae, model)
     total, count = 0.0, 0
@@ -253,7 +236,7 @@ def random_neurons_like(neurons: Sequence[tuple[int, int]], d_mlp: int, generato
     return result
 
 
-def verify_tracing(model: Any, sae: Any, feature: int, neurons: Sequence[tuple[int, int]],
+def verify_tracing(model: Model, sae: Any, feature: int, neurons: Sequence[tuple[int, int]],
                    batches: Sequence[TokenBatch], *, n_random: int = 3, seed: int = 0, exclude_bos: bool = True
                    ) -> dict[str, Any]:
     """Mean drop of the feature's activation when the traced neurons are zeroed vs as many random neurons.

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from workbench import corpus
 from workbench.activations import pooled_means, token_activations
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.evaluation.token_sets import DEFAULT_LANGUAGES
 from workbench.interventions import Hook, Steer, declared_prompt_ends
@@ -84,11 +85,11 @@ def instructed_prompts(prompts: Sequence[str], languages: Sequence[str]) -> list
     return [with_instruction(prompt, instruction) for prompt in prompts for instruction in instructions]
 
 
-def _pooled(model: Any, texts: list[str]) -> Tensor:
+def _pooled(model: Model, texts: list[str]) -> Tensor:
     return pooled_means(model, texts, [GATE_SITE], progress=False, max_length=96)[0]
 
 
-def fit_gate(model: Any, *, languages: Sequence[str] | None = None, n_prompts: int = 48, fit_split: str = "discovery",
+def fit_gate(model: Model, *, languages: Sequence[str] | None = None, n_prompts: int = 48, fit_split: str = "discovery",
              eval_split: str = "dev", regularisation: float = 1.0) -> GateReport:
     """Fit the instruction probe on ``fit_split`` prompts and measure it on ``eval_split`` prompts (instructions
     for ``languages``, by default the evaluation's candidate languages)."""
@@ -127,7 +128,7 @@ class _GateState:
     open: Tensor | None = None
 
 
-def _special_embeddings(model: Any) -> Tensor:
+def _special_embeddings(model: Model) -> Tensor:
     """The embeddings of BOS and the pad token at the gate site (rows the pooling skips)."""
     ids = [i for i in (model.tokenizer.bos_token_id, model.tokenizer.pad_token_id) if i is not None]
     return token_activations(model, ids, [GATE_SITE])[GATE_SITE]
@@ -164,7 +165,7 @@ class GatedSteer:
     steers: tuple[Steer, ...]
     probe: GateProbe
 
-    def hooks(self, model: Any) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         state = _GateState(self.probe, _special_embeddings(model))
         inner = [(name, _gate(fn, state)) for steer in self.steers for name, fn in steer.hooks(model)]
         return [(GATE_SITE, lambda activation, hook: _record(activation, hook, state)), *inner]

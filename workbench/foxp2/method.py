@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from workbench.activations import token_activations
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.foxp2.gate import GateReport, fit_gate, gated
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig, localise
@@ -74,7 +75,7 @@ def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
     raise Foxp2Error(f"no room for a window of width {width} outside layers {first}-{last} of {n_layers}")
 
 
-def foxp2_plan(model: Any, spectral: SpectralReport, localisation: Localisation, layers: list[int], *,
+def foxp2_plan(model: Model, spectral: SpectralReport, localisation: Localisation, layers: list[int], *,
                beta: float = 1.0, name: str = "foxp2") -> ShiftPlan:
     """The signed sparse shift at ``layers``: ``v_tgt`` from stage II, ``N_en`` from stage I's SAEs there (BOS,
     which the SAEs never saw, is left unedited)."""
@@ -126,7 +127,7 @@ class Foxp2Method:
         if self.variant not in VARIANTS:
             raise Foxp2Error(f"unknown FOXP2 variant {self.variant!r}; known: {', '.join(VARIANTS)}")
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         return [None]  # the window is stage II's choice, not a calibration parameter
 
     def strength_grid(self) -> list[float]:
@@ -140,24 +141,24 @@ class Foxp2Method:
             self._stages[key] = build()
         return self._stages[key]
 
-    def spectral(self, model: Any, target: str, source: str) -> SpectralReport:
+    def spectral(self, model: Model, target: str, source: str) -> SpectralReport:
         """Stage II for ``target`` (from the store after the first run)."""
         return self._memo(("spectral", id(model), target, source), lambda: spectral_stage(
             model, target, source, self.config.pairs, self.config.spectral, progress=self.progress))
 
-    def localisation(self, model: Any, target: str, layers: list[int]) -> Localisation:
+    def localisation(self, model: Model, target: str, layers: list[int]) -> Localisation:
         """Stage I for ``target`` at ``layers`` (SAEs and features from the store after the first run)."""
         return self._memo(("localise", id(model), target, tuple(layers)), lambda: localise(
             model, target, layers, self.config.localise, progress=self.progress))
 
-    def prepare(self, model: Any, target: str, source: str) -> Preparation:
+    def prepare(self, model: Model, target: str, source: str) -> Preparation:
         """Stages II and I and this variant's plan, once per (model, target, source)."""
         if target == source:
             raise Foxp2Error(f"the target language must differ from the source ({source!r})")
         return self._memo(("plan", id(model), target, source, self.variant), lambda: self._prepare(
             model, target, source))
 
-    def _prepare(self, model: Any, target: str, source: str) -> Preparation:
+    def _prepare(self, model: Model, target: str, source: str) -> Preparation:
         config = self.config
         spectral = self.spectral(model, target, source)
         layers = list(range(spectral.window[0], spectral.window[1] + 1))
@@ -181,7 +182,7 @@ class Foxp2Method:
         variant_plan = plan if self.variant == "foxp2" else controls[self.variant](plan)
         return Preparation(spectral, localisation, variant_plan, gate)
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         prepared = self.prepare(model, target, source)
         steers = prepared.plan.interventions(strength, rule)

@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
+from workbench.backends import Model
 from workbench.calibration import calibrate, calibration_runs
 from workbench.evaluation.runs import EvaluationRuns
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
@@ -39,7 +40,7 @@ def _brief(metrics: dict[str, Any]) -> str:
             f"KL {metrics['kl']:.2f}, NLL {metrics['nll_delta']:+.2f}, leak {metrics['leakage_max']:.3f}")
 
 
-def run_foxp2(model: Any, target: str, out_dir: str | Path, config: Foxp2Config = Foxp2Config(), *,
+def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Config = Foxp2Config(), *,
               progress: bool = True) -> Foxp2Result:
     """All three stages for ``target``, the trust region on dev, FOXP2 + controls + baselines on eval; writes
     ``report.md``, ``metrics.json``, ``results.csv``, ``trust_region.csv`` and the figures to ``out_dir``."""

@@ -19,6 +19,7 @@ import torch
 
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
+from workbench.backends import Model
 from workbench.features.analysis import (
     FeatureAnalysisConfig,
     FeatureReport,
@@ -62,13 +63,13 @@ class LocaliseConfig:
                                      lift=LiftConfig(n_candidates=self.n_lift_candidates))
 
 
-def sae_entry(model: Any, site: Site, config: SAETrainConfig) -> Entry:
+def sae_entry(model: Model, site: Site, config: SAETrainConfig) -> Entry:
     """The store entry of the SAE trained with ``config`` at ``site`` of ``model``."""
     key = {"model": model_key(model), "site": site.hook_name, "config": config.to_dict()}
     return Store().entry(SAES, key, scope=model_key(model), label=site.hook_name)
 
 
-def window_saes(model: Any, layers: list[int], config: SAETrainConfig, *, progress: bool = True) -> dict[str, Any]:
+def window_saes(model: Model, layers: list[int], config: SAETrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Hook name -> SAE at ``hook_resid_post`` of each layer, trained on first use (missing sites together) and
     cached."""
     sites = [resolve_site(model, Site(layer, "resid_post")) for layer in layers]
@@ -86,7 +87,7 @@ def window_saes(model: Any, layers: list[int], config: SAETrainConfig, *, progre
     return {name: load_sae(entry.path, model) for name, entry in entries.items()}
 
 
-def feature_spectra(model: Any, saes: dict[str, Any], target: str, source: str = "en", n_pairs: int = 256,
+def feature_spectra(model: Model, saes: dict[str, Any], target: str, source: str = "en", n_pairs: int = 256,
                     config: SpectralConfig = SpectralConfig(), *, progress: bool = True) -> pd.DataFrame:
     """Stage II in SAE-feature space at each SAE's site: ranks, captured mass and stability of the difference of
     the pairs' mean feature activations (one row per site)."""
@@ -128,7 +129,7 @@ class Localisation:
                 "feature_spectra": self.feature_spectra.to_dict(orient="records")}
 
 
-def localise(model: Any, target: str, layers: list[int], config: LocaliseConfig = LocaliseConfig(), *,
+def localise(model: Model, target: str, layers: list[int], config: LocaliseConfig = LocaliseConfig(), *,
              use_cache: bool = True, progress: bool = True) -> Localisation:
     """Stage I for ``target`` at ``layers`` (SAEs and the analysis cached; a re-run loads them)."""
     started = time.perf_counter()

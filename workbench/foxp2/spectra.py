@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from workbench import corpus
 from workbench.activations import pooled_means
 from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.languages import get_language
 from workbench.models import model_key, model_metadata
@@ -65,7 +66,7 @@ class PairDataConfig:
             raise WorkbenchError(f"n_pairs must be >= 2, got {self.n_pairs}")
 
 
-def pooled_sentences(model: Any, texts: list[str], config: PairDataConfig, *, progress: bool = True,
+def pooled_sentences(model: Model, texts: list[str], config: PairDataConfig, *, progress: bool = True,
                      description: str = "pool") -> Float[Tensor, "layer text d"]:
     """Each text's mean activation over its tokens (BOS and padding excluded) at every layer of ``config.kind``."""
     names = [resolve_site(model, Site(layer, config.kind)).hook_name for layer in range(model.cfg.n_layers)]
@@ -73,7 +74,7 @@ def pooled_sentences(model: Any, texts: list[str], config: PairDataConfig, *, pr
                         progress=progress, description=description)
 
 
-def pair_representations(model: Any, target: str, source: str = "en", config: PairDataConfig = PairDataConfig(),
+def pair_representations(model: Model, target: str, source: str = "en", config: PairDataConfig = PairDataConfig(),
                          *, progress: bool = True) -> dict[str, Float[Tensor, "layer pair d"]]:
     """Pooled representations of aligned ``source``/``target`` sentences at every layer, keyed by language."""
     rows = corpus.parallel([source, target], split=config.split, n=config.n_pairs)
@@ -140,7 +141,7 @@ class SpectralReport:
                    tuple(info["window"]), tensors["mean_differences"], info["config"])
 
 
-def spectral_stage(model: Any, target: str, source: str = "en", data: PairDataConfig = PairDataConfig(),
+def spectral_stage(model: Model, target: str, source: str = "en", data: PairDataConfig = PairDataConfig(),
                    config: SpectralConfig = SpectralConfig(), *, use_cache: bool = True, progress: bool = True
                    ) -> SpectralReport:
     """Stage II for ``target``: a :data:`workbench.store.SPECTRA` entry per (model, languages, data, config)."""

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from workbench.activations import ActivationStats, HarvestConfig, harvest
 from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
+from workbench.backends import Model
 from workbench.models import model_key, model_metadata
 from workbench.neurons.actprob import ActProbConfig, activation_probability_90p
 from workbench.neurons.causal import CausalConfig
@@ -73,7 +74,7 @@ class NeuronRunConfig:
         object.__setattr__(self, "languages", check_languages(self.languages))
 
 
-def _entry(model: Any, cache_root: str | Path | None, kind: Kind, key: dict[str, Any], label: str) -> Entry:
+def _entry(model: Model, cache_root: str | Path | None, kind: Kind, key: dict[str, Any], label: str) -> Entry:
     return Store(cache_root).entry(kind, {"model": model_key(model), **key}, scope=model_key(model), label=label)
 
 
@@ -82,7 +83,7 @@ def _harvest_config(tokens: TokenDataConfig) -> HarvestConfig:
                          histogram_max_abs=tokens.histogram_max_abs)
 
 
-def language_statistics(model: Any, languages: Sequence[str], tokens: TokenDataConfig = TokenDataConfig(), *,
+def language_statistics(model: Model, languages: Sequence[str], tokens: TokenDataConfig = TokenDataConfig(), *,
                         cache_root: str | Path | None = None, progress: bool = True) -> dict[str, ActivationStats]:
     """Per-language ``mlp_pre`` statistics (every layer, with histograms), harvested once and cached.
 
@@ -111,7 +112,7 @@ def language_statistics(model: Any, languages: Sequence[str], tokens: TokenDataC
     return result
 
 
-def pooled_activations(model: Any, languages: Sequence[str], data: ParallelDataConfig = ParallelDataConfig(), *,
+def pooled_activations(model: Model, languages: Sequence[str], data: ParallelDataConfig = ParallelDataConfig(), *,
                        cache_root: str | Path | None = None, progress: bool = True) -> dict[str, Tensor]:
     """Language -> (item, layer, neuron) sentence-pooled act(gate) on items aligned across ``languages``; cached."""
     require_gated(model)
@@ -136,7 +137,7 @@ def _data_provenance(stats: dict[str, ActivationStats]) -> dict[str, Any]:
                             "harvest_seconds": s.metadata.get("harvest_seconds")} for code, s in stats.items()}}
 
 
-def identify(method: str, model: Any, config: NeuronRunConfig = NeuronRunConfig(), *,
+def identify(method: str, model: Model, config: NeuronRunConfig = NeuronRunConfig(), *,
              cache_root: str | Path | None = None, progress: bool = True) -> NeuronMask:
     """One method's mask for ``config.languages`` from the (cached) harvest or pooled pass."""
     if method not in METHODS:
@@ -156,7 +157,7 @@ def identify(method: str, model: Any, config: NeuronRunConfig = NeuronRunConfig(
     return expertise(pooled, languages, config.expertise, provenance)
 
 
-def cached_mask(method: str, model: Any, config: NeuronRunConfig = NeuronRunConfig(), *,
+def cached_mask(method: str, model: Model, config: NeuronRunConfig = NeuronRunConfig(), *,
                 cache_root: str | Path | None = None, progress: bool = True) -> NeuronMask:
     """:func:`identify`, with the mask itself cached (keyed by model, method config, data and languages)."""
     part = {"lape": config.lape, "ap90": config.ap90, "clas": config.clas, "expertise": config.expertise}[method]
@@ -172,7 +173,7 @@ def cached_mask(method: str, model: Any, config: NeuronRunConfig = NeuronRunConf
     return mask
 
 
-def cached_gate_values(model: Any, languages: Sequence[str], tokens: TokenDataConfig = TokenDataConfig(), *,
+def cached_gate_values(model: Model, languages: Sequence[str], tokens: TokenDataConfig = TokenDataConfig(), *,
                        cache_root: str | Path | None = None, progress: bool = True) -> dict[str, Tensor]:
     """act(gate) mean / p90 / p10 / zero per (layer, neuron, language), from the cached harvest; cached."""
     languages = check_languages(languages)

@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from workbench import corpus
+from workbench.backends import Model
 from workbench.evaluation.utility import sequence_nll
 from workbench.interventions import hooks_for
 from workbench.neurons.interventions import deactivate, random_like
@@ -116,14 +117,14 @@ def held_out_texts(tokenizer: Any, language: str, config: CausalConfig) -> list[
     return chosen[:config.n_texts]
 
 
-def mean_nll(model: Any, texts: Sequence[str], interventions: Sequence[Any], config: CausalConfig) -> float:
+def mean_nll(model: Model, texts: Sequence[str], interventions: Sequence[Any], config: CausalConfig) -> float:
     """Mean over texts of the per-token NLL with ``interventions`` active."""
     hooks = hooks_for(model, interventions)
     return float(sequence_nll(model, list(texts), hooks=hooks, batch_size=config.batch_size,
                               max_length=config.max_length).mean())
 
 
-def deactivation_matrix(model: Any, mask: NeuronMask, config: CausalConfig = CausalConfig(), *,
+def deactivation_matrix(model: Model, mask: NeuronMask, config: CausalConfig = CausalConfig(), *,
                         texts: dict[str, list[str]] | None = None, progress: bool = True) -> DeactivationResult:
     """Zero each language's neurons (and a same-size random set) and measure every language's NLL."""
     languages = mask.languages

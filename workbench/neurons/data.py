@@ -20,7 +20,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import corpus
-from workbench.activations import TokenBatch, pooled_means
+from workbench.activations import TokenBatch, pooled_means, texts_with_budget
+from workbench.backends import Model
 from workbench.neurons.gating import activation_function, activation_name, require_gated
 from workbench.neurons.masks import NeuronError, check_languages
 
@@ -77,15 +78,7 @@ def monolingual_texts(tokenizer: Any, language: str, config: TokenDataConfig) ->
     texts = [row.text for row in rows if row.text.strip()]
     if not texts:
         raise NeuronError(f"no {config.split} text for language {language!r}")
-    lengths = [min(len(ids), config.max_length - 1)
-               for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    chosen, total = [], 0
-    for text, length in zip(texts, lengths, strict=True):
-        if total >= config.tokens_per_language:
-            break
-        chosen.append(text)
-        total += length
-    return chosen, total
+    return texts_with_budget(tokenizer, texts, config.tokens_per_language, config.max_length)
 
 
 def token_batches(tokenizer: Any, texts: Sequence[str], label: str, *, max_length: int, batch_tokens: int
@@ -126,7 +119,7 @@ def parallel_items(languages: Sequence[str], config: ParallelDataConfig) -> dict
     return {code: [row.text[code] for row in rows] for code in languages}
 
 
-def pooled_gate_means(model: Any, texts: Sequence[str], *, batch_size: int = 16, max_length: int = 128,
+def pooled_gate_means(model: Model, texts: Sequence[str], *, batch_size: int = 16, max_length: int = 128,
                       progress: bool = True, description: str = "pool act(gate)"
                       ) -> Float[Tensor, "text layer neuron"]:
     """Per text, the mean of act(gate) over its tokens at every layer (BOS and padding excluded)."""

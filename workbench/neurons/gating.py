@@ -14,7 +14,6 @@ histograms) and map it through ``act``:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from workbench.activations import ActivationStats, HarvestConfig
+from workbench.backends import Model
 from workbench.neurons.masks import NeuronError
 from workbench.sites import Site
 
@@ -39,7 +39,7 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def require_gated(model: Any) -> None:
+def require_gated(model: Model) -> None:
     """Raise unless ``model`` has a gated MLP (``hook_post = act(gate) * up``)."""
     if not getattr(model.cfg, "gated_mlp", False):
         raise NeuronError(f"model {getattr(model.cfg, 'model_name', '?')} has no gated MLP (cfg.gated_mlp is not "
@@ -47,13 +47,9 @@ def require_gated(model: Any) -> None:
                           "(hook_pre_linear) of a gated MLP such as Gemma's, Llama's or Qwen's")
 
 
-def activation_name(model: Any) -> str:
+def activation_name(model: Model) -> str:
     """Name of the MLP gate's activation function (``gelu_pytorch_tanh`` for Gemma 3)."""
     name = getattr(model.cfg, "act_fn", None)
-    hf_model = getattr(model, "hf_model", None)
-    if name is None and hf_model is not None:
-        config = hf_model.config
-        name = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if name not in _ACTIVATIONS:
         raise NeuronError(f"unknown MLP activation function {name!r}; known: {', '.join(_ACTIVATIONS)}")
     return name

@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from workbench.backends import Model
 from workbench.interventions import ALL_POSITIONS, Hook, InterventionError, PositionalHook, PositionRule
 from workbench.neurons.gating import require_gated
 from workbench.neurons.masks import units_by_layer
@@ -188,7 +189,7 @@ class NeuronIntervention:
     rule: PositionRule = ALL_POSITIONS
     """Where in the sequence."""
 
-    def hooks(self, model: Any) -> list[Hook]:
+    def hooks(self, model: Model) -> list[Hook]:
         """The edit on ``hook_post`` (preceded by a capture of ``hook_pre_linear`` when the edit needs ``up``)."""
         post = resolve_site(model, Site(self.layer, "mlp_post"))
         width = post.width(model)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from workbench.backends import Model
 from workbench.interventions import ALL_POSITIONS, PositionRule
 from workbench.methods import MethodError, Treatment
 from workbench.neurons.data import TokenDataConfig
@@ -69,7 +70,7 @@ class LapeSteering:
         if self.value not in GATE_STATISTICS:
             raise MethodError(f"value must be one of {', '.join(GATE_STATISTICS)}, got {self.value!r}")
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         return [None]
 
     def strength_grid(self) -> list[float]:
@@ -81,7 +82,7 @@ class LapeSteering:
         return {"languages": list(self.languages), "tokens": asdict(self.tokens), "value": self.value,
                 "lape": asdict(LapeConfig())}
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         from workbench.neurons.cache import cached_gate_values, cached_mask
 
@@ -129,7 +130,7 @@ class ClasSteering:
         if self.specific not in ("all", "source"):
             raise MethodError(f"specific must be 'all' or 'source', got {self.specific!r}")
 
-    def layer_grid(self, model: Any) -> list[int | None]:
+    def layer_grid(self, model: Model) -> list[int | None]:
         return [None]
 
     def strength_grid(self) -> list[float]:
@@ -142,7 +143,7 @@ class ClasSteering:
         return {"languages": list(self.languages), "specific": self.specific, "beta": self.beta,
                 "gamma": self.gamma, "clas": asdict(ClasConfig()), "parallel": asdict(ParallelDataConfig())}
 
-    def treatment(self, model: Any, target: str, source: str, *, layer: int | None, strength: float,
+    def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         from workbench.neurons.cache import cached_mask
         from workbench.neurons.clas import bridge_masks

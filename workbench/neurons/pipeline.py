@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from workbench.artifacts import atomic_write_json, atomic_write_text, save_tensors
+from workbench.backends import Model
 from workbench.models import load_model
 from workbench.neurons import plots
 from workbench.neurons.cache import NeuronRunConfig, cached_gate_values, identify
@@ -31,8 +32,9 @@ def _matrix_dict(matrix: Tensor, rows: Sequence[str], columns: Sequence[str]) ->
     return {r: {c: round(float(matrix[i, j]), 4) for j, c in enumerate(columns)} for i, r in enumerate(rows)}
 
 
-def run_neurons(method: str, out_dir: str | Path, config: NeuronRunConfig = NeuronRunConfig(), *, model: Any = None,
-                cache_root: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def run_neurons(method: str, out_dir: str | Path, config: NeuronRunConfig = NeuronRunConfig(), *,
+                model: Model | None = None, cache_root: str | Path | None = None, progress: bool = True
+                ) -> dict[str, Any]:
     """Identify ``method``'s neurons for ``config.languages`` and write mask, summary and figures to ``out_dir``.
 
     LAPE runs also write the deactivation perplexity matrix (``ppl_delta.csv``, heatmaps, ``ppl_delta`` in the

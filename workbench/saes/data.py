@@ -17,34 +17,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.activations import TokenBatch, batch_texts
+from workbench.activations import TokenBatch, batch_texts, texts_with_budget
+from workbench.backends import Model, forward_to
 from workbench.saes.config import SAEError
 from workbench.sites import Site, resolve_site, validate_hook_name
-
-_TOKENIZE_CHUNK = 256
-
-
-def _first_layer_index(hook_name: str) -> int:
-    try:
-        return int(hook_name.split(".")[1])
-    except (IndexError, ValueError):
-        raise SAEError(f"cannot tell the block of hook {hook_name!r}; expected 'blocks.<layer>.<hook>'") from None
-
-
-def texts_with_budget(tokenizer: Any, texts: Sequence[str], n_tokens: int, max_length: int,
-                      exclude_bos: bool = True) -> tuple[list[str], int]:
-    """The first texts whose usable tokens (after truncation, BOS excluded if asked) reach ``n_tokens``."""
-    chosen: list[str] = []
-    total = 0
-    for start in range(0, len(texts), _TOKENIZE_CHUNK):
-        chunk = list(texts[start:start + _TOKENIZE_CHUNK])
-        lengths = [len(ids) for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]]
-        for text, length in zip(chunk, lengths, strict=True):
-            if total >= n_tokens:
-                return chosen, total
-            chosen.append(text)
-            total += length - int(exclude_bos)
-    return chosen, total
 
 
 def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_tokens: int, *, max_length: int = 128,
@@ -77,7 +53,7 @@ def usable_mask(batch: TokenBatch, bos_token_id: int | None, exclude_bos: bool) 
     return mask
 
 
-def _bos_id(model: Any) -> int | None:
+def _bos_id(model: Model) -> int | None:
     tokenizer = getattr(model, "tokenizer", None)
     return getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
 
@@ -91,7 +67,7 @@ class Captured:
     activations: dict[str, Tensor]
 
 
-def capture(model: Any, batches: Iterable[TokenBatch], hook_names: Sequence[str], *, exclude_bos: bool = True,
+def capture(model: Model, batches: Iterable[TokenBatch], hook_names: Sequence[str], *, exclude_bos: bool = True,
             progress: bool = True, description: str = "capture", total: int | None = None,
             bos_token_id: int | None = None, extra_hooks: Sequence[tuple[str, Any]] = ()) -> Iterator[Captured]:
     """Run each batch once (stopping after the deepest needed block) and yield the activations at ``hook_names``.
@@ -105,22 +81,19 @@ def capture(model: Any, batches: Iterable[TokenBatch], hook_names: Sequence[str]
         raise SAEError("no hook names to capture")
     for name in names:
         validate_hook_name(model, name)
-    stop_at_layer = max(_first_layer_index(name) for name in names) + 1
     bos = bos_token_id if bos_token_id is not None else _bos_id(model)
-    device = next(model.parameters()).device
     store: dict[str, Tensor] = {}
 
     def keep(activation: Tensor, hook: Any, name: str) -> None:
         store[name] = activation.detach().float().cpu()
 
-    hooks = [*extra_hooks, *[(name, _bind(keep, name)) for name in names]]
+    hooks = [(name, _bind(keep, name)) for name in names]
     iterator = tqdm(batches, desc=description, total=total, disable=not progress, unit="batch")
     for batch in iterator:
         store.clear()
         # no_grad (not inference_mode): the captured tensors stay ordinary tensors, usable anywhere later
-        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-            model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
-                  stop_at_layer=stop_at_layer)
+        with torch.no_grad():
+            forward_to(model, batch.tokens, batch.attention_mask, hooks, extra_hooks=extra_hooks)
         yield Captured(batch, usable_mask(batch, bos, exclude_bos), dict(store))
 
 
@@ -155,7 +128,7 @@ def buffer_gib(n_tokens: int, widths: Sequence[int]) -> float:
     return n_tokens * sum(widths) * 4 / 2**30
 
 
-def harvest_buffer(model: Any, batches: list[TokenBatch], sites: Sequence[Site | str], *, exclude_bos: bool = True,
+def harvest_buffer(model: Model, batches: list[TokenBatch], sites: Sequence[Site | str], *, exclude_bos: bool = True,
                    max_gib: float = 8.0, progress: bool = True, description: str = "harvest") -> ActivationBuffer:
     """One forward pass per batch fills a buffer for every site (all sites at the same tokens)."""
     resolved = [resolve_site(model, site) for site in sites]

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench.backends import Model
 from workbench.saes.config import SAEError
 from workbench.sites import Site, SiteError, resolve_site
 
@@ -32,7 +33,7 @@ def sae_hook_name(sae: Any) -> str:
     return str(name)
 
 
-def check_sae_fits(sae: Any, model: Any) -> Site:
+def check_sae_fits(sae: Any, model: Model) -> Site:
     """The SAE's site on ``model``; raises if the hook is missing (naming close matches) or the width differs."""
     name = sae_hook_name(sae)
     try:
@@ -50,7 +51,7 @@ def check_sae_fits(sae: Any, model: Any) -> Site:
     return site
 
 
-def load_sae(path: str | Path, model: Any | None = None, *, device: str = "cpu") -> Any:
+def load_sae(path: str | Path, model: Model | None = None, *, device: str = "cpu") -> Any:
     """An SAE saved in SAELens' format (``SAE.load_from_disk``), checked against ``model`` when given."""
     from sae_lens import SAE
 
@@ -63,7 +64,7 @@ def load_sae(path: str | Path, model: Any | None = None, *, device: str = "cpu")
     return sae
 
 
-def load_pretrained_sae(release: str, sae_id: str, model: Any | None = None, *, device: str = "cpu",
+def load_pretrained_sae(release: str, sae_id: str, model: Model | None = None, *, device: str = "cpu",
                         converter: Any | None = None) -> Any:
     """A pretrained SAE by SAELens release and id (``SAE.from_pretrained``; needs the hub or its local cache).
 
@@ -102,7 +103,7 @@ def site_directories(root: str | Path) -> dict[str, Path]:
     return found
 
 
-def load_sae_dir(root: str | Path, model: Any | None = None, *, sites: list[str] | None = None,
+def load_sae_dir(root: str | Path, model: Model | None = None, *, sites: list[str] | None = None,
                  device: str = "cpu") -> dict[str, Any]:
     """Hook name -> SAE for every site under ``root`` (optionally only ``sites``, hook names or short forms)."""
     directories = site_directories(root)

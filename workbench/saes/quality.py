@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from workbench.activations import TokenBatch
 from workbench.artifacts import atomic_write_json, atomic_write_text
-from workbench.hf_backend import HFHookedModel
+from workbench.backends import Model, device_of, position_logits
 from workbench.models import model_metadata
 from workbench.saes.config import SAEError, SAEEvalConfig
 from workbench.saes.data import ActivationBuffer, corpus_batches, harvest_buffer
@@ -33,7 +34,6 @@ from workbench.saes.io import QUALITY_FILE, check_sae_fits, load_sae_dir, site_d
 from workbench.saes.metrics import ce_recovered, grouped_fvu, json_safe, reconstruction_metrics
 from workbench.sites import Site
 
-_UNEMBED_CHUNK = 256
 Replacement = Callable[[Tensor], Tensor]
 
 
@@ -66,27 +66,11 @@ def constant_fn(value: Float[Tensor, " d"] | None) -> Replacement:
     return replace
 
 
-def final_hidden(model: Any, tokens: Tensor, mask: Tensor) -> Float[Tensor, "batch pos d_model"] | None:
-    """The final-norm residual stream with active hooks applied, without computing logits; None when the model
-    offers no such path (then call the model for full logits)."""
-    if isinstance(model, HFHookedModel):
-        return model.hidden_states(tokens, mask)
-    if hasattr(model, "ln_final") and hasattr(model, "unembed") and hasattr(model, "blocks"):
-        resid = model(tokens, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
-        return model.ln_final(resid)
-    return None
+def _summed_cross_entropy(targets: Tensor) -> Callable[[Tensor, slice], Tensor]:
+    return lambda logits, rows: F.cross_entropy(logits.float(), targets[rows], reduction="sum")[None]
 
 
-def unembed_rows(model: Any, hidden: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
-    """Logits of final-norm residual rows (with the model's final soft-cap, if any)."""
-    if isinstance(model, HFHookedModel):
-        return model.unembed(hidden)
-    logits = model.unembed(hidden.unsqueeze(0))[0]
-    cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
-    return torch.tanh(logits / cap) * cap if cap > 0 else logits
-
-
-def token_cross_entropy(model: Any, batches: Sequence[TokenBatch], hook_name: str | None = None,
+def token_cross_entropy(model: Model, batches: Sequence[TokenBatch], hook_name: str | None = None,
                         replacement: Replacement | None = None, *, exclude_bos: bool = True,
                         bos_token_id: int | None = None, extra_hooks: Sequence[tuple[str, Any]] = ()) -> float:
     """Token-weighted mean next-token CE (nats) over ``batches``; with ``replacement``, the activation at
@@ -95,7 +79,7 @@ def token_cross_entropy(model: Any, batches: Sequence[TokenBatch], hook_name: st
     chunks of predicted positions only."""
     if bos_token_id is None and getattr(model, "tokenizer", None) is not None:
         bos_token_id = model.tokenizer.bos_token_id
-    device = next(model.parameters()).device
+    device = device_of(model)
     total, count = 0.0, 0
     with torch.inference_mode():
         for batch in batches:
@@ -108,22 +92,16 @@ def token_cross_entropy(model: Any, batches: Sequence[TokenBatch], hook_name: st
             predicted = mask[:, 1:].bool()
             targets = tokens[:, 1:][predicted]
             with model.hooks(fwd_hooks=hooks):
-                hidden = final_hidden(model, tokens, mask)
-                if hidden is None:
-                    logits = model(tokens, attention_mask=mask)[:, :-1][predicted]
-                    total += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
-                else:
-                    rows = hidden[:, :-1][predicted]
-                    total += float(sum(
-                        torch.nn.functional.cross_entropy(unembed_rows(model, h).float(), t, reduction="sum")
-                        for h, t in zip(rows.split(_UNEMBED_CHUNK), targets.split(_UNEMBED_CHUNK), strict=True)))
+                total += float(position_logits(
+                    model, tokens, mask, F.pad(predicted, (0, 1)),
+                    _summed_cross_entropy(targets)).sum())
             count += int(predicted.sum())
     if count == 0:
         raise SAEError("no predicted tokens in the CE batches")
     return total / count
 
 
-def evaluate_saes(model: Any, saes: dict[str, Any], config: SAEEvalConfig | None = None, *,
+def evaluate_saes(model: Model, saes: dict[str, Any], config: SAEEvalConfig | None = None, *,
                   held_out: ActivationBuffer | None = None, ce_batches: Sequence[TokenBatch] | None = None,
                   progress: bool = True) -> dict[str, dict[str, Any]]:
     """Quality of each SAE (hook name -> SAE) on held-out tokens; one harvest serves every site.
@@ -209,7 +187,7 @@ def quality_figure(reports: dict[str, dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def evaluate_sae_dir(model: Any, root: str | Path, config: SAEEvalConfig | None = None, *,
+def evaluate_sae_dir(model: Model, root: str | Path, config: SAEEvalConfig | None = None, *,
                      sites: list[str] | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Evaluate every SAE under ``root``; writes ``<site>/quality.json``, ``quality.json`` (all sites),
     ``quality.csv`` and ``quality.html`` at ``root``."""

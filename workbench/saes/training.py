@@ -29,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.artifacts import atomic_write_json
+from workbench.backends import Model
 from workbench.models import model_metadata
 from workbench.saes.config import SAEError, SAETrainConfig
 from workbench.saes.data import ActivationBuffer, buffer_gib, corpus_batches, harvest_buffer, shuffled_batches
@@ -137,7 +138,7 @@ def _save_inference_sae(sae: Any, directory: Path, trainer: Any) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _reusable(directory: Path, config: SAETrainConfig, model: Any) -> bool:
+def _reusable(directory: Path, config: SAETrainConfig, model: Model) -> bool:
     record = read_json(directory / TRAINING_FILE)
     if record is None:
         return False
@@ -145,7 +146,7 @@ def _reusable(directory: Path, config: SAETrainConfig, model: Any) -> bool:
     return same_config and record.get("model", {}).get("name") == model_metadata(model).get("name")
 
 
-def train_saes(model: Any, sites: Sequence[Site | str], out_dir: str | Path, config: SAETrainConfig | None = None,
+def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, config: SAETrainConfig | None = None,
                *, force: bool = False, progress: bool = True, buffer: ActivationBuffer | None = None,
                threads: int | None = None) -> dict[str, TrainedSite]:
     """Train one SAE per site (one shared harvest) and save each in ``out_dir/<hook name>/`` in SAELens' format.
