@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "workbench.neurons.masks": 2, "workbench.neurons.gating": 2, "workbench.neurons.data": 2,
     "workbench.neurons.interventions": 2, "workbench.features.scores": 2, "workbench.features.steer": 2,
     "workbench.features.encode": 2, "workbench.evaluation.lid": 2, "workbench.evaluation.token_sets": 2,
-    "workbench.evaluation.utility": 2, "workbench.evaluation.relevance": 2,
+    "workbench.evaluation.utility": 2, "workbench.evaluation.relevance": 2, "workbench.evaluation.encoder": 2,
     # 3 analysis: pure functions over what layer 2 produces
     "workbench.directions.fit": 3, "workbench.neurons": 3, "workbench.features": 3, "workbench.foxp2.trust": 3,
     "workbench.foxp2.shift": 3,
@@ -96,3 +96,15 @@ def test_there_is_no_import_cycle():
         list(TopologicalSorter(import_graph()).static_order())
     except CycleError as cycle:
         raise AssertionError(f"import cycle: {' -> '.join(cycle.args[1])}") from None
+
+
+def test_only_the_backend_seam_knows_the_backends():
+    """Backend-specific code lives in `workbench.backends` (and the loader): no other module imports the `hf`
+    backend or asks `isinstance(model, HookedTransformer)`."""
+    allowed = {"workbench.backends", "workbench.models", "workbench.hf_backend"}
+    importers = sorted(source for source, targets in import_graph().items()
+                       if "workbench.hf_backend" in targets and source not in allowed)
+    assert not importers, f"import workbench.hf_backend only through workbench.backends: {importers}"
+    branching = sorted(name for name, path in _modules().items() if name not in allowed
+                       and "isinstance(model, HookedTransformer)" in path.read_text(encoding="utf-8"))
+    assert not branching, f"move these backend branches into workbench.backends: {branching}"
