@@ -42,6 +42,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/harvest.py
 	$(PY) benchmarks/generate.py
+	$(PY) benchmarks/evaluate.py
 
 # Regenerate the lock from pyproject.toml's ranges (newest releases they allow) for this platform and Python.
 # Run `make test` on the result before committing it.

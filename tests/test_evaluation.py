@@ -69,10 +69,15 @@ def test_unsteered_model_is_english_default_with_zero_edit_costs(gemma_fast, eva
     assert abs(metrics.kl) < 1e-5 and metrics.nll_delta == 0.0 and metrics.leakage_max == 0.0
     assert metrics.en_ppl_delta == 0.0
     payload = json.loads(json.dumps(metrics.to_dict()))
-    keys = {"lid_success", "default_rate", "delta_mass", "leakage_max", "kl", "nll_delta", "en_ppl_delta",
-            "relevance", "relevance_chance", "steering_score"}
+    keys = {"lid_success", "lid_success_first_tokens", "default_rate", "delta_mass", "leakage_max", "kl",
+            "nll_delta", "en_ppl_delta", "relevance", "coherence", "steering_score", "steering_score_v1",
+            "retrieval_relevance", "relevance_chance"}
     assert keys <= payload.keys() and all(f"{k}_ci" in payload for k in ("lid_success", "default_rate",
-                                                                         "relevance", "steering_score"))
+                                                                         "relevance", "coherence", "steering_score"))
+    assert 0.0 <= metrics.relevance <= 1.0 and metrics.provenance["relevance"]["scorer"] == "e5-linear"
+    record = metrics.records[0]
+    assert "\nQ:" not in record["answer"] and record["output"].startswith(record["answer"])
+    assert {"relevance", "coherent", "nll", "repeated_ngram_share", "lid_first_tokens"} <= record.keys()
 
 
 @pytest.mark.model
@@ -90,8 +95,9 @@ def test_diffmean_steering_into_spanish_is_scored_as_controlled(gemma_fast, eval
     assert metrics.delta_mass > 0 and metrics.default_rate >= 0.6
     assert metrics.kl > 0.05                                  # committed contexts' next-token distribution moved
     assert abs(metrics.nll_delta) < 0.1 < metrics.en_ppl_delta  # Spanish text barely costs; English pays
-    assert metrics.relevance > metrics.relevance_chance
-    assert not math.isnan(metrics.steering_score)
+    assert metrics.retrieval_relevance > metrics.relevance_chance
+    assert metrics.coherence >= 0.5 and metrics.relevance > 0.2     # Spanish answers, mostly readable and on topic
+    assert metrics.steering_score > 0 and not math.isnan(metrics.steering_score_v1)
 
 
 @pytest.mark.model
@@ -118,4 +124,5 @@ def test_llm_judge_plugs_into_evaluate_as_relevance(gemma_fast, eval_prompts):
     verdicts = judge(eval_prompts[:3], ["An array is a set of cells.", "", "Bonjour"])
     assert len(verdicts) == 3 and verdicts[1] is False and all(isinstance(v, bool) for v in verdicts)
     metrics = evaluate(gemma_fast, eval_prompts[:4], "es", judge=judge, config=SMALL)
-    assert metrics.provenance["relevance"] == "llm judge" and math.isnan(metrics.relevance_chance)
+    assert metrics.provenance["relevance"] == {"scorer": "judge"}
+    assert set(record["relevance"] for record in metrics.records) <= {0.0, 1.0}

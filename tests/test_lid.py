@@ -104,3 +104,21 @@ def test_accuracy_on_the_eval_split() -> None:
         assert row["long/shipped"] >= 0.9, (code, row)
         assert row["long/all"] >= 0.85, (code, row)  # id vs ms, da vs no are the weakest
         assert row["short/shipped"] >= 0.65, (code, row)  # ca vs es, pt vs es
+
+
+def test_close_relatives_are_candidates_so_a_relative_never_counts_as_the_target() -> None:
+    from workbench.evaluation.lid import cut_at_next_turn, lid_candidates
+    from workbench.languages import CLOSE_RELATIVES, all_languages
+
+    assert {lang.code for lang in all_languages()} <= CLOSE_RELATIVES.keys()
+    assert {"pt", "it", "ca", "gl", "fr"} <= set(CLOSE_RELATIVES["es"])
+    assert {"mr", "ne", "ur", "bn"} <= set(CLOSE_RELATIVES["hi"])
+    spanish = lid_candidates(["en", "es"], "es")
+    portuguese = "Para inserir uma tabela, escolha Tabela e depois Inserir tabela no menu principal."
+    catalan = "Per inserir una taula, trieu Taula i després Insereix una taula al menú principal."
+    assert identify_language([catalan], candidates=["en", "es"]) == ["es"]  # the old blind spot
+    assert identify_language([portuguese, catalan], candidates=spanish) == ["pt", "ca"]
+    marathi = "मला मराठी बोलायला आवडते आणि मी पुण्यात राहतो."
+    assert identify_language([marathi], candidates=lid_candidates(["en", "hi"], "hi")) == ["mr"]
+    assert cut_at_next_turn("Hola, amigo.\nQ: What is a cell?\nA: Una celda") == "Hola, amigo."
+    assert cut_at_next_turn("Sin pregunta") == "Sin pregunta"

@@ -154,7 +154,9 @@ def run_bench(model: Model, config: BenchConfig, out_dir: str | Path, *, progres
 def leaderboard_intro(config: BenchConfig) -> str:
     return (f"Eval split, {config.n_prompts} English prompts per target, {config.evaluation.max_new_tokens} greedy "
             "tokens; layer and strength calibrated on the dev split. 95% intervals: Wilson for rates, bootstrap "
-            "otherwise. Score = harmonic mean of LID success and relevance.")
+            "otherwise. Score = harmonic mean of LID success and mean(relevance x coherent); relevance from the "
+            f"{config.evaluation.relevance} scorer; score v1 = the first score (whole-output LID, retrieval "
+            "relevance).")
 
 
 def method_language_figure(table: pd.DataFrame) -> Any:

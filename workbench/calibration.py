@@ -40,8 +40,8 @@ STRATEGIES: tuple[str, ...] = ("grid", "trust-region")
 """The calibration strategies."""
 SELECTIONS: dict[str, str] = {"grid": "calibrated on dev", "trust-region": "trust region on dev"}
 """How a result row says its setting was chosen, per strategy."""
-SWEEP_KEYS: tuple[str, ...] = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass",
-                               "leakage_max", "kl", "nll_delta")
+SWEEP_KEYS: tuple[str, ...] = ("steering_score", "lid_success", "relevance", "coherence", "default_rate",
+                               "delta_mass", "leakage_max", "kl", "nll_delta")
 """Evaluation keys kept in each sweep row (besides layer and strength)."""
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.evaluation.cli import evaluation_app
 from workbench.features.cli import ablate_command, features_command
 from workbench.foxp2.cli import foxp2_command
 from workbench.neurons.cli import app as neurons_app
@@ -214,6 +215,7 @@ def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca
 app.add_typer(neurons_app, name="neurons")
 app.add_typer(sae_app, name="sae")
 app.add_typer(cache_app, name="cache")
+app.add_typer(evaluation_app, name="evaluation")
 app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)

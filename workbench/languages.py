@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from workbench.errors import WorkbenchError
 
 __all__ = [
+    "CLOSE_RELATIVES",
     "SCRIPT_RANGES",
     "Language",
     "UnknownLanguageError",
@@ -115,6 +116,44 @@ _LANGUAGES: tuple[Language, ...] = (
     Language("ta", "Tamil", "Tamil", "ta", "tam", "tam_Taml"),
 )
 _BY_CODE: dict[str, Language] = {lang.code: lang for lang in _LANGUAGES}
+
+CLOSE_RELATIVES: dict[str, tuple[str, ...]] = {
+    "en": ("sco", "fy", "nl", "de"),
+    "es": ("pt", "it", "ca", "gl", "fr"),
+    "hi": ("mr", "ne", "ur", "bn", "mai"),
+    "zh": ("ja", "ko", "yue", "wuu"),
+    "ja": ("zh", "ko"),
+    "ru": ("uk", "be", "bg", "sr"),
+    "ar": ("fa", "ur", "arz", "azb"),
+    "de": ("nl", "lb", "da", "sv", "als"),
+    "fr": ("it", "es", "ca", "pt", "oc"),
+    "pt": ("es", "gl", "it", "ca"),
+    "it": ("es", "pt", "ca", "fr", "ro"),
+    "ko": ("ja", "zh"),
+    "vi": ("km", "th", "zh"),
+    "tr": ("az", "tk", "uz"),
+    "id": ("ms", "jv", "su", "tl"),
+    "nl": ("af", "fy", "de", "li", "vls"),
+    "pl": ("cs", "sk", "uk"),
+    "uk": ("ru", "be", "pl"),
+    "cs": ("sk", "pl", "sl"),
+    "el": ("mk", "bg"),
+    "sv": ("da", "no", "nn", "is"),
+    "fi": ("et",),
+    "hu": ("fi", "et"),
+    "da": ("no", "nn", "sv"),
+    "ca": ("es", "oc", "fr", "it", "pt"),
+    "ro": ("it", "es", "pt", "fr"),
+    "he": ("yi", "ar"),
+    "fa": ("ar", "ur", "ps", "tg"),
+    "th": ("lo", "km"),
+    "bn": ("as", "or", "hi"),
+    "ta": ("ml", "kn", "te"),
+}
+"""Per registered language, the languages a language-ID model confuses it with or that an output drifting from
+it lands in (``lid.176`` labels: relatives beyond the registry, such as ``mr`` or ``gl``, are labels too). They are
+always LID candidates when their language is the target, so a relative never counts as success. Greek and
+Hungarian have no close relatives; theirs are the neighbours LID confuses them with."""
 
 
 def all_languages() -> tuple[Language, ...]:

@@ -27,14 +27,18 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.languages import SCRIPT_RANGES, all_languages, get_language
+from workbench.languages import CLOSE_RELATIVES, SCRIPT_RANGES, all_languages, get_language
 
-__all__ = ["UNKNOWN", "LidError", "identify_language", "language_scores"]
+__all__ = ["NEXT_TURN", "UNKNOWN", "LidError", "cut_at_next_turn", "identify_language", "language_scores",
+           "lid_candidates"]
 
 UNKNOWN = "unk"
 _HAN = SCRIPT_RANGES["Han"]
 _KANA = tuple(r for r in SCRIPT_RANGES["Japanese"] if r not in _HAN)
 _CODE_OF_LABEL = {lang.lid_label: lang.code for lang in all_languages()}
+_RELATIVE_LABELS = frozenset(label for labels in CLOSE_RELATIVES.values() for label in labels)
+NEXT_TURN = "\nQ:"
+"""Where a base model's answer ends and a hallucinated next question begins (the QA template's marker)."""
 
 
 class LidError(WorkbenchError):
@@ -83,12 +87,25 @@ def _check_texts(texts: Sequence[str]) -> None:
 
 
 def _check_candidates(candidates: Sequence[str]) -> list[str]:
-    """The candidate codes, each checked against the registry (whose error lists the known codes)."""
+    """The candidate codes, each a registered code or a close relative's ``lid.176`` label (the registry's error
+    lists the known codes)."""
     if isinstance(candidates, str):
         raise LidError(f"candidates must be a list of codes, e.g. [{candidates!r}], not one string")
     if not candidates:
         raise LidError("candidates is empty; pass None for any language or codes such as ['en', 'es']")
-    return [get_language(code).code for code in candidates]
+    return [code if code in _RELATIVE_LABELS and code not in _CODE_OF_LABEL else get_language(code).code
+            for code in candidates]
+
+
+def lid_candidates(languages: Sequence[str], target: str) -> list[str]:
+    """``languages`` plus the target's close relatives (:data:`workbench.languages.CLOSE_RELATIVES`), each once:
+    an output in a relative of the target is then identified as that relative, not as the target."""
+    return list(dict.fromkeys([*languages, target, *CLOSE_RELATIVES.get(get_language(target).code, ())]))
+
+
+def cut_at_next_turn(text: str, marker: str = NEXT_TURN) -> str:
+    """``text`` up to the first ``marker`` (the model starting a new question), or all of it."""
+    return text.split(marker, 1)[0]
 
 
 def identify_language(

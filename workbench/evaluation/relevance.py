@@ -1,14 +1,22 @@
-"""Semantic relevance, offline and language-agnostic: does an output retrieve its own prompt?
+"""Semantic relevance: does an output address its prompt? One protocol, several scorers.
 
-Each text is represented by the evaluated model's (unsteered) mean-pooled residual stream at a layer two thirds
-deep, mean-centred within its set (prompts, outputs). Output i is relevant when its most cosine-similar prompt
-among the batch is prompt i; chance is 1/N. A pluggable judge (e.g. :func:`llm_judge` with a bigger model) can
-replace it.
+A :class:`RelevanceScorer` maps (prompts, outputs, languages, references) to one score per item. The default is
+:class:`~workbench.evaluation.encoder.EncoderRelevance` (an independent multilingual sentence encoder, calibrated
+per language, each item scored alone, in [0, 1]). The others stay for comparison (``workbench evaluation
+validate-relevance`` measures them all on the same held-out pairs):
+
+* :class:`RetrievalRelevance`: 1 when an output's nearest prompt among the batch (the evaluated model's mean-pooled
+  residual stream, each set mean-centred) is its own, else 0; chance 1/N, so it depends on the batch;
+* :class:`ConditionalLikelihoodRelevance`: METHODS.md 5(b), ``log p(y | x) - log p(y)`` per output token under the
+  unsteered model (nats; not bounded to [0, 1]);
+* :class:`JudgeRelevance`: any ``judge(prompts, outputs) -> list[bool]``, e.g. :func:`llm_judge` with a bigger model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
@@ -16,9 +24,39 @@ from torch import Tensor
 
 from workbench.activations import pooled_means
 from workbench.backends import Model
-from workbench.evaluation.utility import final_logits
+from workbench.evaluation.encoder import EncoderRelevance, _check_lengths
+from workbench.evaluation.utility import continuation_nll, final_logits, sequence_nll
 
 Judge = Callable[[Sequence[str], Sequence[str]], list[bool]]
+
+
+@runtime_checkable
+class RelevanceScorer(Protocol):
+    """One relevance score per (prompt, output) item."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
+                 references: Sequence[str | None] | None = None) -> list[float]: ...
+
+
+def relevance_scores(prompts: Sequence[str], outputs: Sequence[str], *, language: str | Sequence[str] | None = None,
+                     references: Sequence[str | None] | None = None, scorer: RelevanceScorer | None = None
+                     ) -> list[float]:
+    """One relevance score per item, in [0, 1] for the default encoder scorer, independent of the other items.
+
+    Args:
+        prompts: What each output answers (English questions, usually).
+        outputs: The generated texts.
+        language: The outputs' language (one code for all, one per output, or None to identify each output's).
+        references: Per item, a reference answer (English) or None; an output is scored against its prompt and its
+            reference, and the better match counts.
+        scorer: Any :class:`RelevanceScorer`; default :class:`EncoderRelevance` (linear calibration).
+    """
+    _check_lengths(prompts, outputs, None, references)
+    languages = [language] * len(outputs) if isinstance(language, str) else language
+    return (scorer or EncoderRelevance())(list(prompts), list(outputs), languages=languages, references=references)
 
 
 def pooled_representations(model: Model, texts: Sequence[str], layer: int, *, batch_size: int = 8,
@@ -50,6 +88,53 @@ def retrieval_relevance(model: Model, prompts: Sequence[str], outputs: Sequence[
     return matches & torch.tensor([bool(text.strip()) for text in outputs])
 
 
+@dataclass(frozen=True)
+class RetrievalRelevance:
+    """Top-1 prompt retrieval with the evaluated model's own representations (depends on the batch)."""
+
+    model: Model
+    """The (unsteered) model whose residual stream represents prompts and outputs."""
+    layer: int | None = None
+    """Residual layer (default two thirds of the depth)."""
+    name: str = "retrieval"
+
+    def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
+                 references: Sequence[str | None] | None = None) -> list[float]:
+        _check_lengths(prompts, outputs, languages, references)
+        return [float(x) for x in retrieval_relevance(self.model, prompts, outputs, layer=self.layer)]
+
+
+@dataclass(frozen=True)
+class ConditionalLikelihoodRelevance:
+    """``log p(y | x) - log p(y)`` per output token under the unsteered model (METHODS.md 5(b)), in nats."""
+
+    model: Model
+    """The unsteered model."""
+    name: str = "conditional-likelihood"
+
+    def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
+                 references: Sequence[str | None] | None = None) -> list[float]:
+        _check_lengths(prompts, outputs, languages, references)
+        conditioned = continuation_nll(self.model, prompts, outputs)
+        alone = sequence_nll(self.model, [text if text.strip() else " " for text in outputs])
+        return [0.0 if not text.strip() else float(a - c)
+                for text, a, c in zip(outputs, alone.tolist(), conditioned.tolist(), strict=True)]
+
+
+@dataclass(frozen=True)
+class JudgeRelevance:
+    """Any yes/no judge as a scorer (1.0 relevant, 0.0 not)."""
+
+    judge: Judge
+    """``judge(prompts, outputs) -> list[bool]``."""
+    name: str = "judge"
+
+    def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
+                 references: Sequence[str | None] | None = None) -> list[float]:
+        _check_lengths(prompts, outputs, languages, references)
+        return [float(bool(v)) for v in self.judge(prompts, outputs)]
+
+
 def llm_judge(judge_model: Model, rubric: str = "Does the answer address the question, in any language?") -> Judge:
     """A relevance judge from any loaded model: relevant when it prefers " Yes" over " No" after the rubric."""
     tokenizer = judge_model.tokenizer
@@ -62,3 +147,9 @@ def llm_judge(judge_model: Model, rubric: str = "Does the answer address the que
         return [bool(row[yes] > row[no]) and bool(o.strip()) for row, o in zip(logits, outputs, strict=True)]
 
     return judge
+
+
+def scorer_description(scorer: Any) -> dict[str, Any]:
+    """What a scorer's numbers mean, for provenance."""
+    describe = getattr(scorer, "describe", None)
+    return describe() if callable(describe) else {"scorer": getattr(scorer, "name", type(scorer).__name__)}

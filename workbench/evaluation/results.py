@@ -19,8 +19,8 @@ import pandas as pd
 from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.languages import get_language
 
-INTERVAL_METRICS: tuple[str, ...] = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass", "kl",
-                                     "nll_delta")
+INTERVAL_METRICS: tuple[str, ...] = ("steering_score", "lid_success", "lid_success_first_tokens", "relevance",
+                                     "coherence", "default_rate", "delta_mass", "kl", "nll_delta")
 """Metrics reported with a 95% interval (``<metric>_ci_low`` / ``<metric>_ci_high``)."""
 
 
@@ -49,9 +49,18 @@ class ResultRow:
     lid_success: float
     lid_success_ci_low: float
     lid_success_ci_high: float
+    lid_success_first_tokens: float
+    lid_success_first_tokens_ci_low: float
+    lid_success_first_tokens_ci_high: float
     relevance: float
     relevance_ci_low: float
     relevance_ci_high: float
+    coherence: float
+    coherence_ci_low: float
+    coherence_ci_high: float
+    repeated_ngram_share: float
+    distinct_2: float
+    output_nll: float
     default_rate: float
     default_rate_ci_low: float
     default_rate_ci_high: float
@@ -67,7 +76,11 @@ class ResultRow:
     nll_delta_ci_low: float
     nll_delta_ci_high: float
     en_ppl_delta: float
+    retrieval_relevance: float
     relevance_chance: float
+    lid_success_v1: float
+    steering_score_v1: float
+    """The first steering score (whole-output LID without relatives, retrieval relevance), kept for comparison."""
     seconds: float
     """Seconds the evaluation took when it ran (a stored run keeps its original time)."""
 
@@ -76,8 +89,10 @@ class ResultRow:
                      selection: str, within_bounds: bool | None = None) -> ResultRow:
         """A row from one evaluation's metrics (``SteeringMetrics.to_dict()`` or a stored run)."""
         values: dict[str, Any] = {key: metrics[key] for key in (
-            "target", "source", "n_prompts", "steering_score", "lid_success", "relevance", "default_rate",
-            "delta_mass", "leakage_max", "leakage_mean", "kl", "nll_delta", "en_ppl_delta", "relevance_chance")}
+            "target", "source", "n_prompts", "steering_score", "lid_success", "lid_success_first_tokens", "relevance",
+            "coherence", "repeated_ngram_share", "distinct_2", "output_nll", "default_rate", "delta_mass",
+            "leakage_max", "leakage_mean", "kl", "nll_delta", "en_ppl_delta", "retrieval_relevance",
+            "relevance_chance", "lid_success_v1", "steering_score_v1")}
         for key in INTERVAL_METRICS:
             values[f"{key}_ci_low"], values[f"{key}_ci_high"] = metrics[f"{key}_ci"]
         seconds = float(metrics.get("provenance", {}).get("seconds", math.nan))
@@ -112,15 +127,17 @@ def leaderboard_markdown(rows: Sequence[ResultRow], *, title: str, intro: str) -
     reported = [row for row in rows if row.selection != "sweep"]
     for target in dict.fromkeys(row.target for row in reported):
         ranked = sorted((row for row in reported if row.target == target), key=lambda row: -row.steering_score)
-        lines += [f"## {get_language(target).name} ({target}); relevance chance {ranked[0].relevance_chance:.3f}", "",
-                  "| method | setting | selection | score | LID | relevance | DEFAULT | dM | leak max | KL | NLL Δ "
-                  "| en ppl Δ | n |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {get_language(target).name} ({target})", "",
+                  "| method | setting | selection | score | LID | LID 8 tok | relevance | coherent | DEFAULT | dM "
+                  "| leak max | KL | NLL Δ | en ppl Δ | score v1 | n |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in ranked:
             lines.append(
                 f"| {row.method} | {row.setting()} | {row.selection} | {row.interval('steering_score')} "
-                f"| {row.interval('lid_success')} | {row.interval('relevance')} | {row.interval('default_rate')} "
-                f"| {row.interval('delta_mass')} | {row.leakage_max:.3f} | {row.interval('kl')} "
-                f"| {row.interval('nll_delta')} | {row.en_ppl_delta:.3g} | {row.n_prompts} |")
+                f"| {row.interval('lid_success')} | {row.lid_success_first_tokens:.2f} | {row.interval('relevance')} "
+                f"| {row.interval('coherence')} | {row.interval('default_rate')} | {row.interval('delta_mass')} "
+                f"| {row.leakage_max:.3f} | {row.interval('kl')} | {row.interval('nll_delta')} "
+                f"| {row.en_ppl_delta:.3g} | {row.steering_score_v1:.2f} | {row.n_prompts} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -48,6 +48,8 @@ class EvaluationRuns:
     """When set, each run's metrics (with per-prompt records) are also written to ``export_dir/<name>.json``."""
     baseline: Baseline | None = None
     """The unsteered runs; computed on the first run that is not already stored."""
+    relevance_references: list[str | None] | None = None
+    """Each prompt's English reference answer, which relevance also compares each answer with."""
 
     @classmethod
     def from_split(cls, model: Model, target: str, *, source: str = "en", split: str = "eval", n_prompts: int,
@@ -55,11 +57,13 @@ class EvaluationRuns:
         """The first ``n_prompts`` prompts of a corpus split, in the QA template, with their references."""
         rows = corpus.prompts(split=split, n=n_prompts)
         return cls(model, [QA_TEMPLATE.format(prompt=p.prompt) for p in rows], [p.reference.get(target) for p in rows],
-                   target, source, config, label=split, export_dir=export_dir)
+                   target, source, config, label=split, export_dir=export_dir,
+                   relevance_references=[p.reference.get(source) for p in rows])
 
     def _key(self, identity: dict[str, Any]) -> dict[str, Any]:
         return {"model": model_key(self.model), "identity": identity, "prompts": digest(self.prompts),
-                "references": digest(self.references), "target": self.target, "source": self.source,
+                "references": digest(self.references), "relevance_references": digest(self.relevance_references),
+                "target": self.target, "source": self.source,
                 "evaluation": asdict(self.config)}
 
     def run(self, name: str, identity: dict[str, Any], interventions: Sequence[Steer] = (),
@@ -76,7 +80,8 @@ class EvaluationRuns:
             started = time.perf_counter()
             metrics = evaluate(self.model, self.prompts, self.target, source=self.source,
                                hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
-                               references=self.references, baseline=self.baseline, config=self.config)
+                               references=self.references, baseline=self.baseline, config=self.config,
+                               relevance_references=self.relevance_references)
             metrics.provenance.update({"run": name, "identity": identity, **(provenance or {}),
                                        "seconds": round(time.perf_counter() - started, 2)})
             path = metrics.save(entry.prepare() / "metrics.json")

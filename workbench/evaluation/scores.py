@@ -48,3 +48,8 @@ def harmonic_mean(a: float, b: float) -> float:
 def steering_score_from_items(control: np.ndarray, relevant: np.ndarray) -> float:
     """Harmonic mean of the language-control rate and the relevance rate of per-prompt 0/1 outcomes."""
     return harmonic_mean(float(np.mean(control)), float(np.mean(relevant)))
+
+
+def steering_score_v2_from_items(control: np.ndarray, relevance: np.ndarray, coherent: np.ndarray) -> float:
+    """Harmonic mean of the language-control rate and the mean of relevance x coherent over items."""
+    return harmonic_mean(float(np.mean(control)), float(np.mean(np.asarray(relevance) * np.asarray(coherent))))

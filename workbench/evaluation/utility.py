@@ -14,7 +14,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import BatchEncoding
 
-from workbench.backends import Model, position_logits
+from workbench.backends import Model, device_of, position_logits
 from workbench.interventions import Hook, prompt_ends
 
 
@@ -77,3 +77,37 @@ def sequence_nll(model: Model, texts: Sequence[str], *, hooks: Sequence[Hook] = 
             counts = predicted.sum(-1).tolist()
             per_text += [chunk.mean() for chunk in nll.cpu().split(counts)]
     return torch.stack(per_text)
+
+
+def continuation_nll(model: Model, prompts: Sequence[str], continuations: Sequence[str], *,
+                     hooks: Sequence[Hook] = (), skip_tokens: int = 0, batch_size: int = 8, max_length: int = 192
+                     ) -> Float[Tensor, " item"]:
+    """Mean NLL per token of each continuation after its prompt, from its ``skip_tokens + 1``-th token on, with
+    ``hooks`` active (position rules are told where each prompt ends). Items with no scored token give NaN."""
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    tokenizer = model.tokenizer
+    rows = []
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = (prompt_ids + tokenizer(continuation, add_special_tokens=False)["input_ids"])[:max_length]
+        rows.append((ids, len(prompt_ids)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    per_item: list[float] = []
+    with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            scored = torch.zeros((len(chunk), width), dtype=torch.bool)  # position j predicts token j + 1
+            for row, (ids, prompt_length) in enumerate(chunk):
+                tokens[row, :len(ids)] = torch.tensor(ids)
+                mask[row, :len(ids)] = 1
+                scored[row, prompt_length + skip_tokens - 1:len(ids) - 1] = True
+            targets = tokens[:, 1:][scored[:, :-1]].to(device_of(model))
+            with prompt_ends(torch.tensor([prompt_length - 1 for _, prompt_length in chunk])):
+                nll = position_logits(model, tokens, mask, scored, _per_token_nll(targets)).cpu()
+            per_item += [float(part.mean()) if len(part) else float("nan")
+                         for part in nll.split(scored.sum(-1).tolist())]
+    return torch.tensor(per_item)

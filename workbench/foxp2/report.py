@@ -19,10 +19,11 @@ from workbench.languages import get_language
 from workbench.plots import TEMPLATE, language_colour
 from workbench.saes.metrics import json_safe
 
-REPORTED = ("steering_score", "lid_success", "relevance", "default_rate", "delta_mass", "leakage_max", "kl",
-            "nll_delta", "en_ppl_delta")
+REPORTED = ("steering_score", "lid_success", "relevance", "coherence", "default_rate", "delta_mass", "leakage_max",
+            "kl", "nll_delta", "en_ppl_delta")
 """Evaluation keys in the report's eval table (``results.csv`` has every key: :mod:`workbench.evaluation.results`)."""
-LABELS = {"steering_score": "score", "lid_success": "LID", "relevance": "relevance", "default_rate": "DEFAULT",
+LABELS = {"steering_score": "score", "lid_success": "LID", "relevance": "relevance", "coherence": "coherent",
+          "default_rate": "DEFAULT",
           "delta_mass": "dM", "leakage_max": "leak max", "kl": "KL", "nll_delta": "NLL Δ", "en_ppl_delta": "en ppl Δ"}
 
 
@@ -158,8 +159,8 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
                       f"off {result.gate['false_off']:.2f}, instructed prompts missed {result.gate['missed']:.2f})."]
     first_metrics = next(iter(result.metrics.values()))
     lines += ["", f"## Eval split: FOXP2 vs controls vs baselines ({first_metrics['n_prompts']} prompts, "
-                  f"{config.evaluation.max_new_tokens} greedy tokens, 95% intervals; relevance chance "
-                  f"{first_metrics['relevance_chance']:.3f})", "",
+                  f"{config.evaluation.max_new_tokens} greedy tokens, 95% intervals; relevance "
+                  f"{first_metrics['provenance']['relevance']['scorer']})", "",
               "| variant | setting | " + " | ".join(LABELS[k] for k in REPORTED) + " |",
               "|---|---|" + "---|" * len(REPORTED)]
     for variant, metrics in result.metrics.items():
