@@ -7,7 +7,9 @@ from workbench.evaluation.results import COLUMNS, INTERVAL_METRICS, ResultRow, l
 
 def _metrics(score: float, target: str = "hi") -> dict:
     metrics = {"target": target, "source": "en", "n_prompts": 8, "leakage_max": 0.01, "leakage_mean": 0.0,
-               "en_ppl_delta": 0.5, "relevance_chance": 0.125, "provenance": {"seconds": 3.5}, "records": []}
+               "en_ppl_delta": 0.5, "relevance_chance": 0.125, "retrieval_relevance": 0.25, "lid_success_v1": 0.5,
+               "steering_score_v1": 0.3, "repeated_ngram_share": 0.05, "distinct_2": 0.95, "output_nll": 4.0,
+               "provenance": {"seconds": 3.5}, "records": []}
     for key in INTERVAL_METRICS:
         metrics[key], metrics[f"{key}_ci"] = score, [score - 0.1, score + 0.1]
     return metrics
