@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 
 import torch
+from timing import alternating_medians
 
 from workbench import corpus
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, compute_baseline, evaluate
@@ -51,14 +50,8 @@ def main() -> None:
         evaluate(model, prompts, args.target, hooks=hooks, references=references, relevance_references=english,
                  baseline=baseline, config=config)
 
-    run(with_new), run(without)  # warm-up
-    timings: dict[str, list[float]] = {"with": [], "without": []}
-    for _ in range(args.rounds):
-        for name, config in (("with", with_new), ("without", without)):
-            started = time.perf_counter()
-            run(config)
-            timings[name].append(time.perf_counter() - started)
-    median = {name: statistics.median(values) for name, values in timings.items()}
+    median, timings = alternating_medians({"with": lambda: run(with_new), "without": lambda: run(without)},
+                                          args.rounds)
     print(f"threads: {torch.get_num_threads()}; {N_PROMPTS} prompts x {NEW_TOKENS} tokens; rounds: {args.rounds}")
     for name, values in timings.items():
         print(f"{name}: median {median[name]:.2f} s ({', '.join(f'{v:.2f}' for v in values)})")

@@ -13,11 +13,10 @@ Rounds alternate so background load hits both alike; the median round is reporte
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from functools import partial
 
 import torch
+from timing import alternating_medians
 
 from workbench import corpus
 from workbench.evaluation import QA_TEMPLATE, language_mass, token_sets_for
@@ -53,14 +52,8 @@ def main() -> None:
                            masks=masks), record_steps=3, max_new_tokens=NEW_TOKENS, batch_size=BATCH,
                            stop_at_eos=False)
 
-    hf_generate(), steered_generate()  # warm-up
-    timings: dict[str, list[float]] = {"hf_generate": [], "steered_generate": []}
-    for _ in range(args.rounds):
-        for name, run in (("hf_generate", hf_generate), ("steered_generate", steered_generate)):
-            started = time.perf_counter()
-            run()
-            timings[name].append(time.perf_counter() - started)
-    rates = {name: BATCH * NEW_TOKENS / statistics.median(values) for name, values in timings.items()}
+    median, _ = alternating_medians({"hf_generate": hf_generate, "steered_generate": steered_generate}, args.rounds)
+    rates = {name: BATCH * NEW_TOKENS / seconds for name, seconds in median.items()}
     for name, rate in rates.items():
         print(f"{name}: {rate:.1f} new tokens/s (median of {args.rounds} rounds)")
     print(f"steered_generate_vs_hf_ratio: {rates['steered_generate'] / rates['hf_generate']:.3f}")

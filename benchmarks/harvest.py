@@ -12,10 +12,9 @@ Rounds alternate between the runs so background load hits all alike; the median 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import alternating_medians
 
 from workbench.activations import HarvestConfig, TokenBatch, harvest
 from workbench.models import load_hf_model, load_model
@@ -56,16 +55,9 @@ def main() -> None:
     def harvest_with_histograms() -> None:
         harvest(fast, batches, sites, config=HarvestConfig(histogram_kinds=("mlp_post",)), progress=False)
 
-    hf_body(), workbench_harvest()  # warm-up
-    timings: dict[str, list[float]] = {"hf_body": [], "harvest": [], "harvest_with_mlp_histograms": []}
-    runs = (("hf_body", hf_body), ("harvest", workbench_harvest),
-            ("harvest_with_mlp_histograms", harvest_with_histograms))
-    for _ in range(args.rounds):
-        for name, run in runs:
-            started = time.perf_counter()
-            run()
-            timings[name].append(time.perf_counter() - started)
-    throughput = {name: n_tokens / statistics.median(times) for name, times in timings.items()}
+    median, _ = alternating_medians({"hf_body": hf_body, "harvest": workbench_harvest,
+                                     "harvest_with_mlp_histograms": harvest_with_histograms}, args.rounds)
+    throughput = {name: n_tokens / seconds for name, seconds in median.items()}
     print(f"threads: {torch.get_num_threads()}, tokens per round: {n_tokens}, sites: {len(sites)}")
     for name, value in throughput.items():
         print(f"{name}_tokens_per_s: {value:.1f}")

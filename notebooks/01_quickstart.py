@@ -134,18 +134,20 @@ hooks = wb.interventions.hooks_for(model, treatment.interventions)  # fresh posi
 metrics = wb.evaluate(model, prompts, TARGET, hooks=hooks, references=references, config=evaluation)
 metrics.save(OUT / "quickstart" / "metrics.json")
 summary = metrics.to_dict(with_records=False)
-keys = ["steering_score", "lid_success", "relevance", "default_rate", "delta_mass", "leakage_max", "kl",
-        "nll_delta", "en_ppl_delta", "relevance_chance"]
+keys = ["steering_score", "lid_success", "relevance", "coherence", "default_rate", "delta_mass", "leakage_max",
+        "kl", "nll_delta", "en_ppl_delta", "steering_score_v1"]
 pd.DataFrame({"value": [summary[key] for key in keys],
               "95% interval": [summary.get(f"{key}_ci") for key in keys]}, index=keys)
 
 # %%
-pd.DataFrame(metrics.records)[["prompt", "output", "lid", "delta_mass", "relevant"]]
+pd.DataFrame(metrics.records)[["prompt", "answer", "lid", "delta_mass", "relevance", "coherent"]]
 
 # %% [markdown]
-# Reading the metrics: `lid_success` is the share of outputs identified as the target language;
-# `relevance` the share whose output retrieves its own prompt (chance `relevance_chance` = 1 / prompts);
-# `steering_score` their harmonic mean; `delta_mass` (dM) the target-minus-English next-token mass averaged
+# Reading the metrics: `lid_success` is the share of answers (outputs cut at the next "Q:") identified as the
+# target language, its close relatives among the candidates; `relevance` the mean calibrated encoder similarity
+# of each answer to its prompt or reference (0 = as related as a shuffled pair, 1 = as a human translation);
+# `coherence` the share of readable answers; `steering_score` the harmonic mean of LID success and
+# mean(relevance x coherent) (`steering_score_v1` is the first score, with retrieval relevance); `delta_mass` (dM) the target-minus-English next-token mass averaged
 # over the first 3 generated steps (from −1 to 1); `default_rate` the share in the target language with
 # dM > 0; `leakage_max` the largest mass gained (vs the unsteered model) by another language's token set;
 # `kl` the divergence from the unsteered next-token distribution on committed contexts; `nll_delta` and

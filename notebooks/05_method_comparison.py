@@ -91,7 +91,8 @@ pd.DataFrame([{"target": target, "method": method, **row}
 # ## Outputs
 #
 # Each evaluation under `runs/` keeps its per-prompt records: the prompt as the model saw it (prompting
-# baselines rewrite it), the output, its identified language and whether it retrieves its own prompt.
+# baselines rewrite it), the answer (the output cut at the next "Q:"), its identified language, its relevance
+# (calibrated encoder similarity to the prompt and reference) and whether it is coherent.
 
 # %%
 import json
@@ -99,4 +100,4 @@ import json
 runs = [json.loads(path.read_text()) for path in sorted((OUT / "bench" / "runs").glob("*.json"))]
 records = pd.DataFrame([{"method": run["provenance"]["identity"]["method"], "target": run["target"], **record}
                         for run in runs for record in run["records"]])
-records[["method", "target", "model_prompt", "output", "lid", "relevant"]]
+records[["method", "target", "model_prompt", "answer", "lid", "relevance", "coherent"]]
