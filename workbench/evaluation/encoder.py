@@ -229,7 +229,7 @@ class EncoderRelevance:
 
     def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
                  references: Sequence[str | None] | None = None) -> list[float]:
-        _check_lengths(prompts, outputs, languages, references)
+        check_items(prompts, outputs, languages, references)
         encoder = sentence_encoder()
         out = encoder.encode(list(outputs))
         best = (out * encoder.encode(list(prompts))).sum(-1)
@@ -259,8 +259,9 @@ def _calibratable(code: str) -> str:
         return POOLED
 
 
-def _check_lengths(prompts: Sequence[str], outputs: Sequence[str], languages: Sequence[str] | None,
-                   references: Sequence[str | None] | None) -> None:
+def check_items(prompts: Sequence[str], outputs: Sequence[str], languages: Sequence[str] | None,
+                references: Sequence[str | None] | None) -> None:
+    """Refuse a single string where a list is meant, and lists of different lengths (one item per prompt)."""
     if isinstance(prompts, str) or isinstance(outputs, str):
         raise RelevanceError("prompts and outputs must be lists of strings, not one string")
     lengths = {"prompts": len(prompts), "outputs": len(outputs)}

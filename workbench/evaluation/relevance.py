@@ -24,7 +24,7 @@ from torch import Tensor
 
 from workbench.activations import pooled_means
 from workbench.backends import Model
-from workbench.evaluation.encoder import EncoderRelevance, _check_lengths
+from workbench.evaluation.encoder import EncoderRelevance, check_items
 from workbench.evaluation.utility import continuation_nll, final_logits, sequence_nll
 
 Judge = Callable[[Sequence[str], Sequence[str]], list[bool]]
@@ -54,7 +54,7 @@ def relevance_scores(prompts: Sequence[str], outputs: Sequence[str], *, language
             reference, and the better match counts.
         scorer: Any :class:`RelevanceScorer`; default :class:`EncoderRelevance` (linear calibration).
     """
-    _check_lengths(prompts, outputs, None, references)
+    check_items(prompts, outputs, None, references)
     languages = [language] * len(outputs) if isinstance(language, str) else language
     return (scorer or EncoderRelevance())(list(prompts), list(outputs), languages=languages, references=references)
 
@@ -100,7 +100,7 @@ class RetrievalRelevance:
 
     def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
                  references: Sequence[str | None] | None = None) -> list[float]:
-        _check_lengths(prompts, outputs, languages, references)
+        check_items(prompts, outputs, languages, references)
         return [float(x) for x in retrieval_relevance(self.model, prompts, outputs, layer=self.layer)]
 
 
@@ -114,7 +114,7 @@ class ConditionalLikelihoodRelevance:
 
     def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
                  references: Sequence[str | None] | None = None) -> list[float]:
-        _check_lengths(prompts, outputs, languages, references)
+        check_items(prompts, outputs, languages, references)
         conditioned = continuation_nll(self.model, prompts, outputs)
         alone = sequence_nll(self.model, [text if text.strip() else " " for text in outputs])
         return [0.0 if not text.strip() else float(a - c)
@@ -131,7 +131,7 @@ class JudgeRelevance:
 
     def __call__(self, prompts: Sequence[str], outputs: Sequence[str], *, languages: Sequence[str] | None = None,
                  references: Sequence[str | None] | None = None) -> list[float]:
-        _check_lengths(prompts, outputs, languages, references)
+        check_items(prompts, outputs, languages, references)
         return [float(bool(v)) for v in self.judge(prompts, outputs)]
 
 
