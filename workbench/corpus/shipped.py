@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from workbench.corpus.errors import NotEnoughRowsError, UnknownOptionError
-from workbench.corpus.rows import MonolingualRow, ParallelRow, Prompt
+from workbench.corpus.rows import MonolingualRow, ParallelRow, Prompt, QAPair
 from workbench.corpus.splits import SEED, SPLITS
 from workbench.languages import Language, UnknownLanguageError, get_language, unknown_language_message
 
@@ -34,6 +34,7 @@ __all__ = [
     "monolingual",
     "parallel",
     "prompts",
+    "qa_pairs",
     "stats",
     "udhr",
     "udhr_languages",
@@ -99,6 +100,12 @@ def _prompt_rows() -> tuple[Prompt, ...]:
         Prompt(r["id"], r["doc"], r["source"], r["split"], r["heading"], r["prompt"], r["reference"])
         for r in _read_jsonl_xz("prompts.jsonl.xz")
     )
+
+
+@lru_cache(maxsize=1)
+def _qa_pair_rows() -> tuple[dict[str, str], ...]:
+    """All question/answer pairs (the answer as a parallel row id), in the build's seeded order."""
+    return tuple(_read_jsonl_xz("qa_pairs.jsonl.xz"))
 
 
 # --------------------------------------------------------------- validation
@@ -235,6 +242,27 @@ def prompts(split: str = "discovery", *, n: int | None = None, langs: Sequence[s
     return _take(rows, n, f"prompts(split={split!r}, langs={codes})")
 
 
+def qa_pairs(lang: str, split: str = "discovery", *, n: int | None = None) -> list[QAPair]:
+    """English questions from help headings, each answered by the paragraph after its heading in ``lang``.
+
+    Pairs whose paragraph has no valid ``lang`` translation are left out, so every answer is the real help text
+    (never borrowed from elsewhere). Utility contexts: ``QA_TEMPLATE.format(prompt=pair.question) + " " +
+    pair.answer``.
+
+    Raises:
+        UnknownLanguageError, UnknownOptionError, NotEnoughRowsError: as :func:`parallel`.
+    """
+    code = _check_language(lang).code
+    _check_split(split)
+    by_id = {row.id: row for row in _parallel_rows()}
+    rows = [
+        QAPair(p["id"], p["doc"], p["split"], p["question"], by_id[p["answer"]].text[code], code)
+        for p in _qa_pair_rows()
+        if _in_split(p["split"], split) and code in by_id[p["answer"]].text
+    ]
+    return _take(rows, n, f"qa_pairs({code!r}, split={split!r})")
+
+
 def udhr_languages() -> dict[str, dict[str, str]]:
     """UDHR version code -> ``{"name", "bcp47", "iso6393"}`` for every shipped version."""
     return dict(_manifest()["udhr_versions"])
@@ -266,7 +294,7 @@ def stats() -> dict[str, Any]:
     """Counts of the shipped corpus, JSON-serializable (for ``workbench corpus`` / ``info``).
 
     Keys: ``languages`` (list of ``{code, name, script, parallel, monolingual_tokens,
-    parallel_by_split, monolingual_tokens_by_split, prompts_with_reference}``),
+    parallel_by_split, monolingual_tokens_by_split, prompts_with_reference, qa_pairs_by_split}``),
     ``udhr_languages`` (distinct ISO 639-3 languages), ``udhr_versions``,
     ``prompts``, ``splits`` (``{split: {parallel, prompts, udhr_articles, documents}}``),
     ``sources`` (name, version, registry, licences) and ``seed``.
@@ -288,6 +316,7 @@ def stats() -> dict[str, Any]:
                 "parallel_by_split": dict(by_split),
                 "monolingual_tokens_by_split": dict(tokens),
                 "prompts_with_reference": sum(lang.code in p.reference for p in prompt_rows),
+                "qa_pairs_by_split": dict(manifest["qa_pairs"][lang.code]),
             }
         )
     splits = {
