@@ -35,19 +35,18 @@ def main() -> None:
     model = load_model(backend="hf")
     rows = corpus.prompts(split="eval", n=N_PROMPTS)
     prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in rows]
-    references = [p.reference.get(args.target) for p in rows]
     english = [p.reference.get("en") for p in rows]
     with_new = EvaluationConfig(max_new_tokens=NEW_TOKENS)
     without = dataclasses.replace(with_new, relevance=None, coherence=None)
     for code in ("en", args.target):
         language_calibration(code)
-    baseline = compute_baseline(model, prompts, args.target, references=references, config=with_new)
+    baseline = compute_baseline(model, prompts, args.target, config=with_new)
     vector = 60 * torch.nn.functional.normalize(torch.randn(model.cfg.d_model, generator=torch.Generator()
                                                             .manual_seed(0)), dim=0)
     hooks = [add_vector(model, "blocks.6.hook_resid_post", vector)]
 
     def run(config: EvaluationConfig) -> None:
-        evaluate(model, prompts, args.target, hooks=hooks, references=references, relevance_references=english,
+        evaluate(model, prompts, args.target, hooks=hooks, relevance_references=english,
                  baseline=baseline, config=config)
 
     median, timings = alternating_medians({"with": lambda: run(with_new), "without": lambda: run(without)},

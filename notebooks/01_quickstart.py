@@ -43,7 +43,7 @@ PROGRESS = not SMALL  # progress bars for the real runs only
 TARGET = "hi"                         # English prompts are steered into this language
 N_PROMPTS = 4 if SMALL else 32        # eval-split prompts
 MAX_NEW_TOKENS = 12 if SMALL else 32  # greedy tokens per prompt
-N_UTILITY_TEXTS = 3 if SMALL else 16  # held-out texts for the NLL / perplexity costs
+N_UTILITY_CONTEXTS = 3 if SMALL else 64  # question/answer contexts for the KL / NLL / perplexity costs
 BOOTSTRAP = 200 if SMALL else 1000    # bootstrap resamples of the intervals
 CALIBRATE = not SMALL                 # choose layer and strength on dev (cached) instead of fixing them
 LAYER, STRENGTH = 4, 1.0              # the fixed setting used when not calibrating
@@ -76,9 +76,15 @@ pd.DataFrame(stats["splits"])  # rows and source documents per split: disjoint b
 # %%
 rows = wb.corpus.prompts(split="eval", n=N_PROMPTS)
 prompts = [wb.QA_TEMPLATE.format(prompt=row.prompt) for row in rows]
-references = [row.reference.get(TARGET) for row in rows]  # None where the help page has no translation
-pd.DataFrame({"prompt": [row.prompt for row in rows], "reference (en)": [row.reference["en"] for row in rows],
-              f"has {TARGET} reference": [ref is not None for ref in references]})
+pd.DataFrame({"prompt": [row.prompt for row in rows], "reference (en)": [row.reference["en"] for row in rows]})
+
+# %% [markdown]
+# The utility costs are measured on other contexts of the same split: a help heading asked as an English question,
+# followed by the paragraph after it in the target language (a human translation).
+
+# %%
+pairs = wb.corpus.qa_pairs(TARGET, split="eval", n=3)
+pd.DataFrame({"question": [pair.question for pair in pairs], f"answer ({TARGET})": [pair.answer for pair in pairs]})
 
 # %% [markdown]
 # ## A steering method and its treatment
@@ -123,15 +129,17 @@ pd.DataFrame({"prompt": [row.prompt for row in rows],
 #
 # `evaluate` is the one entry point for every method. It generates (recording each language's next-token
 # mass over the first 3 steps), identifies the output language offline (fastText lid.176), scores relevance
-# by retrieving each output's own prompt among the batch, and measures the utility costs: KL(base || steered)
-# on committed contexts and the in-language NLL / English perplexity changes on held-out text.
+# with an independent multilingual sentence encoder, checks coherence, and measures the utility costs on
+# question/answer contexts from the corpus (an English question followed by the human answer):
+# KL(base || steered) over the answer positions and the NLL change of target-language answers, and the
+# perplexity change of English answers.
 # Intervals: Wilson for rates, seeded bootstrap otherwise.
 
 # %%
-evaluation = wb.EvaluationConfig(max_new_tokens=MAX_NEW_TOKENS, n_utility_texts=N_UTILITY_TEXTS,
+evaluation = wb.EvaluationConfig(max_new_tokens=MAX_NEW_TOKENS, n_utility_contexts=N_UTILITY_CONTEXTS,
                                  bootstrap_resamples=BOOTSTRAP)
 hooks = wb.interventions.hooks_for(model, treatment.interventions)  # fresh position state for this evaluation
-metrics = wb.evaluate(model, prompts, TARGET, hooks=hooks, references=references, config=evaluation)
+metrics = wb.evaluate(model, prompts, TARGET, hooks=hooks, config=evaluation)
 metrics.save(OUT / "quickstart" / "metrics.json")
 summary = metrics.to_dict(with_records=False)
 keys = ["steering_score", "lid_success", "relevance", "coherence", "default_rate", "delta_mass", "leakage_max",
@@ -150,7 +158,7 @@ pd.DataFrame(metrics.records)[["prompt", "answer", "lid", "delta_mass", "relevan
 # mean(relevance x coherent) (`steering_score_v1` is the first score, with retrieval relevance); `delta_mass` (dM) the target-minus-English next-token mass averaged
 # over the first 3 generated steps (from −1 to 1); `default_rate` the share in the target language with
 # dM > 0; `leakage_max` the largest mass gained (vs the unsteered model) by another language's token set;
-# `kl` the divergence from the unsteered next-token distribution on committed contexts; `nll_delta` and
-# `en_ppl_delta` the steered model's NLL change on held-out target-language text (nats/token) and
-# perplexity change on English text (an edit at every position also hits English text, which can cost a
-# lot). With the small settings the intervals are wide: this is a smoke run, not a measurement.
+# `kl` the divergence from the unsteered next-token distributions over the answer positions of target-language
+# question/answer contexts; `nll_delta` and `en_ppl_delta` the steered model's NLL change on those target-language
+# answers (nats/token, first 3 answer tokens left out) and perplexity change on English answers (an edit at
+# every position also hits English text, which can cost a lot). With the small settings the intervals are wide: this is a smoke run, not a measurement.

@@ -53,10 +53,10 @@ if SMALL:  # a smoke run: 32 pairs, a 3-layer window, tiny SAEs, 4 prompts, few 
             n_pairs=24, n_lift_candidates=6, n_target_keep=8, n_english_keep=8),
         trust=wb.foxp2.TrustRegionConfig(strengths=(0.1, 0.5)),
         controls=("random-support",), baselines=("none", "prompt-en", "diffmean"),
-        n_dev_prompts=4, dev_evaluation=wb.EvaluationConfig(max_new_tokens=6, n_utility_texts=3,
+        n_dev_prompts=4, dev_evaluation=wb.EvaluationConfig(max_new_tokens=6, n_utility_contexts=3,
                                                             utility_split="dev"),
-        n_prompts=4, evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_texts=3, bootstrap_resamples=100),
-        calibration=wb.CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_texts=2, layers=(4,),
+        n_prompts=4, evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
+        calibration=wb.CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_contexts=2, layers=(4,),
                                          strengths=(1.0,)))
 else:      # the method's defaults: 256 pairs, 2048-latent TopK SAEs, 32 eval prompts, every control
     CONFIG = wb.foxp2.Foxp2Config()

@@ -38,8 +38,8 @@ PROGRESS = not SMALL  # progress bars for the real runs only
 if SMALL:  # three methods, one target, 4 prompts, one calibration setting
     CONFIG = wb.BenchConfig(
         methods=("none", "prompt-en", "diffmean"), targets=("es",), n_prompts=4,
-        evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_texts=3, bootstrap_resamples=200),
-        calibration=wb.CalibrationConfig(n_prompts=4, max_new_tokens=8, n_utility_texts=2, layers=(4,),
+        evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=200),
+        calibration=wb.CalibrationConfig(n_prompts=4, max_new_tokens=8, n_utility_contexts=2, layers=(4,),
                                          strengths=(1.0,)))
 else:      # the README's table: 64 prompts, 32 greedy tokens, Hindi and Spanish, a DiffMean sweep
     CONFIG = wb.BenchConfig(

@@ -10,7 +10,8 @@ from workbench.evaluation.evaluate import EvaluationConfig, compute_baseline, ev
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import pooled_representations, retrieval_matches
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
-from workbench.interventions import add_vector
+from workbench.evaluation.utility import answer_costs, continuation_nll
+from workbench.interventions import PositionRule, add_vector
 from workbench.prompting import QA_TEMPLATE
 
 
@@ -52,7 +53,7 @@ def test_retrieval_matches_on_planted_pairs():
     assert retrieval_matches(prompts, torch.randn(20, 8)).float().mean() < 0.5
 
 
-SMALL = EvaluationConfig(max_new_tokens=16, n_utility_texts=4, bootstrap_resamples=200, batch_size=8)
+SMALL = EvaluationConfig(max_new_tokens=16, n_utility_contexts=4, bootstrap_resamples=200, batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,8 @@ def test_diffmean_steering_into_spanish_is_scored_as_controlled(gemma_fast, eval
     metrics = evaluate(gemma_fast, eval_prompts, "es", hooks=[hook], config=SMALL)
     assert metrics.lid_success >= 0.75, [r["output"] for r in metrics.records]
     assert metrics.delta_mass > 0 and metrics.default_rate >= 0.6
-    assert metrics.kl > 0.05                                  # committed contexts' next-token distribution moved
-    assert abs(metrics.nll_delta) < 0.1 < metrics.en_ppl_delta  # Spanish text barely costs; English pays
+    assert metrics.kl > 0.05                                  # next-token distributions over the answers moved
+    assert metrics.nll_delta < 0.3 and metrics.en_ppl_delta > 100  # Spanish answers cost little; English ones pay
     assert metrics.retrieval_relevance > metrics.relevance_chance
     assert metrics.coherence >= 0.5 and metrics.relevance > 0.2     # Spanish answers, mostly readable and on topic
     assert metrics.steering_score > 0 and not math.isnan(metrics.steering_score_v1)
@@ -126,3 +127,36 @@ def test_llm_judge_plugs_into_evaluate_as_relevance(gemma_fast, eval_prompts):
     metrics = evaluate(gemma_fast, eval_prompts[:4], "es", judge=judge, config=SMALL)
     assert metrics.provenance["relevance"] == {"scorer": "judge"}
     assert set(record["relevance"] for record in metrics.records) <= {0.0, 1.0}
+
+
+@pytest.fixture(scope="module")
+def hindi_contexts():
+    pairs = corpus.qa_pairs("hi", split="dev", n=6)
+    return [QA_TEMPLATE.format(prompt=p.question) for p in pairs], [" " + p.answer for p in pairs]
+
+
+@pytest.mark.model
+def test_answer_costs_are_zero_without_an_edit_and_match_the_continuation_nll(gemma_fast, hindi_contexts):
+    prompts, answers = hindi_contexts
+    costs = answer_costs(gemma_fast, prompts, answers, reference_prompts=prompts, skip_tokens=3)
+    assert costs.kl.abs().max() < 1e-5
+    torch.testing.assert_close(costs.nll, continuation_nll(gemma_fast, prompts, answers, skip_tokens=3))
+    rewritten = answer_costs(gemma_fast, [p.replace("\nA:", " Answer in Hindi.\nA:") for p in prompts], answers,
+                             reference_prompts=prompts, skip_tokens=3)
+    assert rewritten.kl.min() > 0                            # another question moves every answer's distributions
+
+
+@pytest.mark.model
+def test_an_edit_of_the_prompt_final_positions_costs_kl_and_nll_on_the_answers(gemma_fast, hindi_contexts):
+    """The old utility measure read only the last prompt position's logit, dropped under ``final+k``: 0 cost."""
+    prompts, answers = hindi_contexts
+    base = answer_costs(gemma_fast, prompts, answers, skip_tokens=3)
+    vector = 80 * torch.nn.functional.normalize(torch.randn(gemma_fast.cfg.d_model,
+                                                            generator=torch.Generator().manual_seed(0)), dim=0)
+    kl = {}
+    for rule in ("final+2", "all"):
+        hook = add_vector(gemma_fast, "blocks.6.hook_resid_post", vector, rule=PositionRule.parse(rule))
+        edited = answer_costs(gemma_fast, prompts, answers, hooks=[hook], reference_prompts=prompts, skip_tokens=3)
+        kl[rule] = float(edited.kl.mean())
+        assert (edited.nll - base.nll).abs().mean() > 0.01, rule  # tokens after the edited ones pay too
+    assert 0.05 < kl["final+2"] < kl["all"]                       # editing every position costs more

@@ -6,8 +6,9 @@ from workbench.evaluation.results import COLUMNS, INTERVAL_METRICS, ResultRow, l
 
 
 def _metrics(score: float, target: str = "hi") -> dict:
-    metrics = {"target": target, "source": "en", "n_prompts": 8, "leakage_max": 0.01, "leakage_mean": 0.0,
-               "en_ppl_delta": 0.5, "relevance_chance": 0.125, "retrieval_relevance": 0.25, "lid_success_v1": 0.5,
+    metrics = {"target": target, "source": "en", "n_prompts": 8, "n_utility_contexts": 4, "leakage_max": 0.01,
+               "leakage_mean": 0.0, "en_ppl_delta": 0.5, "relevance_chance": 0.125, "retrieval_relevance": 0.25,
+               "lid_success_v1": 0.5,
                "steering_score_v1": 0.3, "repeated_ngram_share": 0.05, "distinct_2": 0.95, "output_nll": 4.0,
                "provenance": {"seconds": 3.5}, "records": []}
     for key in INTERVAL_METRICS:
@@ -17,7 +18,7 @@ def _metrics(score: float, target: str = "hi") -> dict:
 
 def test_rows_carry_every_metric_with_its_interval_in_one_column_order(tmp_path):
     rows = [ResultRow.from_metrics(_metrics(0.4), method="diffmean", layer=4, strength=1.0, rule="all",
-                                   selection="calibrated on dev", within_bounds=False),
+                                   selection="trust region on dev", within_bounds=False),
             ResultRow.from_metrics(_metrics(0.7), method="prompt-en", layer=None, strength=1.0, rule="all",
                                    selection="fixed"),
             ResultRow.from_metrics(_metrics(0.9), method="diffmean", layer=6, strength=2.0, rule="all",

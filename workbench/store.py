@@ -59,10 +59,11 @@ def _kinds(*kinds: Kind) -> dict[str, Kind]:
 # Every kind the workbench caches. Bump a kind's version whenever what it stores, or how it is computed, changes.
 # directions 2: natural scale = projection of the means' difference; spectra 2: mean differences stored per layer;
 # calibrations 2: named strategy, bounds and leakage in each sweep row; 3: coherence in each sweep row;
-# runs 2: encoder relevance, coherence, LID with close relatives on answers, score over relevance x coherence.
+# runs 2: encoder relevance, coherence, LID with close relatives on answers, score over relevance x coherence;
+# runs 3 / calibrations 4: KL and NLL on prompt-conditioned question/answer contexts.
 DIRECTIONS = Kind("directions", 2, "direction sets (DiffMean, PCA, LDA, probe) at every layer, per target/source")
-CALIBRATIONS = Kind("calibrations", 3, "a tunable method's chosen layer and strength on dev, with its grid")
-RUNS = Kind("runs", 2, "one evaluated treatment (metrics + per-prompt records) on one prompt set")
+CALIBRATIONS = Kind("calibrations", 4, "a tunable method's chosen layer and strength on dev, with its grid")
+RUNS = Kind("runs", 3, "one evaluated treatment (metrics + per-prompt records) on one prompt set")
 NEURON_HARVESTS = Kind("neuron-harvests", 1, "per-language mlp_pre statistics with histograms, every layer")
 NEURON_POOLED = Kind("neuron-pooled", 1, "sentence-pooled act(gate) on parallel items, per language")
 NEURON_GATES = Kind("neuron-gates", 1, "act(gate) mean / p90 / p10 per neuron and language")
@@ -70,11 +71,13 @@ NEURON_MASKS = Kind("neuron-masks", 1, "a neuron method's language masks")
 SPECTRA = Kind("spectra", 2, "FOXP2 stage II: per-layer spectra, null models, window")
 SAES = Kind("saes", 1, "one trained SAE at one site (SAELens format, with its training record)")
 FEATURES = Kind("features", 1, "FOXP2 stage I feature analysis at a window")
+SAE_STEERING = Kind("sae-steering", 1, "an SAE method's latent shift or feature vector for one target at one layer")
 TOKEN_SETS = Kind("token-sets", 1, "per-language vocabulary masks for a tokenizer")
 RELEVANCE_CALIBRATIONS = Kind("relevance-calibrations", 1,
                               "an encoder's floor and ceiling of cosines for one language (relevance scores)")
 KINDS: dict[str, Kind] = _kinds(DIRECTIONS, CALIBRATIONS, RUNS, NEURON_HARVESTS, NEURON_POOLED, NEURON_GATES,
-                                NEURON_MASKS, SPECTRA, SAES, FEATURES, TOKEN_SETS, RELEVANCE_CALIBRATIONS)
+                                NEURON_MASKS, SPECTRA, SAES, FEATURES, SAE_STEERING, TOKEN_SETS,
+                                RELEVANCE_CALIBRATIONS)
 """Every kind of cached artifact, by name."""
 
 

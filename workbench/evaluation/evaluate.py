@@ -1,9 +1,10 @@
 """One evaluation for every steering method: ``evaluate(model, prompts, target, hooks=...) -> SteeringMetrics``.
 
-Any hook set plugs in unchanged. The unsteered reference runs (generations, committed-context distributions,
-NLL of reference text) are a :class:`Baseline`, computed once per (model, prompts, target) and reused across
-methods. Rates carry 95% intervals: Wilson for binary rates, a seeded percentile bootstrap over prompts (or
-texts) for means and for the steering score.
+Any hook set plugs in unchanged. The unsteered reference runs (generations, and the answer NLL on the utility
+contexts: English questions followed by a human answer from the shipped corpus) are a :class:`Baseline`, computed
+once per (model, prompts, target) and reused across methods. Rates carry 95% intervals: Wilson for LID success and
+DEFAULT, a seeded percentile bootstrap over items (answers, or utility contexts) for relevance, coherence, the other
+means and the steering score.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ from workbench.evaluation.scores import (
     wilson_interval,
 )
 from workbench.evaluation.token_sets import DEFAULT_LANGUAGES, TokenSets, candidate_languages, token_sets_for
-from workbench.evaluation.utility import final_logits, kl_divergence, sequence_nll
+from workbench.evaluation.utility import AnswerCosts, answer_costs
 from workbench.generation import Generation, generate_recording
 from workbench.interventions import Hook
 from workbench.languages import get_language
 from workbench.models import model_metadata
+from workbench.prompting import QA_TEMPLATE
 
 
 class EvaluationError(WorkbenchError):
@@ -62,10 +64,13 @@ class EvaluationConfig:
     """Greedy tokens generated per prompt."""
     mass_steps: int = 3
     """T: generated steps averaged in the early-step mass dM."""
-    commit_tokens: int = 4
-    """Reference tokens appended to a prompt to form a committed context for the KL."""
-    n_utility_texts: int = 16
-    """Held-out target-language and English texts for the NLL / perplexity changes."""
+    n_utility_contexts: int = 64
+    """Question/answer contexts (:func:`workbench.corpus.qa_pairs`, fewer where the split has fewer) per language:
+    the KL and NLL change are measured on target-language answers, the perplexity change on English ones."""
+    utility_answer_tokens: int = 32
+    """Answer tokens of each utility context."""
+    nll_skip_tokens: int = 3
+    """First answer tokens left out of the NLL change (they carry the switch of language itself)."""
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
     """Token-set languages: LID candidates and the languages leakage is measured on (target and source added)."""
     relevance: str | None = "e5-linear"
@@ -78,7 +83,7 @@ class EvaluationConfig:
     coherence: CoherenceConfig | None = CoherenceConfig()
     """The coherence rule; None skips coherence (then it is NaN and the score counts every answer as coherent)."""
     utility_split: str = "eval"
-    """Corpus split the utility texts come from."""
+    """Corpus split the utility contexts come from (the prompts' split)."""
     bootstrap_resamples: int = 1000
     """Bootstrap resamples for mean-valued metrics and the steering score."""
     seed: int = 0
@@ -101,6 +106,36 @@ class EvaluationConfig:
         return scorers[self.relevance]()
 
 
+@dataclass(frozen=True)
+class UtilityContexts:
+    """Question/answer contexts the utility costs are measured on (prompts in the QA template, answers with the
+    leading space the template expects)."""
+
+    target_prompts: list[str]
+    target_answers: list[str]
+    source_prompts: list[str]
+    source_answers: list[str]
+
+    @classmethod
+    def from_corpus(cls, target: str, source: str, config: EvaluationConfig) -> UtilityContexts:
+        """The first ``n_utility_contexts`` pairs of ``utility_split`` in each language (all, where fewer exist)."""
+        columns = []
+        for lang in (target, source):
+            pairs = corpus.qa_pairs(lang, split=config.utility_split)[:config.n_utility_contexts]
+            if not pairs:
+                raise EvaluationError(
+                    f"the shipped corpus has no {lang!r} question/answer contexts in split {config.utility_split!r} "
+                    f"(no translated help text): utility costs need them; targets with them: "
+                    f"{', '.join(_languages_with_contexts(config.utility_split))}")
+            columns += [[QA_TEMPLATE.format(prompt=pair.question) for pair in pairs],
+                        [" " + pair.answer for pair in pairs]]
+        return cls(*columns)
+
+
+def _languages_with_contexts(split: str) -> list[str]:
+    return [row["code"] for row in corpus.stats()["languages"] if row["qa_pairs_by_split"].get(split)]
+
+
 @dataclass
 class Baseline:
     """Unsteered runs that steered runs are compared with."""
@@ -109,11 +144,11 @@ class Baseline:
     source: str
     prompts: list[str]
     generation: Generation
-    committed_suffixes: list[str]
-    committed_logits: Tensor
+    contexts: UtilityContexts
     target_nll: Tensor
+    """Unsteered NLL of each target-language utility answer (after the skipped tokens)."""
     english_nll: Tensor
-    kl_context: str
+    """Unsteered NLL of each English utility answer."""
 
 
 @dataclass
@@ -136,10 +171,15 @@ class SteeringMetrics:
     leakage_max: float
     leakage_mean: float
     kl: float
+    """Mean over target-language utility contexts of the mean KL(unsteered || steered) over answer positions."""
     kl_ci: tuple[float, float]
     nll_delta: float
+    """Mean change of the target-language answers' NLL per token (first ``nll_skip_tokens`` left out)."""
     nll_delta_ci: tuple[float, float]
     en_ppl_delta: float
+    """Change of the English answers' perplexity (exp of the mean NLL)."""
+    n_utility_contexts: int
+    """Target-language contexts the KL and NLL change were measured on."""
     relevance: float
     """Mean per-answer relevance of the configured scorer (in [0, 1] for the encoder)."""
     relevance_ci: tuple[float, float]
@@ -175,35 +215,6 @@ class SteeringMetrics:
         return atomic_write_json(path, self.to_dict())
 
 
-def _utility_texts(lang: str, n: int, split: str) -> list[str]:
-    return [row.text for row in corpus.monolingual(lang, split=split, n=n)]
-
-
-def _committed_suffixes(model: Model, prompts: Sequence[str], references: Sequence[str | None], target: str,
-                        config: EvaluationConfig) -> tuple[list[str], str]:
-    """The first ``commit_tokens`` tokens of a target-language continuation of each prompt, as text.
-
-    Prompts without a reference borrow held-out target-language text, and the provenance says so.
-    """
-    fallback = _utility_texts(target, len(prompts), config.utility_split)
-    suffixes, borrowed = [], 0
-    for index, reference in enumerate(references):
-        if not reference:
-            reference, borrowed = fallback[index % len(fallback)], borrowed + 1
-        ids = model.tokenizer(" " + reference.strip(), add_special_tokens=False)["input_ids"][:config.commit_tokens]
-        suffixes.append(model.tokenizer.decode(ids))
-    source = "prompt references" if borrowed == 0 else f"prompt references; {borrowed} held-out target texts"
-    return suffixes, source
-
-
-def _committed_logits(model: Model, prompts: Sequence[str], suffixes: Sequence[str], hooks: Sequence[Hook] = ()
-                      ) -> Tensor:
-    """Next-token logits after prompt + committed suffix, with position rules told where each prompt ends."""
-    lengths = [len(ids) for ids in model.tokenizer(list(prompts))["input_ids"]]
-    contexts = [prompt + suffix for prompt, suffix in zip(prompts, suffixes, strict=True)]
-    return final_logits(model, contexts, hooks=hooks, prompt_lengths=lengths)
-
-
 def _generate(model: Model, prompts: Sequence[str], hooks: Sequence[Hook], token_sets: TokenSets,
               config: EvaluationConfig) -> Generation:
     """Generate, recording each language's mass in the first ``mass_steps`` next-token distributions."""
@@ -212,48 +223,56 @@ def _generate(model: Model, prompts: Sequence[str], hooks: Sequence[Hook], token
                               batch_size=config.batch_size)
 
 
+def _answer_costs(model: Model, prompts: list[str], answers: list[str], config: EvaluationConfig, *,
+                  hooks: Sequence[Hook] = (), rewriter: Callable[[str], str] | None = None, with_kl: bool = False
+                  ) -> AnswerCosts:
+    model_prompts = [rewriter(prompt) for prompt in prompts] if rewriter else prompts
+    return answer_costs(model, model_prompts, answers, hooks=hooks, reference_prompts=prompts if with_kl else None,
+                        skip_tokens=config.nll_skip_tokens, max_answer_tokens=config.utility_answer_tokens,
+                        batch_size=config.batch_size)
+
+
 def compute_baseline(model: Model, prompts: Sequence[str], target: str, *, source: str = "en",
-                     references: Sequence[str | None] | None = None, token_sets: TokenSets | None = None,
-                     config: EvaluationConfig = EvaluationConfig()) -> Baseline:
+                     token_sets: TokenSets | None = None, config: EvaluationConfig = EvaluationConfig()) -> Baseline:
     """The unsteered runs for ``prompts`` and ``target`` (reuse it across methods)."""
     for code in (target, source):
         get_language(code)  # unknown codes fail here, before any generation
+    contexts = UtilityContexts.from_corpus(target, source, config)
     prompts = list(prompts)
     token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
-    references = list(references) if references is not None else [None] * len(prompts)
     generation = _generate(model, prompts, (), token_sets, config)
-    suffixes, kl_context = _committed_suffixes(model, prompts, references, target, config)
     return Baseline(
-        target=target, source=source, prompts=prompts, generation=generation, committed_suffixes=suffixes,
-        committed_logits=_committed_logits(model, prompts, suffixes),
-        target_nll=sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split)),
-        english_nll=sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split)),
-        kl_context=kl_context,
+        target=target, source=source, prompts=prompts, generation=generation, contexts=contexts,
+        target_nll=_answer_costs(model, contexts.target_prompts, contexts.target_answers, config).nll,
+        english_nll=_answer_costs(model, contexts.source_prompts, contexts.source_answers, config).nll,
     )
 
 
 def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequence[Hook] = (), source: str = "en",
-             references: Sequence[str | None] | None = None, config: EvaluationConfig = EvaluationConfig(),
+             config: EvaluationConfig = EvaluationConfig(),
              baseline: Baseline | None = None, token_sets: TokenSets | None = None,
              judge: Judge | None = None, prompt_rewriter: Callable[[str], str] | None = None,
              relevance_references: Sequence[str | None] | None = None) -> SteeringMetrics:
     """Evaluate steering towards ``target`` by ``hooks`` (none: the unsteered model) on English ``prompts``.
 
-    ``references`` are per-prompt target-language continuations for the committed-context KL;
     ``relevance_references`` per-prompt English reference answers that relevance also compares each answer with;
     ``judge`` replaces the configured relevance scorer (e.g. :func:`workbench.evaluation.relevance.llm_judge`).
     Answers are the outputs cut at the first ``"\\nQ:"`` (a hallucinated next question); LID, relevance and
     coherence read the answers. ``prompt_rewriter``
-    turns each prompt into the one the model sees (prompting baselines): generation and the committed contexts
-    use the rewritten prompt, relevance is judged against the original, and the NLL/perplexity changes are 0
-    because the model itself is unchanged.
+    turns each prompt into the one the model sees (prompting baselines): generation and the utility contexts use the
+    rewritten prompt, relevance is judged against the original, and the KL, NLL and perplexity changes compare
+    the answers after the rewritten question with the answers after the original one.
+
+    The KL and NLL change are measured on target-language utility contexts (an English question from a help
+    heading followed by the human translation of the paragraph after it), under the hooks' position rule, which is
+    told where each question ends.
     """
     if not prompts:
         raise EvaluationError("evaluate needs at least one prompt")
     languages = config.candidate_languages(target, source)
     token_sets = token_sets or token_sets_for(model.tokenizer, languages)
-    baseline = baseline or compute_baseline(model, prompts, target, source=source, references=references,
-                                            token_sets=token_sets, config=config)
+    baseline = baseline or compute_baseline(model, prompts, target, source=source, token_sets=token_sets,
+                                            config=config)
     if baseline.prompts != list(prompts) or (baseline.target, baseline.source) != (target, source):
         raise EvaluationError("baseline was computed for other prompts or languages; recompute it for these")
 
@@ -280,15 +299,16 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
                              dtype=float)
     retrieved = retrieval_relevance(model, prompts, generation.texts, layer=config.relevance_layer).numpy()
     retrieved = retrieved.astype(float)
-    kl = kl_divergence(baseline.committed_logits,
-                       _committed_logits(model, model_prompts, baseline.committed_suffixes, hooks))
-    if hooks:
-        target_nll = sequence_nll(model, _utility_texts(target, config.n_utility_texts, config.utility_split),
-                                  hooks=hooks)
-        english_nll = sequence_nll(model, _utility_texts(source, config.n_utility_texts, config.utility_split),
-                                   hooks=hooks)
+    contexts = baseline.contexts
+    if hooks or prompt_rewriter:
+        costs = _answer_costs(model, contexts.target_prompts, contexts.target_answers, config, hooks=hooks,
+                              rewriter=prompt_rewriter, with_kl=True)
+        target_nll, kl = costs.nll, costs.kl.numpy()
+        english_nll = _answer_costs(model, contexts.source_prompts, contexts.source_answers, config, hooks=hooks,
+                                    rewriter=prompt_rewriter).nll
     else:
         target_nll, english_nll = baseline.target_nll, baseline.english_nll
+        kl = np.zeros(len(contexts.target_prompts))
     nll_change = (target_nll - baseline.target_nll).numpy()
     boot = {"n_resamples": config.bootstrap_resamples, "seed": config.seed}
     return SteeringMetrics(
@@ -300,11 +320,12 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
         delta_mass=float(delta.mean()), delta_mass_ci=bootstrap_interval([delta], np.mean, **boot),
         leakage_max=float(gains.max()) if len(gains) else 0.0,
         leakage_mean=float(gains.mean()) if len(gains) else 0.0,
-        kl=float(kl.mean()), kl_ci=bootstrap_interval([kl.numpy()], np.mean, **boot),
-        nll_delta=float(nll_change.mean()), nll_delta_ci=bootstrap_interval([nll_change], np.mean, **boot),
-        en_ppl_delta=math.exp(float(english_nll.mean())) - math.exp(float(baseline.english_nll.mean())),
+        kl=float(kl.mean()), kl_ci=bootstrap_interval([kl], np.mean, **boot),
+        nll_delta=float(np.nanmean(nll_change)), nll_delta_ci=bootstrap_interval([nll_change], np.nanmean, **boot),
+        en_ppl_delta=math.exp(float(english_nll.nanmean())) - math.exp(float(baseline.english_nll.nanmean())),
+        n_utility_contexts=len(contexts.target_prompts),
         relevance=float(relevance.mean()), relevance_ci=bootstrap_interval([relevance], np.mean, **boot),
-        **_coherence_summary(items, n),
+        **_coherence_summary(items, boot),
         steering_score=steering_score_v2_from_items(controlled, relevance, coherent),
         steering_score_ci=bootstrap_interval([controlled, relevance, coherent], steering_score_v2_from_items, **boot),
         retrieval_relevance=float(retrieved.mean()), retrieval_relevance_ci=wilson_interval(int(retrieved.sum()), n),
@@ -318,24 +339,27 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
                      prompts, model_prompts, generation.texts, answers, predicted, first, delta, relevance,
                      items or [None] * n, retrieved, strict=True)],
         provenance={"model": model_metadata(model), "config": asdict(config), "hooks": [name for name, _ in hooks],
-                    "prompt_rewritten": prompt_rewriter is not None, "kl_context": baseline.kl_context,
+                    "prompt_rewritten": prompt_rewriter is not None,
+                    "utility_contexts": {"target": len(contexts.target_prompts), "source": len(contexts.source_prompts),
+                                         "split": config.utility_split, "corpus": "qa_pairs (help heading -> "
+                                         "the paragraph after it, human translations)"},
                     "relevance": scorer_description(scorer) if scorer is not None else {"scorer": None},
                     "lid_candidates": candidates,
                     "steering_score": "harmonic_mean(lid_success, mean(relevance_i * coherent_i))",
-                    "intervals": "Wilson for lid_success/default_rate/coherence/retrieval_relevance; percentile "
-                                 "bootstrap over prompts otherwise",
+                    "intervals": "Wilson for lid_success/default_rate/retrieval_relevance; percentile "
+                                 "bootstrap over items (prompts, or utility contexts) otherwise",
                     "token_sets": token_sets.summary()},
     )
 
 
-def _coherence_summary(items: Sequence[CoherenceItem], n: int) -> dict[str, Any]:
+def _coherence_summary(items: Sequence[CoherenceItem], boot: dict[str, int]) -> dict[str, Any]:
     """The coherence fields of :class:`SteeringMetrics` (NaN when coherence was skipped)."""
     if not items:
         return {"coherence": math.nan, "coherence_ci": (math.nan, math.nan), "repeated_ngram_share": math.nan,
                 "distinct_2": math.nan, "output_nll": math.nan}
-    coherent = sum(item.coherent for item in items)
+    coherent = np.array([item.coherent for item in items], dtype=float)
     nll = [item.nll for item in items if not math.isnan(item.nll)]
-    return {"coherence": coherent / n, "coherence_ci": wilson_interval(coherent, n),
+    return {"coherence": float(coherent.mean()), "coherence_ci": bootstrap_interval([coherent], np.mean, **boot),
             "repeated_ngram_share": float(np.mean([item.repeated_ngram_share for item in items])),
             "distinct_2": float(np.mean([item.distinct_2 for item in items])),
             "output_nll": float(np.mean(nll)) if nll else math.nan}

@@ -43,6 +43,8 @@ class ResultRow:
     within_bounds: bool | None
     """Whether the chosen setting met every calibration bound (None: nothing was calibrated)."""
     n_prompts: int
+    n_utility_contexts: int
+    """Target-language question/answer contexts the KL and NLL change rest on."""
     steering_score: float
     steering_score_ci_low: float
     steering_score_ci_high: float
@@ -89,7 +91,8 @@ class ResultRow:
                      selection: str, within_bounds: bool | None = None) -> ResultRow:
         """A row from one evaluation's metrics (``SteeringMetrics.to_dict()`` or a stored run)."""
         values: dict[str, Any] = {key: metrics[key] for key in (
-            "target", "source", "n_prompts", "steering_score", "lid_success", "lid_success_first_tokens", "relevance",
+            "target", "source", "n_prompts", "n_utility_contexts", "steering_score", "lid_success",
+            "lid_success_first_tokens", "relevance",
             "coherence", "repeated_ngram_share", "distinct_2", "output_nll", "default_rate", "delta_mass",
             "leakage_max", "leakage_mean", "kl", "nll_delta", "en_ppl_delta", "retrieval_relevance",
             "relevance_chance", "lid_success_v1", "steering_score_v1")}
@@ -129,7 +132,7 @@ def leaderboard_markdown(rows: Sequence[ResultRow], *, title: str, intro: str) -
         ranked = sorted((row for row in reported if row.target == target), key=lambda row: -row.steering_score)
         lines += [f"## {get_language(target).name} ({target})", "",
                   "| method | setting | selection | score | LID | LID 8 tok | relevance | coherent | DEFAULT | dM "
-                  "| leak max | KL | NLL Δ | en ppl Δ | score v1 | n |",
+                  "| leak max | KL | NLL Δ | en ppl Δ | score v1 | n prompts / contexts |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in ranked:
             lines.append(
@@ -137,7 +140,8 @@ def leaderboard_markdown(rows: Sequence[ResultRow], *, title: str, intro: str) -
                 f"| {row.interval('lid_success')} | {row.lid_success_first_tokens:.2f} | {row.interval('relevance')} "
                 f"| {row.interval('coherence')} | {row.interval('default_rate')} | {row.interval('delta_mass')} "
                 f"| {row.leakage_max:.3f} | {row.interval('kl')} | {row.interval('nll_delta')} "
-                f"| {row.en_ppl_delta:.3g} | {row.steering_score_v1:.2f} | {row.n_prompts} |")
+                f"| {row.en_ppl_delta:.3g} | {row.steering_score_v1:.2f} "
+                f"| {row.n_prompts} / {row.n_utility_contexts} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@ calibration and FOXP2.
     metrics, seconds = runs.run_method(get_method("diffmean"), layer=4, strength=1.0, rule=ALL_POSITIONS)
 
 A run's key is everything its result depends on: the model, the treatment's identity (the caller's: method,
-fingerprint, layer, strength, rule ...), the prompts, their references, the languages and the evaluation settings.
+fingerprint, layer, strength, rule ...), the prompts, their references, the languages and the evaluation settings
+(whose utility contexts come from the prompts' split).
 A re-run with the same key loads the stored metrics; an interrupted sweep loses only the evaluation in progress.
 The unsteered baseline is computed once, on the first run that is not already stored.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,6 @@ class EvaluationRuns:
     model: Model
     prompts: list[str]
     """Model-ready prompts (already in the QA template)."""
-    references: list[str | None]
-    """Each prompt's target-language reference answer, if any."""
     target: str
     source: str
     config: EvaluationConfig
@@ -52,17 +51,18 @@ class EvaluationRuns:
     """Each prompt's English reference answer, which relevance also compares each answer with."""
 
     @classmethod
-    def from_split(cls, model: Model, target: str, *, source: str = "en", split: str = "eval", n_prompts: int,
+    def from_split(cls, model: Model, target: str, *, source: str = "en", split: str = "eval", n_prompts: int | None,
                    config: EvaluationConfig, export_dir: Path | None = None) -> EvaluationRuns:
-        """The first ``n_prompts`` prompts of a corpus split, in the QA template, with their references."""
+        """The first ``n_prompts`` prompts of a corpus split (None: all), in the QA template, with their English
+        references; the utility contexts come from the same split (``config.utility_split`` is set to it)."""
         rows = corpus.prompts(split=split, n=n_prompts)
-        return cls(model, [QA_TEMPLATE.format(prompt=p.prompt) for p in rows], [p.reference.get(target) for p in rows],
-                   target, source, config, label=split, export_dir=export_dir,
+        return cls(model, [QA_TEMPLATE.format(prompt=p.prompt) for p in rows], target, source,
+                   replace(config, utility_split=split), label=split, export_dir=export_dir,
                    relevance_references=[p.reference.get(source) for p in rows])
 
     def _key(self, identity: dict[str, Any]) -> dict[str, Any]:
         return {"model": model_key(self.model), "identity": identity, "prompts": digest(self.prompts),
-                "references": digest(self.references), "relevance_references": digest(self.relevance_references),
+                "relevance_references": digest(self.relevance_references),
                 "target": self.target, "source": self.source,
                 "evaluation": asdict(self.config)}
 
@@ -76,11 +76,11 @@ class EvaluationRuns:
         else:
             if self.baseline is None:
                 self.baseline = compute_baseline(self.model, self.prompts, self.target, source=self.source,
-                                                 references=self.references, config=self.config)
+                                                 config=self.config)
             started = time.perf_counter()
             metrics = evaluate(self.model, self.prompts, self.target, source=self.source,
                                hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
-                               references=self.references, baseline=self.baseline, config=self.config,
+                               baseline=self.baseline, config=self.config,
                                relevance_references=self.relevance_references)
             metrics.provenance.update({"run": name, "identity": identity, **(provenance or {}),
                                        "seconds": round(time.perf_counter() - started, 2)})

@@ -1,16 +1,19 @@
-"""What steering costs: KL on committed contexts, in-language NLL change, English perplexity change.
+"""What steering costs, measured on prompt-conditioned contexts: a question followed by a human answer.
 
-Logits are computed only where needed: at the final position of committed contexts, and position-chunked for
-NLL so the 262k-entry unembedding never materialises for a whole batch at once.
+:func:`answer_costs` gives, per context, the NLL of the answer under the edited model and the KL from the unedited
+model's next-token distributions to the edited model's over the answer positions, with position rules told where
+each prompt ends (so "prompt-final + k" edits the prompt's last position and the answer's first k). Logits are
+computed only at answer positions and chunked, so the 262k-entry unembedding never materialises for a whole batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformers import BatchEncoding
 
@@ -84,30 +87,108 @@ def continuation_nll(model: Model, prompts: Sequence[str], continuations: Sequen
                      ) -> Float[Tensor, " item"]:
     """Mean NLL per token of each continuation after its prompt, from its ``skip_tokens + 1``-th token on, with
     ``hooks`` active (position rules are told where each prompt ends). Items with no scored token give NaN."""
-    if len(prompts) != len(continuations):
-        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    return answer_costs(model, prompts, continuations, hooks=hooks, skip_tokens=skip_tokens, batch_size=batch_size,
+                        max_length=max_length).nll
+
+
+@dataclass(frozen=True)
+class AnswerCosts:
+    """Per context: the edited model's answer NLL and, when a reference was asked for, the KL to it."""
+
+    nll: Float[Tensor, " context"]
+    """Mean NLL per answer token from the ``skip_tokens + 1``-th on (NaN where no token is scored)."""
+    kl: Float[Tensor, " context"] | None
+    """Mean over answer positions of ``KL(p_reference || p_edited)`` in nats (None without reference prompts)."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    tokens: Int[Tensor, "batch pos"]
+    mask: Int[Tensor, "batch pos"]
+    answer: Bool[Tensor, "batch pos"]
+    """Positions that predict an answer token (position j predicts token j + 1)."""
+    prompt_ends: Int[Tensor, " batch"]
+    targets: Int[Tensor, " answer_tokens"]
+
+
+def _batch(rows: Sequence[tuple[list[int], int]], pad: int) -> _Batch:
+    width = max(len(ids) for ids, _ in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    answer = torch.zeros((len(rows), width), dtype=torch.bool)
+    for row, (ids, prompt_length) in enumerate(rows):
+        tokens[row, :len(ids)] = torch.tensor(ids)
+        mask[row, :len(ids)] = 1
+        answer[row, prompt_length - 1:len(ids) - 1] = True
+    return _Batch(tokens, mask, answer, torch.tensor([prompt_length - 1 for _, prompt_length in rows]),
+                  tokens[:, 1:][answer[:, :-1]])
+
+
+def _rows(model: Model, prompts: Sequence[str], answers: Sequence[str], max_length: int
+          ) -> list[tuple[list[int], int]]:
+    """Token ids (BOS + prompt + answer, truncated to ``max_length``) and prompt length of each context."""
     tokenizer = model.tokenizer
     rows = []
-    for prompt, continuation in zip(prompts, continuations, strict=True):
+    for prompt, answer in zip(prompts, answers, strict=True):
         prompt_ids = tokenizer(prompt)["input_ids"]
-        ids = (prompt_ids + tokenizer(continuation, add_special_tokens=False)["input_ids"])[:max_length]
-        rows.append((ids, len(prompt_ids)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    per_item: list[float] = []
-    with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            scored = torch.zeros((len(chunk), width), dtype=torch.bool)  # position j predicts token j + 1
-            for row, (ids, prompt_length) in enumerate(chunk):
-                tokens[row, :len(ids)] = torch.tensor(ids)
-                mask[row, :len(ids)] = 1
-                scored[row, prompt_length + skip_tokens - 1:len(ids) - 1] = True
-            targets = tokens[:, 1:][scored[:, :-1]].to(device_of(model))
-            with prompt_ends(torch.tensor([prompt_length - 1 for _, prompt_length in chunk])):
-                nll = position_logits(model, tokens, mask, scored, _per_token_nll(targets)).cpu()
-            per_item += [float(part.mean()) if len(part) else float("nan")
-                         for part in nll.split(scored.sum(-1).tolist())]
-    return torch.tensor(per_item)
+        rows.append(((prompt_ids + tokenizer(answer, add_special_tokens=False)["input_ids"])[:max_length],
+                     len(prompt_ids)))
+    return rows
+
+
+def _position_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Tensor, "row vocab"] | None
+                    ) -> Callable[[Tensor, slice], Tensor]:
+    """Per selected position: the NLL of its target token and, with reference log-probs, the KL from them."""
+    def costs(logits: Tensor, rows: slice) -> Tensor:
+        log_probs = logits.float().log_softmax(-1)
+        token_nll = -log_probs.gather(-1, targets[rows, None])[:, 0]
+        if reference_log_probs is None:
+            return token_nll[:, None]
+        base = reference_log_probs[rows]
+        return torch.stack([token_nll, (base.exp() * (base - log_probs)).sum(-1)], -1)
+
+    return costs
+
+
+def answer_costs(model: Model, prompts: Sequence[str], answers: Sequence[str], *, hooks: Sequence[Hook] = (),
+                 reference_prompts: Sequence[str] | None = None, skip_tokens: int = 0, max_answer_tokens: int | None
+                 = None, batch_size: int = 8, max_length: int = 192) -> AnswerCosts:
+    """What ``hooks`` do to each ``answer`` after its ``prompt``: its NLL (from the ``skip_tokens + 1``-th answer
+    token on) and, with ``reference_prompts``, the KL from the unhooked model given those prompts (e.g. the
+    unrewritten ones; the same prompts for a pure hook edit) at every answer position.
+
+    Answers are tokenized as given (put a leading space where the prompt ends with "A:") and cut to
+    ``max_answer_tokens``.
+    """
+    if len(prompts) != len(answers) or (reference_prompts is not None and len(reference_prompts) != len(answers)):
+        raise ValueError(f"{len(prompts)} prompts, {len(answers)} answers and "
+                         f"{len(reference_prompts or answers)} reference prompts: pass one of each per context")
+    if max_answer_tokens is not None:
+        tokenizer = model.tokenizer
+        answers = [tokenizer.decode(tokenizer(answer, add_special_tokens=False)["input_ids"][:max_answer_tokens])
+                   for answer in answers]
+    rows = _rows(model, prompts, answers, max_length)
+    reference_rows = _rows(model, reference_prompts, answers, max_length) if reference_prompts is not None else None
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    device = device_of(model)
+    nll: list[float] = []
+    kl: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        batch = _batch(rows[start:start + batch_size], pad)
+        counts = batch.answer.sum(-1).tolist()
+        reference_log_probs = None
+        if reference_rows is not None:
+            reference = _batch(reference_rows[start:start + batch_size], pad)
+            if reference.answer.sum(-1).tolist() != counts:
+                raise ValueError("reference prompts leave other answer lengths (a context was cut at max_length)")
+            with torch.inference_mode(), prompt_ends(reference.prompt_ends):
+                reference_log_probs = position_logits(model, reference.tokens, reference.mask, reference.answer,
+                                                      lambda logits, _: logits.float().log_softmax(-1))
+        with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode(), prompt_ends(batch.prompt_ends):
+            values = position_logits(model, batch.tokens, batch.mask, batch.answer,
+                                     _position_costs(batch.targets.to(device), reference_log_probs)).cpu()
+        for part in values.split(counts):
+            scored = part[skip_tokens:, 0]
+            nll.append(float(scored.mean()) if len(scored) else float("nan"))
+            kl.append(float(part[:, 1].mean()) if part.shape[1] > 1 and len(part) else float("nan"))
+    return AnswerCosts(torch.tensor(nll), torch.tensor(kl) if reference_rows is not None else None)

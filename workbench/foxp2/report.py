@@ -159,7 +159,8 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
                       f"off {result.gate['false_off']:.2f}, instructed prompts missed {result.gate['missed']:.2f})."]
     first_metrics = next(iter(result.metrics.values()))
     lines += ["", f"## Eval split: FOXP2 vs controls vs baselines ({first_metrics['n_prompts']} prompts, "
-                  f"{config.evaluation.max_new_tokens} greedy tokens, 95% intervals; relevance "
+                  f"{first_metrics['n_utility_contexts']} utility contexts, {config.evaluation.max_new_tokens} greedy "
+                  "tokens, 95% intervals; relevance "
                   f"{first_metrics['provenance']['relevance']['scorer']})", "",
               "| variant | setting | " + " | ".join(LABELS[k] for k in REPORTED) + " |",
               "|---|---|" + "---|" * len(REPORTED)]
