@@ -38,3 +38,13 @@ def test_unknown_model_is_a_clear_error():
     result = runner.invoke(app, ["info", "--model", "gemma-3-270mm"])
     assert result.exit_code != 0
     assert "unknown model" in str(result.exception)
+
+
+def test_a_mistyped_command_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setattr("sys.argv", ["workbench", "stor"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "No such command 'stor'" in err and "Traceback" not in err

@@ -182,11 +182,10 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
 
 
 @app.command()
-def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca,lda,probe",
-                                      help="Comma-separated method names."),
-          targets: str = typer.Option("hi,es", help="Comma-separated target language codes."),
+def bench(methods: str = typer.Option("", help="Comma-separated method names (default: every compared method)."),
+          targets: str = typer.Option("", help="Comma-separated target language codes (default: hi,es,zh)."),
           out: Path = typer.Option(Path("figures/bench"), help="Output directory."),
-          n_prompts: int = typer.Option(24, help="Eval-split prompts per evaluation."),
+          n_prompts: int | None = typer.Option(None, help="Eval-split prompts per evaluation (default: all 74)."),
           positions: str | None = typer.Option(None, help="all, final or final+K for every method."),
           sweep: str = typer.Option("", help="Methods whose layer x strength grid is also evaluated on eval."),
           sweep_layers: str = typer.Option("", help="Comma-separated sweep layers (default: calibration grid)."),
@@ -200,7 +199,8 @@ def bench(methods: str = typer.Option("none,prompt-en,prompt-native,diffmean,pca
     from workbench.models import load_model
 
     config = BenchConfig(
-        methods=_split(methods), targets=_split(targets), n_prompts=n_prompts, rule=positions,
+        methods=_split(methods) or BenchConfig.methods, targets=_split(targets) or BenchConfig.targets,
+        n_prompts=n_prompts, rule=positions,
         sweep_methods=_split(sweep), sweep_layers=tuple(int(v) for v in _split(sweep_layers)) or None,
         sweep_strengths=tuple(float(v) for v in _split(sweep_strengths)) or None,
         evaluation=EvaluationConfig(max_new_tokens=max_new_tokens))
@@ -236,9 +236,9 @@ def main() -> None:
         raise SystemExit(2) from None
     except (typer.Exit, typer.Abort) as stop:
         raise SystemExit(getattr(stop, "exit_code", 1)) from None
-    except click.ClickException as error:
+    except (click.ClickException, typer.exceptions.TyperException) as error:  # typer vendors its own click
         error.show()
-        raise SystemExit(error.exit_code) from None
+        raise SystemExit(getattr(error, "exit_code", 2)) from None
 
 
 if __name__ == "__main__":
