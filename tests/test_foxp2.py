@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_features import random_sae
 
-from workbench.calibration import bounds, choose_strength, within
+from workbench.calibration import CalibrationConfig, bounds, choose_strength, within
 from workbench.errors import WorkbenchError
 from workbench.features.steer import LatentEdit
 from workbench.foxp2.config import Foxp2Config
@@ -87,7 +87,8 @@ def test_controls_keep_sizes_and_change_only_their_part(sae):
 
 def test_trust_region_takes_the_largest_strength_within_bounds_raised_to_prompting():
     trust = Foxp2Config(trust=TrustRegionConfig(strengths=(0.5, 1.0, 2.0))).trust_calibration()
-    assert trust.strategy == "trust-region" and trust.strengths == (0.5, 1.0, 2.0) and trust.relative_to_prompting
+    assert trust.strategy == "trust-region" and trust.strengths == (0.5, 1.0, 2.0)
+    assert trust.bounds_from == "prompt-native" == CalibrationConfig().bounds_from   # every method's rule
     limits = bounds(trust.fixed_bounds(), {"leakage_max": 0.01, "kl": 0.2, "nll_delta": 0.0})
     assert limits == {"leakage_max": 0.08, "kl": 0.2, "nll_delta": 0.03}
     assert bounds(trust.fixed_bounds()) == {"leakage_max": 0.08, "kl": 0.08, "nll_delta": 0.03}

@@ -55,9 +55,9 @@ def test_spectral_stage_on_gemma_beats_the_null_models_and_is_cached(gemma_fast,
 TINY = dict(
     pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
     trust=TrustRegionConfig(strengths=(0.05, 0.5), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
-    n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_texts=3, utility_split="dev"),
-    n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_texts=3, bootstrap_resamples=100),
-    calibration=CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_texts=2, layers=(4,), strengths=(1.0,)))
+    n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_contexts=3, utility_split="dev"),
+    n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
+    calibration=CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_contexts=2, layers=(4,), strengths=(1.0,)))
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # 4 methods and the data they prepare
     "workbench.directions": 4, "workbench.directions.data": 4, "workbench.methods": 4, "workbench.neurons.cache": 4,
     "workbench.neurons.methods": 4, "workbench.features.analysis": 4, "workbench.foxp2": 4,
+    "workbench.features.sae_method": 4, "workbench.features.sae_diffmean": 4, "workbench.features.langfir": 4,
     # 5 evaluation and calibration
     "workbench.evaluation": 5, "workbench.evaluation.evaluate": 5, "workbench.evaluation.runs": 5,
     "workbench.calibration": 5,

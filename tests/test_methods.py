@@ -47,20 +47,21 @@ def test_fingerprints_key_caches_by_what_each_method_is_built_from():
 
 
 def test_calibration_picks_the_best_admissible_setting_and_flags_when_none_is():
-    config = CalibrationConfig(max_nll_delta=0.5)
+    config = CalibrationConfig(max_nll_delta=0.5, max_kl=None, max_leakage=None)
     rows = [{"layer": 4, "strength": 1.0, "steering_score": 0.9, "lid_success": 1.0, "nll_delta": 1.2, "kl": 1.0},
             {"layer": 6, "strength": 1.0, "steering_score": 0.6, "lid_success": 0.8, "nll_delta": 0.1, "kl": 0.5},
             {"layer": 6, "strength": 0.5, "steering_score": 0.6, "lid_success": 0.8, "nll_delta": 0.0, "kl": 0.2}]
     chosen, admissible = choose(rows, config.fixed_bounds())
     assert admissible and (chosen["layer"], chosen["strength"]) == (6, 0.5)   # tie -> the weaker edit
-    chosen, admissible = choose(rows, CalibrationConfig(max_nll_delta=0.5, max_kl=0.1).fixed_bounds())
+    chosen, admissible = choose(rows, CalibrationConfig(max_nll_delta=0.5, max_kl=0.1, max_leakage=None).fixed_bounds())
     assert not admissible and chosen["strength"] == 0.5 and chosen["nll_delta"] == 0.0
 
 
-def test_calibration_strategy_is_the_method_s_own_unless_configured():
-    assert CalibrationConfig().strategy_for(get_method("diffmean")) == "grid"
-    assert CalibrationConfig().strategy_for(get_method("foxp2")) == "trust-region"
-    assert CalibrationConfig(strategy="grid").strategy_for(get_method("foxp2")) == "grid"
+def test_every_method_is_calibrated_by_the_trust_region_within_native_prompting_s_cost_by_default():
+    config = CalibrationConfig()
+    assert config.strategy == "trust-region" and config.bounds_from == "prompt-native"
+    assert config.fixed_bounds() == {"leakage_max": 0.08, "kl": 0.08, "nll_delta": 0.03}
+    assert config.n_prompts >= 48
     with pytest.raises(WorkbenchError, match="unknown calibration strategy 'trust'"):
         CalibrationConfig(strategy="trust")
 
@@ -97,8 +98,8 @@ def test_steer_cli_rejects_bad_input_before_loading_a_model():
 
 # ------------------------------------------------------------------------------------------ on the real model
 
-SMALL_CALIBRATION = CalibrationConfig(n_prompts=6, max_new_tokens=10, n_utility_texts=4, layers=(4, 6),
-                                      strengths=(0.5, 1.0))
+SMALL_CALIBRATION = CalibrationConfig(n_prompts=6, max_new_tokens=10, n_utility_contexts=4, layers=(4, 6),
+                                      strengths=(0.5, 1.0), max_kl=2.0, max_nll_delta=0.5, max_leakage=0.5)
 SMALL_DIRECTIONS = DirectionDataConfig(n_rows=96, negatives=("hi",))
 
 
@@ -118,6 +119,10 @@ def test_diffmean_calibrated_on_dev_steers_eval_prompts_into_spanish(gemma_fast,
     calibration = calibrate(gemma_fast, method, "es", config=SMALL_CALIBRATION, use_cache=False, progress=False)
     assert calibration.layer in (4, 6) and calibration.strength in (0.5, 1.0)
     assert len(calibration.sweep) == 3                      # 2 layers at the reference strength + 1 more strength
+    assert calibration.strategy == "trust-region" and calibration.bounds["kl"] >= 2.0
+    at_layer = [row for row in calibration.sweep if row["layer"] == calibration.layer]
+    inside = [row["strength"] for row in at_layer if row["within_bounds"]]
+    assert calibration.admissible and calibration.strength == max(inside)   # the strongest setting within bounds
     prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split="eval", n=4)]
     treatment = method.treatment(gemma_fast, "es", "en", layer=calibration.layer, strength=calibration.strength,
                                  rule=PositionRule())
@@ -148,20 +153,23 @@ def test_position_rule_final_plus_k_is_consistent_between_cached_generation_and_
 @pytest.mark.model
 def test_bench_writes_a_leaderboard_table_and_figures_on_the_eval_split(gemma_fast, small_diffmean, tmp_path):
     config = BenchConfig(methods=("none", "prompt-en", "diffmean"), targets=("es",), n_prompts=4,
-                         evaluation=EvaluationConfig(max_new_tokens=10, n_utility_texts=4),
+                         evaluation=EvaluationConfig(max_new_tokens=10, n_utility_contexts=4),
                          calibration=SMALL_CALIBRATION, sweep_methods=("diffmean",), sweep_layers=(6,),
                          sweep_strengths=(0.5, 1.0))
     result = run_bench(gemma_fast, config, tmp_path, progress=False)
     table = pd.read_csv(tmp_path / "results.csv")
     assert set(table["method"]) == {"none", "prompt-en", "diffmean"} and len(table) == 5
     assert (table[table["method"] == "none"]["lid_success"] == 0).all()
-    steered = table[(table["method"] == "diffmean") & (table["selection"] == "calibrated on dev")].iloc[0]
+    steered = table[(table["method"] == "diffmean") & (table["selection"] == "trust region on dev")].iloc[0]
     assert steered["lid_success"] >= 0.75 and steered["steering_score_ci_low"] <= steered["steering_score"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]["es"]
     assert {"lid_success_ci", "relevance_ci", "kl_ci"} <= metrics["diffmean"].keys()
     assert "| diffmean |" in (tmp_path / "leaderboard.md").read_text()
-    for figure in ("bench_method_language.html", "bench_layer_strength_diffmean_es.html"):
+    for figure in ("bench_method_language.html", "bench_layer_strength_diffmean_es.html", "frontier.html"):
         assert (tmp_path / figure).is_file()
+    frontier = pd.read_csv(tmp_path / "frontier.csv")
+    assert set(frontier["method"]) == {"diffmean"} and len(frontier) == 3 and frontier["chosen"].sum() == 1
+    assert (frontier["bound_kl"] >= 2.0).all() and {"lid_success", "default_rate", "kl"} <= set(frontier.columns)
     prompt_run = next((tmp_path / "runs").glob("prompt-en-es-*.json"))
     record = json.loads(prompt_run.read_text())["records"][0]
     assert record["model_prompt"].endswith("Answer in Spanish.\nA:")

@@ -8,19 +8,23 @@ same settings, so an interrupted run loses nothing; each is also exported to ``r
 
 Writes the shared result schema (:mod:`workbench.evaluation.results`: ``results.csv``, one typed row per evaluated
 setting; ``metrics.json``, the evaluation keys with CIs per target and method; ``leaderboard.md``), plus
-``calibration.json`` and the html figures.
+``calibration.json``, each tunable method's dev frontier (``frontier.csv`` and its figure) and the html figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from rich.console import Console
 
-from workbench.artifacts import atomic_write_json
+from workbench import corpus
+from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.backends import Model
 from workbench.calibration import SELECTIONS, CalibrationConfig, calibrate, calibration_runs
 from workbench.errors import WorkbenchError
@@ -31,7 +35,8 @@ from workbench.interventions import PositionRule
 from workbench.languages import get_language
 from workbench.methods import SteeringMethod, get_methods
 from workbench.models import model_metadata
-from workbench.plots import heatmap
+from workbench.plots import OKABE_ITO, heatmap, style
+from workbench.static_export import write_static
 
 console = Console(stderr=True)
 
@@ -45,14 +50,16 @@ class BenchError(WorkbenchError):
 class BenchConfig:
     """What the benchmark runs."""
 
-    methods: tuple[str, ...] = ("none", "prompt-en", "prompt-native", "diffmean", "pca", "lda", "probe")
+    methods: tuple[str, ...] = ("none", "prompt-en", "prompt-native", "diffmean", "pca", "lda", "probe",
+                                "pca-matched", "lda-matched", "probe-matched", "sae-diffmean", "langfir", "lape",
+                                "clas", "foxp2")
     """Registered method names (see ``workbench.methods.method_names()``)."""
-    targets: tuple[str, ...] = ("hi", "es")
+    targets: tuple[str, ...] = ("hi", "es", "zh")
     """Target languages (any language of the shipped corpus)."""
     source: str = "en"
     """Language steered away from (the prompts' language)."""
-    n_prompts: int = 24
-    """Eval-split prompts per evaluation."""
+    n_prompts: int | None = None
+    """Eval-split prompts per evaluation (None: every prompt of the split, 74)."""
     rule: str | None = None
     """Position rule for every method (``all``, ``final``, ``final+k``); None: each method's default."""
     sweep_methods: tuple[str, ...] = ()
@@ -72,7 +79,7 @@ class BenchConfig:
         if self.rule is not None:
             PositionRule.parse(self.rule)
         outside = set(self.sweep_methods) - set(self.methods)
-        if not self.methods or not self.targets or self.n_prompts < 2:
+        if not self.methods or not self.targets or (self.n_prompts is not None and self.n_prompts < 2):
             raise BenchError("a benchmark needs at least one method, one target and two prompts")
         if outside:
             raise BenchError(f"sweep_methods {sorted(outside)} are not among methods {list(self.methods)}")
@@ -152,11 +159,13 @@ def run_bench(model: Model, config: BenchConfig, out_dir: str | Path, *, progres
 
 
 def leaderboard_intro(config: BenchConfig) -> str:
-    return (f"Eval split, {config.n_prompts} English prompts per target, {config.evaluation.max_new_tokens} greedy "
-            "tokens; layer and strength calibrated on the dev split. 95% intervals: Wilson for rates, bootstrap "
-            "otherwise. Score = harmonic mean of LID success and mean(relevance x coherent); relevance from the "
-            f"{config.evaluation.relevance} scorer; score v1 = the first score (whole-output LID, retrieval "
-            "relevance).")
+    n_prompts = len(corpus.prompts(split="eval", n=config.n_prompts))
+    return (f"Eval split, {n_prompts} English prompts per target, {config.evaluation.max_new_tokens} greedy "
+            "tokens; layer and strength calibrated on the dev split by one trust region (the strongest setting "
+            "whose dev KL, leakage and NLL stay within bounds raised to native prompting's cost). 95% intervals: "
+            "Wilson for rates, bootstrap otherwise. Score = harmonic mean of LID success and mean(relevance x "
+            f"coherent); relevance from the {config.evaluation.relevance} scorer; score v1 = the first score "
+            "(whole-output LID, retrieval relevance).")
 
 
 def method_language_figure(table: pd.DataFrame) -> Any:
@@ -168,12 +177,71 @@ def method_language_figure(table: pd.DataFrame) -> Any:
                    x_title="target language", y_title="method", colour_title="steering score (0-1)")
 
 
+FRONTIER_COLUMNS: tuple[str, ...] = ("target", "method", "layer", "strength", "lid_success", "default_rate", "kl",
+                                      "nll_delta", "leakage_max", "steering_score", "relevance", "within_bounds",
+                                      "chosen", "bound_kl", "bound_nll_delta", "bound_leakage_max")
+"""Columns of ``frontier.csv``: one row per dev setting a tunable method's calibration evaluated."""
+
+
+def frontier_table(calibrations: dict[str, dict[str, dict[str, Any]]]) -> pd.DataFrame:
+    """Every tunable method's dev sweep (target -> method -> :class:`Calibration` as a dict) as one tidy table."""
+    rows = []
+    for target, by_method in calibrations.items():
+        for method, calibration in by_method.items():
+            limits = calibration.get("bounds", {})
+            for row in calibration.get("sweep", []):
+                rows.append({**{key: row.get(key) for key in FRONTIER_COLUMNS}, "target": target, "method": method,
+                             "chosen": (row["layer"], row["strength"]) == (calibration["layer"],
+                                                                           calibration["strength"]),
+                             **{f"bound_{key}": limits.get(key) for key in ("kl", "nll_delta", "leakage_max")}})
+    return pd.DataFrame(rows, columns=list(FRONTIER_COLUMNS))
+
+
+def frontier_figure(frontier: pd.DataFrame) -> go.Figure:
+    """LID success (solid) and DEFAULT rate (dotted) against dev KL over each method's strength grid at its kept
+    layer, one panel per target; the chosen setting ringed, the KL bound dashed."""
+    targets = list(dict.fromkeys(frontier["target"]))
+    figure = make_subplots(rows=1, cols=len(targets), subplot_titles=[f"→ {t}" for t in targets], shared_yaxes=True)
+    colours = dict(zip(dict.fromkeys(frontier["method"]), cycle(OKABE_ITO), strict=False))
+    for column, target in enumerate(targets, start=1):
+        rows = frontier[frontier["target"] == target]
+        for method, sweep in rows.groupby("method", sort=False):
+            chosen = sweep[sweep["chosen"]]
+            curve = sweep[sweep["layer"].isna() | (sweep["layer"] == chosen["layer"].iloc[0])] if len(chosen) else sweep
+            curve = curve.sort_values("strength")
+            for value, dash in (("lid_success", "solid"), ("default_rate", "dot")):
+                figure.add_trace(go.Scatter(
+                    x=curve["kl"], y=curve[value], mode="lines+markers", name=method, legendgroup=method,
+                    showlegend=column == 1 and value == "lid_success", line={"color": colours[method], "dash": dash},
+                    customdata=curve[["strength", "layer"]].to_numpy(),
+                    hovertemplate=f"{method} {value}: %{{y:.2f}}<br>KL %{{x:.3f}}<br>strength %{{customdata[0]}}"
+                                  "<br>layer %{customdata[1]}<extra></extra>"), row=1, col=column)
+            figure.add_trace(go.Scatter(x=chosen["kl"], y=chosen["lid_success"], mode="markers", showlegend=False,
+                                        legendgroup=method, hoverinfo="skip", marker={
+                                            "size": 16, "color": "rgba(0,0,0,0)",
+                                            "line": {"color": colours[method], "width": 2}}), row=1, col=column)
+        bound = rows["bound_kl"].dropna()
+        if len(bound):
+            figure.add_vline(x=float(bound.iloc[0]), line_dash="dash", line_color="#666666", row=1, col=column)
+    figure.update_xaxes(title_text="dev KL(base ‖ steered), nats", type="log")
+    figure.update_yaxes(title_text="LID success (solid) / DEFAULT (dotted)", range=[-0.02, 1.02], col=1)
+    figure.update_layout(title="Dev frontiers: language control against KL over each method's strength grid",
+                         legend_title="method")
+    return style(figure)
+
+
 def write_reports(result: BenchResult, config: BenchConfig, out_dir: Path, model: dict[str, Any]) -> None:
-    """``results.csv``, ``metrics.json``, ``leaderboard.md`` (the shared schema), ``calibration.json`` and the
-    heatmaps."""
+    """``results.csv``, ``metrics.json``, ``leaderboard.md`` (the shared schema), ``calibration.json``, the dev
+    frontiers (``frontier.csv`` / ``.html`` / ``.png``) and the heatmaps."""
     table = write_results(result.rows, result.leaderboard, out_dir, title="Steering leaderboard",
                           intro=leaderboard_intro(config), extra={"model": model, "config": asdict(config)})
     atomic_write_json(out_dir / "calibration.json", result.calibrations)
+    frontier = frontier_table(result.calibrations)
+    atomic_write_text(out_dir / "frontier.csv", frontier.to_csv(index=False))
+    if not frontier.empty:
+        figure = frontier_figure(frontier)
+        figure.write_html(out_dir / "frontier.html", include_plotlyjs="cdn")
+        write_static(figure, out_dir / "frontier.png")
     calibrated = table[table["selection"] != "sweep"]
     if not calibrated.empty:
         method_language_figure(table).write_html(out_dir / "bench_method_language.html", include_plotlyjs="cdn")

@@ -1,16 +1,18 @@
-"""Calibration: choose a method's layer and strength on the dev split, never on eval, by a named strategy.
+"""Calibration: choose a method's layer and strength on the dev split, never on eval, by one rule for every method.
 
-* ``grid`` (the default): coarse to fine, every candidate layer at the reference strength, then every candidate
-  strength at the best layer. A setting is admissible when its in-language NLL increase stays within
-  ``max_nll_delta`` (and its KL within ``max_kl``, its leakage within ``max_leakage`` if given); the admissible
-  setting with the highest steering score wins, ties going to the weaker edit. When none is admissible the least
-  damaging one is returned and flagged.
-* ``trust-region`` (FOXP2's, METHODS section 3): every candidate (layer, strength); the largest strength whose dev
-  costs all stay within their bounds (leakage, KL, NLL), each bound raised to what prompting "Answer in L." costs
-  on the same prompts when ``relative_to_prompting``. When none is within, the smallest strength is flagged.
+The sweep: every candidate layer at the reference strength, the layer with the best dev steering score kept (ties:
+the smaller KL), then every candidate strength at that layer. Each row is the dev frontier point of one setting
+(LID, DEFAULT, relevance, KL, NLL, leakage). The bounds: leakage, KL and in-language NLL increase
+(``max_leakage``, ``max_kl``, ``max_nll_delta``), each raised to what ``bounds_from`` (native prompting, "Answer
+in L." written in L) costs on the same dev prompts when that is larger; set once per target.
 
-A method names its strategy (``calibration_strategy``; ``grid`` when it has none) and a configuration can override
-it. Every dev evaluation is a ``runs`` entry of the store (an interrupted sweep resumes), and the result a
+* ``trust-region`` (the default, METHODS section 3, used for every tunable method so their budgets are equal):
+  the largest strength at the kept layer whose dev costs all stay within the bounds. When none is, the smallest
+  strength is returned and flagged.
+* ``grid`` (exploration): the setting of the sweep with the best dev steering score within the bounds (ties: higher
+  LID, then the weaker edit); when none is, the least damaging one (smallest NLL increase), flagged.
+
+Every dev evaluation is a ``runs`` entry of the store (an interrupted sweep resumes), and the result a
 :data:`workbench.store.CALIBRATIONS` entry keyed by everything it depends on.
 """
 
@@ -36,9 +38,9 @@ from workbench.store import CALIBRATIONS, Entry, Store
 
 console = Console(stderr=True)
 
-STRATEGIES: tuple[str, ...] = ("grid", "trust-region")
+STRATEGIES: tuple[str, ...] = ("trust-region", "grid")
 """The calibration strategies."""
-SELECTIONS: dict[str, str] = {"grid": "calibrated on dev", "trust-region": "trust region on dev"}
+SELECTIONS: dict[str, str] = {"grid": "best dev score within bounds", "trust-region": "trust region on dev"}
 """How a result row says its setting was chosen, per strategy."""
 SWEEP_KEYS: tuple[str, ...] = ("steering_score", "lid_success", "relevance", "coherence", "default_rate",
                                "delta_mass", "leakage_max", "kl", "nll_delta")
@@ -53,24 +55,24 @@ class CalibrationError(WorkbenchError):
 class CalibrationConfig:
     """How a method's (layer, strength) is chosen on the dev split."""
 
-    strategy: str | None = None
-    """``grid`` or ``trust-region`` (None: the method's own ``calibration_strategy``, else ``grid``)."""
-    n_prompts: int = 12
+    strategy: str = "trust-region"
+    """``trust-region`` (the one rule methods are compared under) or ``grid`` (best dev score within the bounds)."""
+    n_prompts: int = 48
     """Dev-split prompts evaluated per setting."""
     max_new_tokens: int = 20
     """Tokens generated per prompt during calibration (the eval split uses the full evaluation length)."""
-    n_utility_texts: int = 8
-    """Held-out texts for the NLL bound."""
+    n_utility_contexts: int = 64
+    """Dev question/answer contexts the KL and NLL bounds are measured on."""
     reference_strength: float = 1.0
-    """Grid: strength at which layers are compared (the closest grid strength is used)."""
-    max_nll_delta: float = 0.5
-    """Utility bound: in-language NLL increase, nats/token (DiffMean x1 into Hindi costs ~1.3; into Spanish ~0)."""
-    max_kl: float | None = None
-    """Optional bound on KL(base || steered) on committed contexts, nats."""
-    max_leakage: float | None = None
-    """Optional bound on the increase of mass on the other languages' token sets (``leakage_max``)."""
-    relative_to_prompting: bool = False
-    """Trust region: raise each bound to what the ``prompt-en`` baseline costs on the same prompts when larger."""
+    """Strength at which the layers are compared (the closest grid strength is used)."""
+    max_nll_delta: float | None = 0.03
+    """Bound on the in-language NLL increase on the utility answers, nats/token."""
+    max_kl: float | None = 0.08
+    """Bound on KL(base || steered) over the answer positions of the utility contexts, nats."""
+    max_leakage: float | None = 0.08
+    """Bound on the increase of mass on the other languages' token sets (``leakage_max``)."""
+    bounds_from: str | None = "prompt-native"
+    """Registered method whose dev costs raise each bound when larger (native prompting); None: fixed bounds."""
     split: str = "dev"
     """Corpus split of the prompts (dev: disjoint from discovery and eval)."""
     layers: tuple[int, ...] | None = None
@@ -79,7 +81,7 @@ class CalibrationConfig:
     """Candidate strengths (None: the method's own grid)."""
 
     def __post_init__(self) -> None:
-        if self.strategy is not None and self.strategy not in STRATEGIES:
+        if self.strategy not in STRATEGIES:
             raise CalibrationError(f"unknown calibration strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
 
     def grids(self, method: SteeringMethod, model: Model) -> tuple[list[int | None], list[float]]:
@@ -88,15 +90,12 @@ class CalibrationConfig:
             return method.layer_grid(model), method.strength_grid()
         return (list(self.layers or method.layer_grid(model)), list(self.strengths or method.strength_grid()))
 
-    def strategy_for(self, method: SteeringMethod) -> str:
-        return self.strategy or getattr(method, "calibration_strategy", "grid")
-
     def evaluation(self) -> EvaluationConfig:
-        return EvaluationConfig(max_new_tokens=self.max_new_tokens, n_utility_texts=self.n_utility_texts,
+        return EvaluationConfig(max_new_tokens=self.max_new_tokens, n_utility_contexts=self.n_utility_contexts,
                                 utility_split=self.split)
 
     def fixed_bounds(self) -> dict[str, float]:
-        """The bounds that are set: ``nll_delta`` always, ``kl`` and ``leakage_max`` when given."""
+        """The bounds that are set (None leaves a cost unbounded)."""
         limits = {"leakage_max": self.max_leakage, "kl": self.max_kl, "nll_delta": self.max_nll_delta}
         return {key: value for key, value in limits.items() if value is not None}
 
@@ -114,11 +113,11 @@ class Calibration:
     admissible: bool
     """Whether the chosen setting met every bound."""
     sweep: list[dict[str, Any]] = field(default_factory=list)
-    """One row per evaluated setting: layer, strength and :data:`SWEEP_KEYS`."""
+    """One row per evaluated setting: layer, strength, :data:`SWEEP_KEYS` and ``within_bounds`` (the dev frontier)."""
     config: dict[str, Any] = field(default_factory=dict)
-    strategy: str = "grid"
+    strategy: str = "trust-region"
     bounds: dict[str, float] = field(default_factory=dict)
-    """The bounds the choice respected (after raising them to prompting's cost, for the trust region)."""
+    """The bounds the choice respected (after raising them to ``bounds_from``'s cost)."""
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, asdict(self))
@@ -166,7 +165,7 @@ def calibration_entry(model: Model, method: SteeringMethod, target: str, source:
                       config: CalibrationConfig) -> Entry:
     layers, strengths = config.grids(method, model)
     key = {"model": model_key(model), "method": method.name, "target": target, "source": source, "layers": layers,
-           "strengths": strengths, "config": asdict(config), "strategy": config.strategy_for(method),
+           "strengths": strengths, "config": asdict(config),
            "rule": str(rule), "fingerprint": fingerprint_digest(method)}
     return Store().entry(CALIBRATIONS, key, scope=model_key(model), label=f"{method.name}-{target}-{source}")
 
@@ -175,6 +174,15 @@ def calibration_runs(model: Model, target: str, source: str, config: Calibration
     """The dev prompts a calibration evaluates on (share one per target across methods: one unsteered baseline)."""
     return EvaluationRuns.from_split(model, target, source=source, split=config.split, n_prompts=config.n_prompts,
                                      config=config.evaluation())
+
+
+def calibration_bounds(runs: EvaluationRuns, config: CalibrationConfig) -> dict[str, float]:
+    """The bounds on the dev prompts of ``runs``: the fixed ones, each raised to ``bounds_from``'s cost."""
+    if config.bounds_from is None:
+        return config.fixed_bounds()
+    reference_method = get_method(config.bounds_from)
+    reference, _ = runs.run_method(reference_method, layer=None, strength=1.0, rule=reference_method.default_rule)
+    return bounds(config.fixed_bounds(), reference)
 
 
 def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "en", *,
@@ -186,7 +194,7 @@ def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "
     unsteered baseline.
     """
     rule = rule or method.default_rule
-    strategy = config.strategy_for(method)
+    strategy = config.strategy
     entry = calibration_entry(model, method, target, source, rule, config)
     if use_cache and entry.ready():
         return Calibration.load(entry / "calibration.json")
@@ -195,38 +203,33 @@ def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "
         return Calibration(method.name, target, source, layers[0], strengths[0], str(rule), True,
                            config=asdict(config), strategy=strategy)
     runs = runs or calibration_runs(model, target, source, config)
-    rows: list[dict[str, Any]] = []
+    limits = calibration_bounds(runs, config)
+    rows: dict[tuple[int | None, float], dict[str, Any]] = {}
 
     def run(layer: int | None, strength: float) -> dict[str, Any]:
-        metrics, _ = runs.run_method(method, layer=layer, strength=strength, rule=rule)
-        row = {"layer": layer, "strength": strength, **{key: metrics[key] for key in SWEEP_KEYS}}
-        rows.append(row)
-        if progress:
-            console.print(f"  calibrate {method.name}->{target} layer {layer} x{strength:g}: score "
-                          f"{row['steering_score']:.2f} (LID {row['lid_success']:.2f}, relevance "
-                          f"{row['relevance']:.2f}), NLL {row['nll_delta']:+.2f}, KL {row['kl']:.2f}, "
-                          f"leak {row['leakage_max']:.3f}")
-        return row
+        if (layer, strength) not in rows:
+            metrics, _ = runs.run_method(method, layer=layer, strength=strength, rule=rule)
+            row = {"layer": layer, "strength": strength, **{key: metrics[key] for key in SWEEP_KEYS}}
+            row["within_bounds"] = within(row, limits)
+            rows[layer, strength] = row
+            if progress:
+                console.print(f"  calibrate {method.name}->{target} layer {layer} x{strength:g}: score "
+                              f"{row['steering_score']:.2f} (LID {row['lid_success']:.2f}, relevance "
+                              f"{row['relevance']:.2f}), NLL {row['nll_delta']:+.2f}, KL {row['kl']:.2f}, "
+                              f"leak {row['leakage_max']:.3f}{'' if row['within_bounds'] else ' (outside bounds)'}")
+        return rows[layer, strength]
 
-    if strategy == "grid":
-        limits = config.fixed_bounds()
-        reference = min(strengths, key=lambda s: abs(s - config.reference_strength))
-        best_layer = choose([run(layer, reference) for layer in layers], limits)[0]["layer"]
-        for strength in strengths:
-            if strength != reference:
-                run(best_layer, strength)
-        chosen, admissible = choose(rows, limits)
+    reference = min(strengths, key=lambda s: abs(s - config.reference_strength))
+    best_layer = max((run(layer, reference) for layer in layers),
+                     key=lambda row: (row["steering_score"], -row["kl"]))["layer"] if len(layers) > 1 else layers[0]
+    for strength in strengths:
+        run(best_layer, strength)
+    if strategy == "trust-region":
+        chosen, admissible = choose_strength([row for row in rows.values() if row["layer"] == best_layer], limits)
     else:
-        prompting = None
-        if config.relative_to_prompting:
-            prompting, _ = runs.run_method(get_method("prompt-en"), layer=None, strength=1.0, rule=rule)
-        limits = bounds(config.fixed_bounds(), prompting)
-        for layer in layers:
-            for strength in strengths:
-                run(layer, strength)
-        chosen, admissible = choose_strength(rows, limits)
+        chosen, admissible = choose(list(rows.values()), limits)
     result = Calibration(method.name, target, source, chosen["layer"], chosen["strength"], str(rule), admissible,
-                         sweep=rows, config=asdict(config), strategy=strategy, bounds=limits)
+                         sweep=list(rows.values()), config=asdict(config), strategy=strategy, bounds=limits)
     if progress and not admissible:
         console.print(f"[yellow]no {method.name} setting for {target} met the bounds {limits}; "
                       f"using the {'least damaging' if strategy == 'grid' else 'weakest'} one[/yellow]")

@@ -35,12 +35,12 @@ from workbench.plots import layer_profile
 from workbench.saes.config import SAETrainConfig
 from workbench.spectral import SpectralConfig
 
-DEMO_CALIBRATION = CalibrationConfig(n_prompts=8, max_new_tokens=12, n_utility_texts=6, layers=(4, 8),
+DEMO_CALIBRATION = CalibrationConfig(n_prompts=8, max_new_tokens=12, n_utility_contexts=6, layers=(4, 8),
                                      strengths=(1.0, 4.0))
 """Dev-split calibration of the direction baselines (shared by FOXP2's DiffMean and the benchmark's methods): two
 layers and two strengths around where the full benchmark calibrated DiffMean (L2-L4, x0.75-1); x4 gives PCA, LDA
 and the probe, whose natural scale is small, a chance to move the language."""
-DEMO_EVALUATION = EvaluationConfig(max_new_tokens=24, n_utility_texts=8)
+DEMO_EVALUATION = EvaluationConfig(max_new_tokens=24, n_utility_contexts=8)
 """Eval-split settings of every evaluation in the demo."""
 DEMO_SAES = SAETrainConfig(d_sae=1024, k=32, n_tokens=40_000, training_samples=120_000)
 """Half-size SAEs (1024 latents, 120k samples: ~4x faster to train than the default) so that a fresh machine
@@ -57,7 +57,7 @@ class DemoConfig:
         pairs=PairDataConfig(n_pairs=128), spectral=SpectralConfig(n_bootstrap=16),
         localise=LocaliseConfig(sae=DEMO_SAES, n_lift_candidates=16),
         trust=TrustRegionConfig(strengths=(0.05, 0.1, 0.2, 0.35, 0.5, 1.0)), n_dev_prompts=8,
-        dev_evaluation=EvaluationConfig(max_new_tokens=12, n_utility_texts=6, utility_split="dev"),
+        dev_evaluation=EvaluationConfig(max_new_tokens=12, n_utility_contexts=6, utility_split="dev"),
         n_prompts=16, evaluation=DEMO_EVALUATION, calibration=DEMO_CALIBRATION))
     """FOXP2 per target (see :class:`workbench.foxp2.Foxp2Config`)."""
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(

@@ -68,9 +68,12 @@ def _bench(root: Path) -> Iterator[PaperFigure]:
     results = root / "bench" / "results.csv"
     if not results.is_file():
         return
-    from workbench.bench import method_language_figure
+    from workbench.bench import frontier_figure, method_language_figure
 
     yield PaperFigure("bench_method_language", method_language_figure(pd.read_csv(results)), results)
+    frontier = root / "bench" / "frontier.csv"
+    if frontier.is_file() and len(table := pd.read_csv(frontier)):
+        yield PaperFigure("bench_frontier", frontier_figure(table), frontier)
 
 
 def _neurons(root: Path) -> Iterator[PaperFigure]:

@@ -3,10 +3,12 @@
 A method turns (model, target, source, layer, strength, position rule) into a :class:`Treatment`: interventions
 (anything with ``.hooks(model)``) and/or a prompt rewrite. Methods that need data (directions, neuron masks)
 prepare it on first use and cache it. Built-in: ``none``, ``prompt-en``, ``prompt-native`` and the residual
-directions ``diffmean`` (natural scale), ``pca``, ``lda``, ``probe``. Every other method registers itself: a package
-declares it under the ``workbench.methods`` entry-point group (``name = "module:factory"``; the workbench's own
-``lape``, ``clas`` and ``foxp2`` are declared in its ``pyproject.toml``), loaded only when the method is first built;
-code can also call :func:`register_method` at run time.
+directions ``diffmean``, ``pca``, ``lda``, ``probe`` (natural scale) and ``pca-matched``, ``lda-matched``,
+``probe-matched`` (unit direction x DiffMean's norm: CLaS-Bench's unit-norm x alpha grid). Every other method
+registers itself: a package declares it under the ``workbench.methods`` entry-point group (``name =
+"module:factory"``; the workbench's own ``lape``, ``clas``, ``foxp2``, ``sae-diffmean`` and ``langfir`` are declared
+in its ``pyproject.toml``), loaded only when the method is first built; code can also call :func:`register_method`
+at run time.
 """
 
 from __future__ import annotations
@@ -124,19 +126,33 @@ class PromptingMethod:
         return {"native": self.native}
 
 
+DIRECTION_SCALES: tuple[str, ...] = ("natural", "matched")
+"""How a direction method's strength 1 is sized: ``natural``, the means' difference along the direction
+(``(mu_target - mu_source) . unit``); ``matched``, the unit direction times the means' difference norm
+``||mu_target - mu_source||`` at that layer (CLaS-Bench's unit-norm x alpha, with alpha in units that fit every
+layer: at equal strength every direction moves the residual stream as far as DiffMean does)."""
+
+
 @dataclass
 class DirectionMethod:
-    """Add a residual direction (DiffMean, PCA, LDA or probe) at one layer, in units of its natural scale."""
+    """Add a residual direction (DiffMean, PCA, LDA or probe) at one layer, in units of its ``scale``."""
 
     name: str
     direction: str
     tunable: bool = True
     default_rule: PositionRule = ALL_POSITIONS
-    strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-    """Strengths calibration may pick (multiples of the natural scale ``(mu_target - mu_source) . unit``)."""
+    strengths: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    """Strengths calibration may pick (multiples of the ``scale``; 0.1 because into Hindi x0.25 already costs
+    more in-language NLL than the trust region allows)."""
+    scale: str = "natural"
+    """``natural`` or ``matched`` (see :data:`DIRECTION_SCALES`)."""
     data: DirectionDataConfig = field(default_factory=DirectionDataConfig)
     """Which corpus text the directions are fitted on."""
-    _sets: dict[tuple[int, str, str], DirectionSet] = field(default_factory=dict, repr=False)
+    _sets: dict[tuple[int, str, str], dict[str, DirectionSet]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.scale not in DIRECTION_SCALES:
+            raise MethodError(f"scale must be one of {', '.join(DIRECTION_SCALES)}, got {self.scale!r}")
 
     def layer_grid(self, model: Model) -> list[int | None]:
         """Every other layer from the third to four before the last (2, 4, ..., 14 of 18)."""
@@ -146,27 +162,33 @@ class DirectionMethod:
         return list(self.strengths)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"direction": self.direction, "data": self.data.digest()}
+        return {"direction": self.direction, "data": self.data.digest(),
+                **({"scale": self.scale} if self.scale != "natural" else {})}
 
-    def directions(self, model: Model, target: str, source: str) -> DirectionSet:
-        """This method's direction set for ``target`` vs ``source`` (harvested once, then cached on disk)."""
+    def directions(self, model: Model, target: str, source: str, method: str | None = None) -> DirectionSet:
+        """The direction set of ``method`` (default: this one's) for ``target`` vs ``source`` (harvested once, then
+        cached on disk)."""
         key = (id(model), target, source)
         if key not in self._sets:
-            self._sets[key] = directions_for(model, target, source, config=self.data)[self.direction]
-        return self._sets[key]
+            self._sets[key] = directions_for(model, target, source, config=self.data)
+        return self._sets[key][method or self.direction]
 
     def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         if layer is None:
             raise MethodError(f"method {self.name!r} needs a layer (0..{model.cfg.n_layers - 1})")
         directions = self.directions(model, target, source)
-        vector = directions.vector(layer)
         site = directions.site(layer)
+        if self.scale == "natural":
+            vector = directions.vector(layer)
+        else:
+            vector = directions.vector(layer, "unit") * float(self.directions(model, target, source, "diffmean")
+                                                              .vector(layer).norm())
         return Treatment(
             interventions=(Intervention(site, AddVector(vector, strength), rule),),
-            description=f"{self.direction} {source}->{target} at {site} x{strength:g} (natural scale "
-                        f"{float(directions.scale[directions.layers.index(layer)]):.1f}), positions {rule}",
-            provenance={"direction": self.direction, "site": site, "scale": "natural",
+            description=f"{self.direction} {source}->{target} at {site} x{strength:g} ({self.scale} scale "
+                        f"{float(vector.norm()):.1f}), positions {rule}",
+            provenance={"direction": self.direction, "site": site, "scale": self.scale,
                         "data": directions.metadata.get("data"), "split": directions.metadata.get("split")})
 
 
@@ -176,7 +198,9 @@ _REGISTRY: dict[str, Callable[[], SteeringMethod]] = {
     "prompt-native": lambda: PromptingMethod("prompt-native", native=True),
     "diffmean": partial(DirectionMethod, "diffmean", "diffmean"),
     # their natural scale is the means' difference along a direction that may be far from it: a wider range
-    **{name: partial(DirectionMethod, name, name, strengths=(0.5, 1.0, 2.0, 4.0, 8.0))
+    **{name: partial(DirectionMethod, name, name, strengths=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+       for name in DIRECTION_METHODS if name != "diffmean"},
+    **{f"{name}-matched": partial(DirectionMethod, f"{name}-matched", name, scale="matched")
        for name in DIRECTION_METHODS if name != "diffmean"},
 }
 ENTRY_POINT_GROUP = "workbench.methods"

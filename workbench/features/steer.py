@@ -2,6 +2,7 @@
 
 * :class:`FeatureSteer`: ``h + scale * d_j`` with ``d_j`` the feature's decoder vector (what one unit of its
   activation writes: ``decode(e_j) - decode(0)``);
+* :class:`LatentShift`: shift all latents by a vector (clipped at 0), keeping the SAE error term (SAE-DiffMean);
 * :class:`FeatureAblation`: set the feature's latent to 0 (``zero``) or to ``value`` (``clamp``) *keeping the
   SAE error term*: ``h + decode(z') - decode(z)``, never ``h`` replaced by its reconstruction; or remove the
   component of ``h`` along ``d_j`` (``direction``, LangFIR's directional ablation, no encoder involved).
@@ -96,6 +97,32 @@ class LatentEdit:
             current = latents[..., self.feature]
             edited[..., self.feature] = current + self.strength * (self.value - current)
             change = self.sae.decode(edited) - self.sae.decode(latents)
+        return activation + change.to(activation.dtype)
+
+
+@dataclass(frozen=True)
+class LatentShift:
+    """Shift every SAE latent by ``strength * delta``, clipped at 0 (latents are non-negative), keeping the SAE
+    error term: ``h + decode(max(z + strength * delta, 0)) - decode(z)`` (CLaS-Bench's SAE-DiffMean edit)."""
+
+    sae: Any
+    """The SAELens SAE of the site."""
+    delta: Float[Tensor, " feature"]
+    """The latent shift at strength 1 (e.g. target-language minus source-language mean latents)."""
+    strength: float = 1.0
+    """Multiple of ``delta``; 0 is the identity."""
+
+    def width(self) -> int:
+        return int(self.sae.cfg.d_in)
+
+    def __call__(self, activation: Float[Tensor, "*rows d"]) -> Float[Tensor, "*rows d"]:
+        if self.strength == 0:
+            return activation
+        x = activation.to(self.sae.dtype)
+        with torch.no_grad():
+            latents = self.sae.encode(x)
+            shifted = (latents + self.strength * self.delta.to(latents)).clamp_min(0)
+            change = self.sae.decode(shifted) - self.sae.decode(latents)
         return activation + change.to(activation.dtype)
 
 

@@ -14,7 +14,7 @@ from workbench.lazy import lazy_exports
 _LAZY = {
     **dict.fromkeys(("PairDataConfig", "SpectralReport", "spectral_stage", "pair_representations", "analyse_pairs",
                      "spectra_figure", "spectral_profile_figure"), "workbench.foxp2.spectra"),
-    **dict.fromkeys(("LocaliseConfig", "Localisation", "localise", "window_saes", "feature_spectra"),
+    **dict.fromkeys(("LocaliseConfig", "Localisation", "localise", "feature_spectra"),
                     "workbench.foxp2.sae_features"),
     **dict.fromkeys(("SignedShift", "LayerShift", "ShiftPlan", "positive_only", "negative_only", "random_support",
                      "vector_plan"), "workbench.foxp2.shift"),

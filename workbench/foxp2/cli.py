@@ -29,7 +29,7 @@ def foxp2_command(
                                                 "diffmean-window")), help="Comma-separated controls."),
         baselines: str = typer.Option("none,prompt-en,prompt-native,diffmean",
                                       help="Comma-separated registered methods evaluated beside FOXP2."),
-        n_prompts: int = typer.Option(32, help="Eval-split prompts per evaluation."),
+        n_prompts: int | None = typer.Option(None, help="Eval-split prompts per evaluation (default: all 74)."),
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
         backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:

@@ -45,13 +45,13 @@ class Foxp2Config:
     """Controls evaluated at FOXP2's strength."""
     baselines: tuple[str, ...] = BASELINES
     """Registered methods evaluated beside FOXP2."""
-    n_dev_prompts: int = 12
+    n_dev_prompts: int = 48
     """Dev-split prompts per trust-region evaluation."""
     dev_evaluation: EvaluationConfig = field(default_factory=lambda: EvaluationConfig(
-        max_new_tokens=20, n_utility_texts=8, utility_split="dev"))
+        max_new_tokens=20, n_utility_contexts=64, utility_split="dev"))
     """Evaluation settings on dev (trust region)."""
-    n_prompts: int = 32
-    """Eval-split prompts per evaluation."""
+    n_prompts: int | None = None
+    """Eval-split prompts per evaluation (None: every prompt of the split, 74)."""
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     """Evaluation settings on eval."""
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
@@ -68,12 +68,12 @@ class Foxp2Config:
         unknown = set(self.controls) - set(CONTROLS)
         if unknown:
             raise Foxp2Error(f"unknown control(s) {sorted(unknown)}; known: {', '.join(CONTROLS)}")
-        if self.n_prompts < 2 or self.n_dev_prompts < 2:
+        if (self.n_prompts is not None and self.n_prompts < 2) or self.n_dev_prompts < 2:
             raise Foxp2Error("need at least 2 eval and 2 dev prompts")
         dev = self.dev_evaluation
-        if dev != EvaluationConfig(max_new_tokens=dev.max_new_tokens, n_utility_texts=dev.n_utility_texts,
+        if dev != EvaluationConfig(max_new_tokens=dev.max_new_tokens, n_utility_contexts=dev.n_utility_contexts,
                                    utility_split=dev.utility_split):
-            raise Foxp2Error("dev_evaluation may set only max_new_tokens, n_utility_texts and utility_split (the "
+            raise Foxp2Error("dev_evaluation may set only max_new_tokens, n_utility_contexts and utility_split (the "
                              "trust region's calibration evaluates with these and the defaults otherwise)")
 
     def method_config(self) -> Foxp2MethodConfig:
@@ -85,10 +85,10 @@ class Foxp2Config:
         """Stage III as a calibration: the trust-region strategy over ``trust.strengths`` on the dev prompts."""
         trust, dev = self.trust, self.dev_evaluation
         return CalibrationConfig(strategy="trust-region", n_prompts=self.n_dev_prompts,
-                                 max_new_tokens=dev.max_new_tokens, n_utility_texts=dev.n_utility_texts,
+                                 max_new_tokens=dev.max_new_tokens, n_utility_contexts=dev.n_utility_contexts,
                                  split=dev.utility_split, strengths=trust.strengths, max_leakage=trust.max_leakage,
                                  max_kl=trust.max_kl, max_nll_delta=trust.max_nll_delta,
-                                 relative_to_prompting=trust.relative_to_prompting)
+                                 bounds_from=trust.bounds_from)
 
 
 @dataclass

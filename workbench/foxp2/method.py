@@ -111,8 +111,6 @@ class Foxp2Method:
     config: Foxp2MethodConfig = field(default_factory=Foxp2MethodConfig)
     tunable: bool = True
     default_rule: PositionRule = ALL_POSITIONS
-    calibration_strategy: str = "trust-region"
-    """How calibration chooses the strength (see :mod:`workbench.calibration`)."""
     progress: bool = True
     """Show the stages' progress while preparing."""
     _stages: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)

@@ -1,15 +1,13 @@
 """FOXP2 stage I for the pipeline: SAEs at the window's residual sites, the language features there (selectivity x
 causal lift, traced to neurons) and the feature-space spectra, all cached.
 
-SAEs are language-independent: one :data:`workbench.store.SAES` entry per (model, site, training config), trained
-together (one shared harvest) in a staging folder beside them that an interrupted training resumes from. The feature
-analysis of a target at a window is one :data:`workbench.store.FEATURES` entry.
+SAEs are language-independent and shared with the other SAE methods (:func:`workbench.saes.cache.residual_saes`). The
+feature analysis of a target at a window is one :data:`workbench.store.FEATURES` entry.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,13 +27,12 @@ from workbench.features.analysis import (
 )
 from workbench.features.encode import encode_texts
 from workbench.models import model_key
+from workbench.saes.cache import residual_saes
 from workbench.saes.config import SAETrainConfig
-from workbench.saes.io import load_sae
 from workbench.saes.metrics import json_safe
-from workbench.saes.training import train_saes
-from workbench.sites import Site, resolve_site
+from workbench.sites import Site
 from workbench.spectral import SpectralConfig, difference_matrix, layer_spectrum
-from workbench.store import FEATURES, SAES, Entry, Store, digest
+from workbench.store import FEATURES, Store
 
 
 @dataclass(frozen=True)
@@ -61,30 +58,6 @@ class LocaliseConfig:
                                      n_english_keep=self.n_english_keep, n_ablation_features=0,
                                      n_ablation_langfir=0, tracing=TracingConfig(n_verify=self.verify_tracing),
                                      lift=LiftConfig(n_candidates=self.n_lift_candidates))
-
-
-def sae_entry(model: Model, site: Site, config: SAETrainConfig) -> Entry:
-    """The store entry of the SAE trained with ``config`` at ``site`` of ``model``."""
-    key = {"model": model_key(model), "site": site.hook_name, "config": config.to_dict()}
-    return Store().entry(SAES, key, scope=model_key(model), label=site.hook_name)
-
-
-def window_saes(model: Model, layers: list[int], config: SAETrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Hook name -> SAE at ``hook_resid_post`` of each layer, trained on first use (missing sites together) and
-    cached."""
-    sites = [resolve_site(model, Site(layer, "resid_post")) for layer in layers]
-    entries = {site.hook_name: sae_entry(model, site, config) for site in sites}
-    todo = [site for site in sites if not entries[site.hook_name].ready()]
-    if todo:
-        staging = entries[todo[0].hook_name].path.parent / f".training-{digest(config.to_dict())}"
-        trained = train_saes(model, todo, staging, config, progress=progress)
-        for site in todo:
-            entry = entries[site.hook_name]
-            entry.clear()
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(trained[site.hook_name].directory, entry.path)
-            entry.commit()
-    return {name: load_sae(entry.path, model) for name, entry in entries.items()}
 
 
 def feature_spectra(model: Model, saes: dict[str, Any], target: str, source: str = "en", n_pairs: int = 256,
@@ -133,7 +106,7 @@ def localise(model: Model, target: str, layers: list[int], config: LocaliseConfi
              use_cache: bool = True, progress: bool = True) -> Localisation:
     """Stage I for ``target`` at ``layers`` (SAEs and the analysis cached; a re-run loads them)."""
     started = time.perf_counter()
-    saes = window_saes(model, layers, config.sae, progress=progress)
+    saes = residual_saes(model, layers, config.sae, progress=progress)
     sae_seconds = time.perf_counter() - started
     analysis = config.analysis(target)
     entry = Store().entry(FEATURES, {"model": model_key(model), "target": target, "layers": layers,

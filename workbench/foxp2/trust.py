@@ -1,6 +1,7 @@
 """FOXP2's trust region (METHODS section 3): the strength is the largest that keeps every cost within its bound on
-the dev split. Bounds: leakage <= 0.08, KL(base || edited) on committed contexts <= 0.08 nats and in-language NLL
-increase <= 0.03 nats/token, each raised to what simply prompting "Answer in L." costs when that is more.
+the dev split. Bounds: leakage <= 0.08, KL(base || edited) on the utility contexts <= 0.08 nats and in-language NLL
+increase <= 0.03 nats/token, each raised to what simply prompting "Answer in L." in L costs when that is more (the
+same rule and bounds every tunable method is calibrated under).
 
 The choice itself is :mod:`workbench.calibration`'s ``trust-region`` strategy; this module holds FOXP2's settings
 for it (:meth:`workbench.foxp2.config.Foxp2Config.trust_calibration` turns them into a calibration config).
@@ -22,11 +23,11 @@ class TrustRegionConfig:
     max_leakage: float = 0.08
     """Bound on the increase of mass on the other languages' token sets (``leakage_max``)."""
     max_kl: float = 0.08
-    """Bound on KL(base || edited) on committed contexts, nats."""
+    """Bound on KL(base || edited) on the utility contexts, nats."""
     max_nll_delta: float = 0.03
     """Bound on the in-language NLL increase on reference text, nats/token."""
-    relative_to_prompting: bool = True
-    """Raise each bound to the prompting baseline's cost when that is larger."""
+    bounds_from: str | None = "prompt-native"
+    """Registered method whose dev costs raise each bound when larger (native prompting); None: fixed bounds."""
 
     def __post_init__(self) -> None:
         if not self.strengths or min(self.strengths) <= 0:
