@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from workbench import corpus
 from workbench.bench import BenchConfig, BenchError, run_bench
-from workbench.calibration import CalibrationConfig, calibrate, choose
+from workbench.calibration import CalibrationConfig, calibrate, choose, kept_layer
 from workbench.cli import app
 from workbench.directions import DirectionDataConfig
 from workbench.errors import WorkbenchError
@@ -55,6 +55,16 @@ def test_calibration_picks_the_best_admissible_setting_and_flags_when_none_is():
     assert admissible and (chosen["layer"], chosen["strength"]) == (6, 0.5)   # tie -> the weaker edit
     chosen, admissible = choose(rows, CalibrationConfig(max_nll_delta=0.5, max_kl=0.1, max_leakage=None).fixed_bounds())
     assert not admissible and chosen["strength"] == 0.5 and chosen["nll_delta"] == 0.0
+
+
+def test_the_kept_layer_is_the_best_score_then_lid_then_the_largest_mass_gain():
+    rows = [{"layer": layer, "steering_score": 0.0, "lid_success": 0.0, "delta_mass": dm, "kl": kl}
+            for layer, dm, kl in ((2, -0.5, 0.01), (6, -0.1, 0.3), (10, -0.4, 0.02))]
+    assert kept_layer(rows) == 6                                  # nothing switches: the layer that moves mass most
+    rows.append({"layer": 14, "steering_score": 0.0, "lid_success": 0.1, "delta_mass": -0.9, "kl": 2.0})
+    assert kept_layer(rows) == 14
+    rows.append({"layer": 4, "steering_score": 0.3, "lid_success": 0.05, "delta_mass": -0.9, "kl": 2.0})
+    assert kept_layer(rows) == 4
 
 
 def test_every_method_is_calibrated_by_the_trust_region_within_native_prompting_s_cost_by_default():

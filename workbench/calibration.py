@@ -1,10 +1,11 @@
 """Calibration: choose a method's layer and strength on the dev split, never on eval, by one rule for every method.
 
 The sweep: every candidate layer at the reference strength, the layer with the best dev steering score kept (ties:
-the smaller KL), then every candidate strength at that layer. Each row is the dev frontier point of one setting
-(LID, DEFAULT, relevance, KL, NLL, leakage). The bounds: leakage, KL and in-language NLL increase
-(``max_leakage``, ``max_kl``, ``max_nll_delta``), each raised to what ``bounds_from`` (native prompting, "Answer
-in L." written in L) costs on the same dev prompts when that is larger; set once per target.
+the higher LID success, then the larger early-step mass gain dM, then the smaller KL: where nothing switches yet,
+the layer that moves the next-token mass most), then every candidate strength at that layer. Each row is the dev
+frontier point of one setting (LID, DEFAULT, relevance, KL, NLL, leakage). The bounds: leakage, KL and in-language
+NLL increase (``max_leakage``, ``max_kl``, ``max_nll_delta``), each raised to what ``bounds_from`` (native
+prompting, "Answer in L." written in L) costs on the same dev prompts when that is larger; set once per target.
 
 * ``trust-region`` (the default, METHODS section 3, used for every tunable method so their budgets are equal):
   the largest strength at the kept layer whose dev costs all stay within the bounds. When none is, the smallest
@@ -150,6 +151,15 @@ def choose(rows: Sequence[dict[str, Any]], limits: dict[str, float]) -> tuple[di
     return min(rows, key=lambda r: (r["nll_delta"], r["strength"])), False
 
 
+def kept_layer(rows: Sequence[dict[str, Any]]) -> int | None:
+    """The layer whose row (all at the reference strength) has the best dev steering score; ties go to the higher
+    LID success, then the larger dM (where nothing switches yet, the layer that moves the mass most), then the
+    smaller KL."""
+    if not rows:
+        raise CalibrationError("no layer rows to choose from")
+    return max(rows, key=lambda r: (r["steering_score"], r["lid_success"], r["delta_mass"], -r["kl"]))["layer"]
+
+
 def choose_strength(rows: Sequence[dict[str, Any]], limits: dict[str, float]) -> tuple[dict[str, Any], bool]:
     """Trust region: the row with the largest strength within ``limits``; when none is, the smallest strength,
     flagged False."""
@@ -220,8 +230,7 @@ def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "
         return rows[layer, strength]
 
     reference = min(strengths, key=lambda s: abs(s - config.reference_strength))
-    best_layer = max((run(layer, reference) for layer in layers),
-                     key=lambda row: (row["steering_score"], -row["kl"]))["layer"] if len(layers) > 1 else layers[0]
+    best_layer = kept_layer([run(layer, reference) for layer in layers]) if len(layers) > 1 else layers[0]
     for strength in strengths:
         run(best_layer, strength)
     if strategy == "trust-region":
