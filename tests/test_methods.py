@@ -57,6 +57,15 @@ def test_calibration_picks_the_best_admissible_setting_and_flags_when_none_is():
     assert not admissible and chosen["strength"] == 0.5 and chosen["nll_delta"] == 0.0
 
 
+def test_a_bench_target_without_utility_contexts_is_refused_before_any_model_work(tiny_model):
+    from workbench.foxp2.pipeline import run_foxp2
+
+    with pytest.raises(WorkbenchError, match=r"no 'ar' question/answer contexts in split 'dev'.*hi"):
+        BenchConfig(targets=("es", "ar"))
+    with pytest.raises(WorkbenchError, match="no 'ar' question/answer contexts"):
+        run_foxp2(tiny_model, "ar", "unused")                # refused before the stages run
+
+
 def test_the_kept_layer_is_the_best_score_then_lid_then_the_largest_mass_gain():
     rows = [{"layer": layer, "steering_score": 0.0, "lid_success": 0.0, "delta_mass": dm, "kl": kl}
             for layer, dm, kl in ((2, -0.5, 0.01), (6, -0.1, 0.3), (10, -0.4, 0.02))]

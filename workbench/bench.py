@@ -13,7 +13,7 @@ setting; ``metrics.json``, the evaluation keys with CIs per target and method; `
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import cycle
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from workbench.backends import Model
 from workbench.calibration import SELECTIONS, CalibrationConfig, calibrate, calibration_runs
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
+from workbench.evaluation.evaluate import UtilityContexts
 from workbench.evaluation.results import ResultRow, results_table, write_results
 from workbench.evaluation.runs import EvaluationRuns
 from workbench.interventions import PositionRule
@@ -83,6 +84,9 @@ class BenchConfig:
             raise BenchError("a benchmark needs at least one method, one target and two prompts")
         if outside:
             raise BenchError(f"sweep_methods {sorted(outside)} are not among methods {list(self.methods)}")
+        for target in self.targets:  # utility contexts on both splits, before any model work
+            for split in (self.calibration.split, "eval"):
+                UtilityContexts.from_corpus(target, self.source, replace(self.evaluation, utility_split=split))
 
 
 @dataclass

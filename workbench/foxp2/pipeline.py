@@ -16,6 +16,7 @@ evaluation in progress. Each evaluation is also exported to ``out_dir/runs/``.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rich.console import Console
 
 from workbench.backends import Model
 from workbench.calibration import calibrate, calibration_runs
+from workbench.evaluation.evaluate import UtilityContexts
 from workbench.evaluation.runs import EvaluationRuns
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
 from workbench.foxp2.method import Foxp2Error, Foxp2Method
@@ -48,6 +50,8 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
     source = get_language(config.source).code
     if target == source:
         raise Foxp2Error(f"the target language must differ from the source ({source!r})")
+    for split in (config.dev_evaluation.utility_split, "eval"):  # before the stages' heavy work
+        UtilityContexts.from_corpus(target, source, replace(config.evaluation, utility_split=split))
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
