@@ -155,10 +155,11 @@ pd.DataFrame(metrics.records)[["prompt", "answer", "lid", "delta_mass", "relevan
 # target language, its close relatives among the candidates; `relevance` the mean calibrated encoder similarity
 # of each answer to its prompt or reference (0 = as related as a shuffled pair, 1 = as a human translation);
 # `coherence` the share of readable answers; `steering_score` the harmonic mean of LID success and
-# mean(relevance x coherent) (`steering_score_v1` is the first score, with retrieval relevance); `delta_mass` (dM) the target-minus-English next-token mass averaged
-# over the first 3 generated steps (from −1 to 1); `default_rate` the share in the target language with
-# dM > 0; `leakage_max` the largest mass gained (vs the unsteered model) by another language's token set;
-# `kl` the divergence from the unsteered next-token distributions over the answer positions of target-language
-# question/answer contexts; `nll_delta` and `en_ppl_delta` the steered model's NLL change on those target-language
-# answers (nats/token, first 3 answer tokens left out) and perplexity change on English answers (an edit at
-# every position also hits English text, which can cost a lot). With the small settings the intervals are wide: this is a smoke run, not a measurement.
+# mean(relevance x coherent) (`steering_score_v1` is the first score, with retrieval relevance); `delta_mass`
+# (dM) the target-minus-English next-token mass averaged over the first 3 generated steps (from −1 to 1);
+# `default_rate` the share in the target language with dM > 0; `leakage_max` the largest mass gained (vs the
+# unsteered model) by another language's token set; `kl` the divergence from the unsteered next-token
+# distributions over the answer positions of target-language question/answer contexts; `nll_delta` and
+# `en_ppl_delta` the steered model's NLL change on those target-language answers (nats/token, first 3 answer
+# tokens left out) and perplexity change on English answers (an edit at every position also hits English text,
+# which can cost a lot). With the small settings the intervals are wide: this is a smoke run, not a measurement.
