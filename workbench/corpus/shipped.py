@@ -103,6 +103,12 @@ def _prompt_rows() -> tuple[Prompt, ...]:
 
 
 @lru_cache(maxsize=1)
+def _parallel_rows_by_id() -> dict[str, ParallelRow]:
+    """The LibreOffice parallel rows by id (question/answer pairs name their answer by it)."""
+    return {row.id: row for row in _parallel_rows()}
+
+
+@lru_cache(maxsize=1)
 def _qa_pair_rows() -> tuple[dict[str, str], ...]:
     """All question/answer pairs (the answer as a parallel row id), in the build's seeded order."""
     return tuple(_read_jsonl_xz("qa_pairs.jsonl.xz"))
@@ -254,7 +260,7 @@ def qa_pairs(lang: str, split: str = "discovery", *, n: int | None = None) -> li
     """
     code = _check_language(lang).code
     _check_split(split)
-    by_id = {row.id: row for row in _parallel_rows()}
+    by_id = _parallel_rows_by_id()
     rows = [
         QAPair(p["id"], p["doc"], p["split"], p["question"], by_id[p["answer"]].text[code], code)
         for p in _qa_pair_rows()

@@ -2,7 +2,7 @@
 ``results.csv``, ``metrics.json`` and ``leaderboard.md`` the same way by the benchmark, FOXP2 and the demo.
 
     rows = [ResultRow.from_metrics(metrics, method="diffmean", layer=4, strength=1.0, rule="all",
-                                   selection="calibrated on dev")]
+                                   selection="trust region on dev")]
     write_results(rows, metrics, out_dir, title="Steering leaderboard", intro="...", extra={"model": ...})
 """
 
@@ -38,7 +38,7 @@ class ResultRow:
     rule: str
     """Position rule."""
     selection: str
-    """How the setting was chosen: ``calibrated on dev``, ``trust region on dev``, ``fixed``, ``sweep``,
+    """How the setting was chosen: ``trust region on dev``, ``best dev score within bounds``, ``fixed``, ``sweep``,
     ``at FOXP2's strength``..."""
     within_bounds: bool | None
     """Whether the chosen setting met every calibration bound (None: nothing was calibrated)."""

@@ -27,25 +27,19 @@ def _encode(model: Model, texts: Sequence[str], max_length: int) -> BatchEncodin
                            max_length=max_length).to(device)
 
 
-def final_logits(model: Model, texts: Sequence[str], *, hooks: Sequence[Hook] = (),
-                 prompt_lengths: Sequence[int] | None = None, batch_size: int = 8, max_length: int = 256
-                 ) -> Float[Tensor, "text vocab"]:
-    """Next-token logits after the last token of each text, with ``hooks`` active.
-
-    ``prompt_lengths`` (tokens, BOS included) says where each text's prompt ends, for position rules such as
-    "prompt-final + k generated steps" (a committed context is a prompt plus tokens it would have generated);
-    without it each whole text is the prompt.
-    """
+def final_logits(model: Model, texts: Sequence[str], *, hooks: Sequence[Hook] = (), batch_size: int = 8,
+                 max_length: int = 256) -> Float[Tensor, "text vocab"]:
+    """Next-token logits after the last token of each text (each whole text is the prompt), with ``hooks``
+    active."""
     rows = []
     with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             encoded = _encode(model, texts[start:start + batch_size], max_length)
             last = encoded["attention_mask"].sum(-1) - 1
             index = torch.arange(len(last), device=last.device)
-            ends = last if prompt_lengths is None else torch.tensor(prompt_lengths[start:start + batch_size]) - 1
             final = torch.zeros_like(encoded["attention_mask"], dtype=torch.bool)
             final[index, last] = True
-            with prompt_ends(ends):
+            with prompt_ends(last):
                 rows.append(position_logits(model, encoded["input_ids"], encoded["attention_mask"], final,
                                             lambda logits, _: logits.float().cpu()))
     return torch.cat(rows)
@@ -53,7 +47,7 @@ def final_logits(model: Model, texts: Sequence[str], *, hooks: Sequence[Hook] = 
 
 def kl_divergence(base_logits: Float[Tensor, "n vocab"], edited_logits: Float[Tensor, "n vocab"]
                   ) -> Float[Tensor, " n"]:
-    """``KL(p_base || p_edited)`` per row, in nats."""
+    """``KL(p_base || p_edited)`` per row, in nats (logits or log-probabilities: both are normalised here)."""
     base = base_logits.log_softmax(-1)
     return (base.exp() * (base - edited_logits.log_softmax(-1))).sum(-1)
 
@@ -144,8 +138,7 @@ def _position_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Ten
         token_nll = -log_probs.gather(-1, targets[rows, None])[:, 0]
         if reference_log_probs is None:
             return token_nll[:, None]
-        base = reference_log_probs[rows]
-        return torch.stack([token_nll, (base.exp() * (base - log_probs)).sum(-1)], -1)
+        return torch.stack([token_nll, kl_divergence(reference_log_probs[rows], log_probs)], -1)
 
     return costs
 

@@ -38,7 +38,10 @@ class LangFIRSteering(SaeMethodBase):
     name: str = "langfir"
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"sae": self.sae.to_dict(), "filter": vars(self.filter), "seed": self.seed, "layers": self.layers}
+        return {"sae": self.sae.to_dict(), **self._settings()}
+
+    def _settings(self) -> dict[str, Any]:
+        return {"filter": vars(self.filter), "seed": self.seed}
 
     def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
@@ -63,7 +66,7 @@ class LangFIRSteering(SaeMethodBase):
                 "survivors": survivors.tolist(), "target_rate": target_rate[survivors].tolist(),
                 "random_rate": random_rate[survivors].tolist(), "texts": len(texts), "split": "discovery"}
 
-        tensors, record = self.fitted(model, target, source, layer, self.filter, fit)
+        tensors, record = self.fitted(model, target, source, layer, self._settings(), fit)
         survivors = record["survivors"]
         interventions = (Intervention(hook_name, AddVector(tensors["vector"], strength), rule),) if survivors else ()
         return Treatment(

@@ -38,7 +38,7 @@ class SaeDiffMean(SaeMethodBase):
     name: str = "sae-diffmean"
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"sae": self.sae.to_dict(), "data": vars(self.data), "layers": self.layers}
+        return {"sae": self.sae.to_dict(), "data": vars(self.data)}
 
     def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
@@ -54,7 +54,7 @@ class SaeDiffMean(SaeMethodBase):
             return {"delta": delta}, {"pairs": len(rows), "split": self.data.split,
                                       "raised": int((delta > 0).sum()), "lowered": int((delta < 0).sum())}
 
-        tensors, record = self.fitted(model, target, source, layer, self.data, fit)
+        tensors, record = self.fitted(model, target, source, layer, vars(self.data), fit)
         return Treatment(
             interventions=(Intervention(hook_name, LatentShift(sae, tensors["delta"], strength), rule),),
             description=f"SAE-DiffMean {source}->{target} at {hook_name} x{strength:g} ({record['raised']} latents "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -50,12 +50,12 @@ class SaeMethodBase:
             self._saes[key] = next(iter(residual_saes(model, [layer], self.sae).items()))
         return self._saes[key]
 
-    def fitted(self, model: Model, target: str, source: str, layer: int, settings: Any,
+    def fitted(self, model: Model, target: str, source: str, layer: int, settings: dict[str, Any],
                fit: Callable[[], tuple[dict[str, Tensor], dict[str, Any]]]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """The tensors and record ``fit()`` makes for this (model, target, source, layer, settings), from the store
-        when present."""
+        """The tensors and record ``fit()`` makes for this (model, target, source, layer, SAE), given ``settings``
+        (everything else the fit depends on), from the store when present."""
         key = {"model": model_key(model), "method": type(self).__name__, "target": target, "source": source,
-               "layer": layer, "sae": self.sae.to_dict(), "settings": asdict(settings)}
+               "layer": layer, "sae": self.sae.to_dict(), "settings": settings}
         entry = Store().entry(SAE_STEERING, key, scope=model_key(model),
                               label=f"{type(self).__name__}-{target}-L{layer}")
         if not entry.ready():

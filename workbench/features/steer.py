@@ -14,7 +14,7 @@ identity.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,15 @@ def encoder_directions(sae: Any) -> tuple[Float[Tensor, "d_in feature"], Float[T
         return (sae.W_enc * scale).detach(), (bias * scale).detach()
 
 
+def with_edited_latents(sae: Any, activation: Float[Tensor, "*rows d"], edit: Callable[[Tensor], Tensor]
+                        ) -> Float[Tensor, "*rows d"]:
+    """``h + decode(edit(z)) - decode(z)`` with ``z = encode(h)``: a latent edit that keeps the SAE error term."""
+    with torch.no_grad():
+        latents = sae.encode(activation.to(sae.dtype))
+        change = sae.decode(edit(latents)) - sae.decode(latents)
+    return activation + change.to(activation.dtype)
+
+
 @dataclass(frozen=True)
 class LatentEdit:
     """An edit of one SAE latent that keeps the SAE error term: ``h + strength * (decode(z') - decode(z))``."""
@@ -90,14 +99,13 @@ class LatentEdit:
         return int(self.sae.cfg.d_in)
 
     def __call__(self, activation: Float[Tensor, "*rows d"]) -> Float[Tensor, "*rows d"]:
-        x = activation.to(self.sae.dtype)
-        with torch.no_grad():
-            latents = self.sae.encode(x)
+        def edit(latents: Tensor) -> Tensor:
             edited = latents.clone()
             current = latents[..., self.feature]
             edited[..., self.feature] = current + self.strength * (self.value - current)
-            change = self.sae.decode(edited) - self.sae.decode(latents)
-        return activation + change.to(activation.dtype)
+            return edited
+
+        return with_edited_latents(self.sae, activation, edit)
 
 
 @dataclass(frozen=True)
@@ -118,12 +126,8 @@ class LatentShift:
     def __call__(self, activation: Float[Tensor, "*rows d"]) -> Float[Tensor, "*rows d"]:
         if self.strength == 0:
             return activation
-        x = activation.to(self.sae.dtype)
-        with torch.no_grad():
-            latents = self.sae.encode(x)
-            shifted = (latents + self.strength * self.delta.to(latents)).clamp_min(0)
-            change = self.sae.decode(shifted) - self.sae.decode(latents)
-        return activation + change.to(activation.dtype)
+        return with_edited_latents(self.sae, activation,
+                                   lambda latents: (latents + self.strength * self.delta.to(latents)).clamp_min(0))
 
 
 @dataclass(frozen=True)

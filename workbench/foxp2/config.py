@@ -18,7 +18,8 @@ from workbench.spectral import SpectralConfig
 CONTROLS: tuple[str, ...] = VARIANTS[1:]
 """FOXP2's controls (registered as ``foxp2-<control>``), each run at FOXP2's strength."""
 BASELINES: tuple[str, ...] = ("none", "prompt-en", "prompt-native", "diffmean")
-"""Registered steering methods evaluated beside it (DiffMean calibrated on dev as in the benchmark)."""
+"""Registered steering methods evaluated beside it (DiffMean calibrated on dev by the same trust region as in the
+benchmark)."""
 
 
 @dataclass(frozen=True)
