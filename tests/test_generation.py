@@ -38,3 +38,19 @@ def test_every_backend_generates_what_plain_hf_generates(gemma_hf, gemma_fast, g
     assert len(set(reference[0].split())) > 3, reference  # the reference itself is not degenerate
     for model in (gemma_fast, gemma_bridge, gemma_hooked):
         assert generate(model, prompts, max_new_tokens=8) == reference, model.workbench_metadata.backend
+
+
+@pytest.mark.model
+def test_steered_greedy_outputs_do_not_depend_on_the_batch_size(gemma_fast):
+    """The evaluation batches generation by ``EvaluationConfig.batch_size`` for speed: the answers must not change."""
+    from workbench import corpus
+    from workbench.prompting import QA_TEMPLATE
+
+    prompts = [QA_TEMPLATE.format(prompt=row.prompt) for row in corpus.prompts(split="dev", n=10)]
+    vector = 40 * torch.nn.functional.normalize(torch.randn(gemma_fast.cfg.d_model,
+                                                            generator=torch.Generator().manual_seed(0)), dim=0)
+    hooks = [add_vector(gemma_fast, "blocks.6.hook_resid_post", vector)]
+    one_by_one = generate(gemma_fast, prompts, hooks=hooks, max_new_tokens=12, batch_size=1)
+    assert len(set(one_by_one)) > 5, one_by_one
+    assert generate(gemma_fast, prompts, hooks=hooks, max_new_tokens=12, batch_size=4) == one_by_one
+    assert generate(gemma_fast, prompts, hooks=hooks, max_new_tokens=12, batch_size=10) == one_by_one

@@ -7,6 +7,7 @@ absolute position of every decoding step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +41,8 @@ def generate_recording(model: Model, prompts: Sequence[str], *, hooks: Sequence[
     to the next-token logits of the first ``record_steps`` steps, which generation computes anyway.
 
     Uses the KV cache on every backend: HF ``generate`` for the ``hf`` backend, TransformerLens' own otherwise.
-    Prompts are left-padded in batches of ``batch_size``, so every prompt of a batch ends at the same column.
+    Prompts are left-padded in batches of at most ``batch_size`` (as even as possible, so the last batch is not a
+    near-empty one that costs a whole pass), so every prompt of a batch ends at the same column.
     ``stop_at_eos=False`` always generates ``max_new_tokens`` tokens (fixed-length runs, benchmarks).
     """
     if not prompts:
@@ -53,8 +55,9 @@ def generate_recording(model: Model, prompts: Sequence[str], *, hooks: Sequence[
     texts: list[str] = []
     recorded: list[Tensor] = []
     with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start:start + batch_size])
+        size = math.ceil(len(prompts) / math.ceil(len(prompts) / batch_size))
+        for start in range(0, len(prompts), size):
+            chunk = list(prompts[start:start + size])
             encoded = tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left").to(device)
             prompt_length = encoded["input_ids"].shape[1]
             with prompt_ends(prompt_length - 1):
