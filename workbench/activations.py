@@ -103,6 +103,10 @@ def batch_texts(tokenizer: Any, texts_by_group: dict[str, Sequence[str]], *, bat
     Sorting by length within a group minimises padding; batches never mix groups, so each forward pass
     serves one group.
     """
+    strings = [group for group, texts in texts_by_group.items() if isinstance(texts, str)]
+    if strings:
+        raise HarvestError(f"group(s) {strings} map to a single string; pass a list of texts per group, e.g. "
+                           f"{{{strings[0]!r}: [{texts_by_group[strings[0]][:20]!r}]}}")
     empty = [group for group, texts in texts_by_group.items() if not texts]
     if not texts_by_group or empty:
         raise HarvestError(f"no texts to harvest for group(s) {empty or '(none given)'}; pass a non-empty list "
@@ -402,17 +406,28 @@ def harvest(model: Model, batches: Iterable[TokenBatch], sites: Sequence[Site | 
     n_tokens = 0
     iterator = tqdm(batches, desc=description, total=total, disable=not progress, unit="batch")
     with torch.inference_mode():
-        for batch in iterator:
+        for index, batch in enumerate(iterator):
             mask = _position_mask(batch, bos_token_id, config.exclude_bos)
             current["group_masks"] = _group_masks(mask, batch.labels)
             n_tokens += int(mask.sum())
             forward_to(model, batch.tokens, batch.attention_mask, fwd_hooks)
+            _check_finite(accumulators, index)
     if not accumulators or n_tokens == 0:
         raise HarvestError("the batches held no usable tokens (empty input, or only padding/BOS)")
     groups = sorted({group for _, group in accumulators})
     return ActivationStats(sites=resolved, groups=groups, config=config,
                            tensors=_finalise(accumulators),
                            metadata={"model": model_metadata(model), "n_tokens": n_tokens})
+
+
+def _check_finite(accumulators: dict[tuple[Site, str], _UnitAccumulator], batch_index: int) -> None:
+    """A NaN or inf activation makes its running mean non-finite: name the first site it reached."""
+    for (site, group), accumulator in accumulators.items():
+        if not torch.isfinite(accumulator.mean).all():
+            units = (~torch.isfinite(accumulator.mean)).nonzero()[:, 0]
+            raise HarvestError(f"NaN or inf activations at {site.hook_name} (layer {site.layer}) in batch "
+                               f"{batch_index} ({group!r} text), first at unit {int(units[0])} of {len(units)}: the "
+                               "model or a hook produces non-finite values; the statistics would be meaningless")
 
 
 def _group_masks(mask: Bool[Tensor, "batch pos"], labels: list[str]) -> dict[str, Bool[Tensor, "batch pos"]]:

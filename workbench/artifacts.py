@@ -7,9 +7,10 @@ never leaves a half-written artifact that a later run would mistake for a finish
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,34 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists and tuples) replaced by None, which JSON has."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    return value
+
+
+def json_text(payload: Any, *, indent: int | None = 2) -> str:
+    """Valid JSON (no ``NaN`` / ``Infinity`` literals: non-finite floats become null), UTF-8 kept readable."""
+    return json.dumps(json_ready(payload), indent=indent, ensure_ascii=False, default=str, allow_nan=False)
+
+
+def nan_for_null(row: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """``row`` with null values of the numeric ``keys`` read back as NaN (a pair of nulls as a pair of NaNs)."""
+    revived = dict(row)
+    for key in keys:
+        value = revived.get(key)
+        if value is None and key in revived:
+            revived[key] = math.nan
+        elif isinstance(value, list) and any(item is None for item in value):
+            revived[key] = [math.nan if item is None else item for item in value]
+    return revived
+
+
 def atomic_write_json(path: str | Path, payload: Any) -> Path:
-    """Write json (indented, UTF-8 kept readable) atomically."""
-    return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Write JSON (indented, UTF-8 kept readable; NaN and inf as null) atomically."""
+    return atomic_write_text(path, json_text(payload) + "\n")

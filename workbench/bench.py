@@ -82,6 +82,9 @@ class BenchConfig:
         outside = set(self.sweep_methods) - set(self.methods)
         if not self.methods or not self.targets or (self.n_prompts is not None and self.n_prompts < 2):
             raise BenchError("a benchmark needs at least one method, one target and two prompts")
+        if self.source in self.targets:
+            raise BenchError(f"target {self.source!r} is also the source: steering needs targets other than the "
+                             "source language")
         if outside:
             raise BenchError(f"sweep_methods {sorted(outside)} are not among methods {list(self.methods)}")
         for target in self.targets:  # utility contexts on both splits, before any model work

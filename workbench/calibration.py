@@ -27,7 +27,7 @@ from typing import Any
 
 from rich.console import Console
 
-from workbench.artifacts import atomic_write_json
+from workbench.artifacts import atomic_write_json, nan_for_null
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
@@ -125,7 +125,8 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        return cls(**json.loads(Path(path).read_text()))
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(**{**payload, "sweep": [nan_for_null(row, SWEEP_KEYS) for row in payload["sweep"]]})
 
 
 def within(row: dict[str, Any], limits: dict[str, float]) -> bool:

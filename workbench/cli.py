@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.artifacts import json_text
 from workbench.evaluation.cli import evaluation_app
 from workbench.features.cli import ablate_command, features_command
 from workbench.foxp2.cli import foxp2_command
@@ -36,7 +36,7 @@ def info(model: str = typer.Option("gemma-3-270m", help="Model alias, Transforme
                "corpus": {"languages": len(summary["languages"]), "udhr_languages": summary["udhr_languages"],
                           "prompts": summary["prompts"]}}
     if as_json:
-        print(json.dumps(payload, indent=2))
+        print(json_text(payload))
         return
     table = Table(title="model", show_header=False)
     for key, value in {**payload["model"], "load_seconds": payload["load_seconds"]}.items():
@@ -54,7 +54,7 @@ def corpus_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
     summary = corpus.stats()
     if as_json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        print(json_text(summary))
         return
     splits = list(summary["splits"])
     table = Table(title="shipped corpus (parallel rows with English / monolingual tokens, per split)")
@@ -102,19 +102,15 @@ def figures(out: Path = typer.Option(Path("figures"), help="Output directory; fi
 
 
 def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool) -> list[str]:
-    from workbench.errors import WorkbenchError
     from workbench.evaluation import QA_TEMPLATE
+    from workbench.inputs import InputError, non_blank, read_prompts_file
 
-    texts = list(prompt or [])
+    texts = non_blank(prompt or [], "--prompt")
     if prompts_file is not None:
-        if not prompts_file.is_file():
-            raise WorkbenchError(f"prompts file {prompts_file} does not exist")
-        for line in prompts_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                texts.append(json.loads(line)["prompt"] if line.lstrip().startswith("{") else line.strip())
+        texts += read_prompts_file(prompts_file)
     if not texts:
-        raise WorkbenchError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (one per line, "
-                             "or JSON lines with a 'prompt' field)")
+        raise InputError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (one per line, "
+                         "or JSON lines with a 'prompt' field)")
     return texts if raw else [QA_TEMPLATE.format(prompt=text) for text in texts]
 
 
@@ -139,6 +135,7 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
     from workbench.calibration import calibrate
     from workbench.evaluation import EvaluationConfig, evaluate, identify_language
     from workbench.generation import generate
+    from workbench.inputs import distinct_languages, finite, positive
     from workbench.interventions import PositionRule, hooks_for
     from workbench.languages import get_language
     from workbench.methods import get_method
@@ -146,6 +143,11 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
 
     for code in (target, source):
         get_language(code)
+    distinct_languages(target, source)
+    if strength is not None:
+        finite(strength, "--strength")
+    positive(max_new_tokens, "--max-new-tokens")
+    evaluation = EvaluationConfig(max_new_tokens=max_new_tokens) if as_json else None
     chosen = get_method(method)
     rule = PositionRule.parse(positions) if positions else chosen.default_rule
     prompts = _read_prompts(prompt, prompts_file, raw)
@@ -163,11 +165,9 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
                "calibrated": calibrated is not None}
     if as_json:
         metrics = evaluate(loaded, prompts, target, source=source, hooks=hooks,
-                           prompt_rewriter=treatment.prompt_rewriter,
-                           config=EvaluationConfig(max_new_tokens=max_new_tokens))
+                           prompt_rewriter=treatment.prompt_rewriter, config=evaluation or EvaluationConfig())
         results = [{"prompt": r["prompt"], "output": r["output"], "lid": r["lid"]} for r in metrics.records]
-        print(json.dumps({"results": results, "summary": metrics.to_dict(with_records=False), "setting": setting},
-                         indent=2, ensure_ascii=False))
+        print(json_text({"results": results, "summary": metrics.to_dict(with_records=False), "setting": setting}))
         return
     rewritten = [treatment.prompt_rewriter(p) for p in prompts] if treatment.prompt_rewriter else prompts
     outputs = generate(loaded, rewritten, hooks=hooks, max_new_tokens=max_new_tokens)
@@ -196,14 +196,16 @@ def bench(methods: str = typer.Option("", help="Comma-separated method names (de
     """Calibrate on dev and evaluate on eval: results.csv, leaderboard.md, metrics.json and heatmaps."""
     from workbench.bench import BenchConfig, run_bench
     from workbench.evaluation import EvaluationConfig
+    from workbench.inputs import integers, numbers, positive, unique
     from workbench.models import load_model
 
     config = BenchConfig(
-        methods=_split(methods) or BenchConfig.methods, targets=_split(targets) or BenchConfig.targets,
-        n_prompts=n_prompts, rule=positions,
-        sweep_methods=_split(sweep), sweep_layers=tuple(int(v) for v in _split(sweep_layers)) or None,
-        sweep_strengths=tuple(float(v) for v in _split(sweep_strengths)) or None,
-        evaluation=EvaluationConfig(max_new_tokens=max_new_tokens))
+        methods=tuple(unique(_split(methods), "--methods")) or BenchConfig.methods,
+        targets=tuple(unique(_split(targets), "--targets")) or BenchConfig.targets,
+        n_prompts=None if n_prompts is None else positive(n_prompts, "--n-prompts"), rule=positions,
+        sweep_methods=_split(sweep), sweep_layers=integers(sweep_layers, "--sweep-layers") or None,
+        sweep_strengths=numbers(sweep_strengths, "--sweep-strengths") if sweep_strengths.strip() else None,
+        evaluation=EvaluationConfig(max_new_tokens=positive(max_new_tokens, "--max-new-tokens")))
     from workbench.methods import get_methods
 
     get_methods(config.methods)
@@ -230,15 +232,24 @@ def main() -> None:
     from workbench.errors import WorkbenchError
 
     try:
-        app(standalone_mode=False)
+        app(prog_name="workbench", standalone_mode=False)
     except WorkbenchError as error:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {error}")
+        _print_error(str(error))
         raise SystemExit(2) from None
     except (typer.Exit, typer.Abort) as stop:
         raise SystemExit(getattr(stop, "exit_code", 1)) from None
     except (click.ClickException, typer.exceptions.TyperException) as error:  # typer vendors its own click
-        error.show()
+        context = getattr(error, "ctx", None)
+        hint = f" (see: {context.command_path} --help)" if context is not None else ""
+        _print_error(f"{error.format_message()}{hint}")
         raise SystemExit(getattr(error, "exit_code", 2)) from None
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, however wide the terminal."""
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())))
 
 
 if __name__ == "__main__":

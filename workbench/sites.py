@@ -8,6 +8,7 @@ methods use. For a gated MLP ``mlp_pre`` is the gate pre-activation, ``mlp_pre_l
 from __future__ import annotations
 
 import difflib
+import operator
 import re
 from dataclasses import dataclass
 
@@ -49,8 +50,12 @@ class Site:
             close = difflib.get_close_matches(self.kind, SITE_KINDS, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise SiteError(f"unknown site kind {self.kind!r}{hint}; valid kinds: {', '.join(SITE_KINDS)}")
-        if self.layer < 0:
-            raise SiteError(f"site layer must be >= 0, got {self.layer}")
+        try:
+            layer = operator.index(self.layer)
+        except TypeError:
+            layer = -1
+        if isinstance(self.layer, bool) or layer < 0:
+            raise SiteError(f"site layer must be an integer >= 0, got {self.layer!r}")
 
     @property
     def hook_name(self) -> str:

@@ -185,9 +185,15 @@ def parallel(
         UnknownOptionError: unknown split or source.
         NotEnoughRowsError: ``n`` exceeds the number of rows (the message says how many exist).
     """
+    if isinstance(langs, str):
+        raise UnknownOptionError(f"langs must be a list of language codes, got the string {langs!r}; e.g. "
+                                 "['en', 'es']")
     codes = [_check_language(code).code for code in langs]
     if not codes:
         raise UnknownOptionError("langs is empty; pass at least one language code, e.g. ['en', 'es'].")
+    repeated = sorted({code for code in codes if codes.count(code) > 1})
+    if repeated:
+        raise UnknownOptionError(f"langs lists {', '.join(repeated)} more than once; give each language once")
     _check_split(split)
     _check_source(source, PARALLEL_SOURCES)
     if source == "udhr":

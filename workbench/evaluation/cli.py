@@ -31,13 +31,16 @@ def validate_relevance_command(
     languages, for every scorer; the default (e5-linear) must reach AUC >= 0.9 everywhere and a spread <= 0.15."""
     from workbench.evaluation.evaluate import EvaluationConfig
     from workbench.evaluation.validation import validate_relevance
+    from workbench.inputs import InputError, unique
     from workbench.languages import get_language
 
     names = _split(scorers)
     unknown = [name for name in names if name not in SCORERS]
     if unknown or not names:
         raise typer.BadParameter(f"unknown scorer(s) {unknown}; choose from {', '.join(SCORERS)}", param_hint="scorers")
-    codes = [get_language(code).code for code in _split(languages)]
+    codes = [get_language(code).code for code in unique(_split(languages), "--languages")]
+    if n_rows < 2:
+        raise InputError(f"--n-rows must be at least 2 (matched vs shuffled pairs need two rows), got {n_rows}")
     loaded = None
     if {"retrieval", "conditional-likelihood"} & set(names):
         from workbench.models import load_model

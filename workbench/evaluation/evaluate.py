@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from workbench import corpus
-from workbench.artifacts import atomic_write_json
+from workbench.artifacts import atomic_write_json, nan_for_null
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.evaluation.coherence import CoherenceConfig, CoherenceItem, score_coherence
@@ -91,6 +92,18 @@ class EvaluationConfig:
     batch_size: int = 48
     """Prompts per generation batch (at most; and contexts per utility batch). Larger batches generate faster
     (each step reads the 262k-row unembedding once per batch); greedy outputs do not depend on it."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "mass_steps", "n_utility_contexts", "utility_answer_tokens",
+                     "bootstrap_resamples", "batch_size"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(
+                    self, name) < 1:
+                raise EvaluationError(f"EvaluationConfig.{name} must be a positive integer, got "
+                                      f"{getattr(self, name)!r}")
+        if self.mass_steps > self.max_new_tokens:
+            raise EvaluationError(f"max_new_tokens={self.max_new_tokens} is fewer than the {self.mass_steps} steps "
+                                  "the language-mass change dM averages (mass_steps): generate at least "
+                                  f"{self.mass_steps} tokens or lower mass_steps")
 
     def candidate_languages(self, target: str, source: str) -> list[str]:
         return candidate_languages(target, source, self.languages)
@@ -215,6 +228,16 @@ class SteeringMetrics:
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_dict())
 
+    @staticmethod
+    def revive(payload: dict[str, Any]) -> dict[str, Any]:
+        """A stored :meth:`to_dict` payload with the numeric fields JSON wrote as null (NaN) read back as NaN."""
+        return nan_for_null(payload, NUMERIC_METRICS)
+
+
+NUMERIC_METRICS: tuple[str, ...] = tuple(
+    f.name for f in fields(SteeringMetrics) if f.type in ("float", "tuple[float, float]"))
+"""The :class:`SteeringMetrics` fields that are numbers or intervals."""
+
 
 def _generate(model: Model, prompts: Sequence[str], hooks: Sequence[Hook], token_sets: TokenSets,
               config: EvaluationConfig) -> Generation:
@@ -279,6 +302,7 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
 
     model_prompts = [prompt_rewriter(prompt) for prompt in prompts] if prompt_rewriter else list(prompts)
     generation = _generate(model, model_prompts, hooks, token_sets, config)
+    _require_finite(generation.step_values, "the next-token distributions of the first generated steps", "prompt")
     index = {lang: token_sets.languages.index(lang) for lang in languages}
     answers = [cut_at_next_turn(text) for text in generation.texts]
     n = len(prompts)
@@ -305,6 +329,7 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
         costs = _answer_costs(model, contexts.target_prompts, contexts.target_answers, config, hooks=hooks,
                               rewriter=prompt_rewriter, with_kl=True)
         target_nll, kl = costs.nll, costs.kl.numpy()
+        _require_finite(costs.kl, "the KL on the utility contexts", "context")
         english_nll = _answer_costs(model, contexts.source_prompts, contexts.source_answers, config, hooks=hooks,
                                     rewriter=prompt_rewriter).nll
     else:
@@ -351,6 +376,15 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
                                  "bootstrap over items (prompts, or utility contexts) otherwise",
                     "token_sets": token_sets.summary()},
     )
+
+
+def _require_finite(values: Tensor, what: str, item: str) -> None:
+    """Non-finite logits would give scores that look real: stop, naming the first item."""
+    bad = ~torch.isfinite(values.reshape(len(values), -1)).all(-1)
+    if bad.any():
+        raise EvaluationError(f"{what} hold NaN or inf (first at {item} {int(bad.nonzero()[0, 0])}, "
+                              f"{int(bad.sum())} of {len(values)} {item}s): the steered model produces non-finite "
+                              "logits; lower the strength or check the steering vector and hooks")
 
 
 def _coherence_summary(items: Sequence[CoherenceItem], boot: dict[str, int]) -> dict[str, Any]:

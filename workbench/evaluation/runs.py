@@ -23,7 +23,7 @@ from typing import Any
 from workbench import corpus
 from workbench.artifacts import atomic_write_json
 from workbench.backends import Model
-from workbench.evaluation.evaluate import Baseline, EvaluationConfig, compute_baseline, evaluate
+from workbench.evaluation.evaluate import Baseline, EvaluationConfig, SteeringMetrics, compute_baseline, evaluate
 from workbench.interventions import PositionRule, Steer, hooks_for
 from workbench.methods import SteeringMethod, fingerprint_digest
 from workbench.models import model_key
@@ -72,7 +72,7 @@ class EvaluationRuns:
         entry = Store().entry(RUNS, self._key(identity), scope=model_key(self.model),
                               label=f"{self.label}-{name}-{self.target}")
         if entry.ready():
-            payload = json.loads((entry / "metrics.json").read_text(encoding="utf-8"))
+            payload = SteeringMetrics.revive(json.loads((entry / "metrics.json").read_text(encoding="utf-8")))
         else:
             if self.baseline is None:
                 self.baseline = compute_baseline(self.model, self.prompts, self.target, source=self.source,
@@ -86,7 +86,7 @@ class EvaluationRuns:
                                        "seconds": round(time.perf_counter() - started, 2)})
             path = metrics.save(entry.prepare() / "metrics.json")
             entry.commit()
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = SteeringMetrics.revive(json.loads(path.read_text(encoding="utf-8")))
         if self.export_dir is not None:
             atomic_write_json(self.export_dir / f"{name}.json", payload)
         return payload, float(payload["provenance"].get("seconds", float("nan")))

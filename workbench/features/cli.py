@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from workbench.artifacts import json_text
 
 console = Console()
 
@@ -31,9 +32,16 @@ def features_command(
     """FOXP2 stage I + LangFIR: selectivity, lift, scores, LangFIR survivors, traced neurons, ablations."""
     from workbench.features.ablation import AblationConfig
     from workbench.features.analysis import FeatureAnalysisConfig, LiftConfig, run_feature_analysis, write_report
+    from workbench.inputs import positive
+    from workbench.languages import get_language
     from workbench.models import load_model
-    from workbench.saes.io import load_sae_dir
+    from workbench.saes.io import checked_sae_directories, load_sae_dir
 
+    get_language(target)
+    for value, option in ((n_pairs, "--n-pairs"), (n_candidates, "--n-candidates"), (n_prompts, "--n-prompts"),
+                          (ablation_tokens, "--ablation-tokens")):
+        positive(value, option)
+    checked_sae_directories(sae_dir, _split_list(sites) or None)
     config = FeatureAnalysisConfig(target=target, n_pairs=n_pairs, n_ablation_features=n_ablation,
                                    lift=LiftConfig(n_candidates=n_candidates, n_prompts=n_prompts),
                                    ablation=AblationConfig(tokens_per_language=ablation_tokens))
@@ -42,7 +50,7 @@ def features_command(
     report = run_feature_analysis(loaded, saes, config)
     write_report(report, out)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
+        print(json_text(report.to_dict()))
         return
     table = Table(title=f"top {target}/English features ({len(report.features)} kept)")
     for column in ("side", "site", "index", "Sel", "lift", "score", "fires tgt/en"):
@@ -77,11 +85,16 @@ def ablate_command(
     from workbench.artifacts import atomic_write_json, atomic_write_text
     from workbench.features.ablation import AblationConfig, ablation_study
     from workbench.features.plots import ablation_heatmap
+    from workbench.inputs import finite, positive, unique
+    from workbench.languages import get_language
     from workbench.models import load_model
-    from workbench.saes.io import load_sae_dir
+    from workbench.saes.io import checked_sae_directories, load_sae_dir
 
-    config = AblationConfig(languages=tuple(_split_list(languages)), tokens_per_language=tokens, mode=mode,
-                            value=value)
+    for code in unique(_split_list(languages), "--languages"):
+        get_language(code)
+    config = AblationConfig(languages=tuple(_split_list(languages)), tokens_per_language=positive(tokens, "--tokens"),
+                            mode=mode, value=finite(value, "--value"))
+    checked_sae_directories(sae_dir, [site])
     loaded = load_model(model, backend="hf")
     (name, sae), = load_sae_dir(sae_dir, loaded, sites=[site]).items()
     result = ablation_study(loaded, sae, feature, config)
@@ -91,7 +104,7 @@ def ablate_command(
         atomic_write_json(Path(out) / "ablation.json", payload)
         atomic_write_text(Path(out) / "ablation_heatmap.html", ablation_heatmap(rows).to_html(include_plotlyjs="cdn"))
     if as_json:
-        print(json.dumps(payload, indent=2))
+        print(json_text(payload))
         return
     table = Table(title=f"CE change (nats/token) when ablating features of {name} ({mode})")
     table.add_column("feature")

@@ -10,10 +10,6 @@ from rich.console import Console
 console = Console()
 
 
-def _numbers(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.split(",") if part.strip())
-
-
 def foxp2_command(
         target: str = typer.Option(..., help="Target language code (any language of the shipped corpus)."),
         out: Path = typer.Option(Path("figures/foxp2"), help="Output directory (a subdirectory per target)."),
@@ -30,28 +26,53 @@ def foxp2_command(
         baselines: str = typer.Option("none,prompt-en,prompt-native,diffmean",
                                       help="Comma-separated registered methods evaluated beside FOXP2."),
         n_prompts: int | None = typer.Option(None, help="Eval-split prompts per evaluation (default: all 74)."),
+        n_dev_prompts: int = typer.Option(48, help="Dev-split prompts per trust-region evaluation."),
+        pairs: int | None = typer.Option(None, help="Parallel pairs of stage II and stage I (default: 256)."),
+        bootstraps: int | None = typer.Option(None, help="Bootstrap resamples of stage II's stability (default: 32)."),
+        sae_latents: int | None = typer.Option(None, help="Latents per stage I SAE (default: the config's)."),
+        sae_tokens: int | None = typer.Option(None, help="Corpus tokens the stage I SAEs train on (default: the "
+                                                         "config's)."),
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
         backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:
     """Neural FOXP2 for TARGET: spectra and window, SAE features, the signed sparse shift in its trust region,
     controls and baselines on eval; writes report.md, metrics.json, results.csv and figures."""
+    from dataclasses import replace
+
     from workbench.evaluation import EvaluationConfig
     from workbench.foxp2.config import Foxp2Config
     from workbench.foxp2.pipeline import run_foxp2
     from workbench.foxp2.trust import TrustRegionConfig
+    from workbench.inputs import distinct_languages, finite, numbers, positive
     from workbench.languages import get_language
     from workbench.methods import get_methods
     from workbench.models import load_model
 
     code = get_language(target).code
     get_language(source)
+    distinct_languages(code, source)
+    defaults = Foxp2Config()
+    n_pairs = positive(pairs, "--pairs") if pairs is not None else defaults.pairs.n_pairs
+    sae = defaults.localise.sae
     config = Foxp2Config(
-        source=source, rule=positions, beta=beta, gate=gate,
-        trust=TrustRegionConfig(strengths=_numbers(strengths), max_leakage=max_leakage, max_kl=max_kl,
-                                max_nll_delta=max_nll_delta),
+        source=source, rule=positions, beta=finite(beta, "--beta"), gate=gate,
+        pairs=replace(defaults.pairs, n_pairs=n_pairs),
+        spectral=replace(defaults.spectral, n_bootstrap=defaults.spectral.n_bootstrap if bootstraps is None
+                         else positive(bootstraps, "--bootstraps")),
+        localise=replace(defaults.localise, n_pairs=n_pairs if pairs is not None else defaults.localise.n_pairs,
+                         sae=replace(sae, d_sae=sae.d_sae if sae_latents is None
+                                     else positive(sae_latents, "--sae-latents"),
+                                     n_tokens=sae.n_tokens if sae_tokens is None
+                                     else positive(sae_tokens, "--sae-tokens"))),
+        trust=TrustRegionConfig(strengths=numbers(strengths, "--strengths", minimum=0),
+                                max_leakage=finite(max_leakage, "--max-leakage", minimum=0),
+                                max_kl=finite(max_kl, "--max-kl", minimum=0),
+                                max_nll_delta=finite(max_nll_delta, "--max-nll-delta", minimum=0)),
         controls=tuple(part.strip() for part in controls.split(",") if part.strip()),
         baselines=tuple(part.strip() for part in baselines.split(",") if part.strip()),
-        n_prompts=n_prompts, evaluation=EvaluationConfig(max_new_tokens=max_new_tokens))
+        n_dev_prompts=positive(n_dev_prompts, "--n-dev-prompts"),
+        n_prompts=None if n_prompts is None else positive(n_prompts, "--n-prompts"),
+        evaluation=EvaluationConfig(max_new_tokens=positive(max_new_tokens, "--max-new-tokens")))
     get_methods(config.baselines)
     result = run_foxp2(load_model(model, backend=backend), code, out / code, config)
     console.print((result.out_dir / "report.md").read_text())

@@ -5,11 +5,12 @@ Mounted by the main CLI as ``app.add_typer(neurons_app, name="neurons")``. Heavy
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from workbench.artifacts import json_text
 
 app = typer.Typer(help="Language neurons: LAPE, activation probability 90p, CLAS categories, AP expertise.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -25,7 +26,33 @@ _CACHE = typer.Option(None, "--cache", help="Cache root for the neuron artifacts
 
 
 def _languages(text: str) -> tuple[str, ...]:
-    return tuple(code.strip() for code in text.split(",") if code.strip())
+    from workbench.inputs import InputError, unique
+    from workbench.languages import get_language
+
+    codes = unique((code.strip() for code in text.split(",") if code.strip()), "--langs")
+    if len(codes) < 2:
+        raise InputError(f"--langs needs at least two language codes (comma-separated, e.g. en,hi), got {text!r}")
+    return tuple(get_language(code).code for code in codes)
+
+
+def _positive(value: int, option: str) -> int:
+    from workbench.inputs import positive
+
+    return positive(value, option)
+
+
+def _finite(value: float, option: str) -> float:
+    from workbench.inputs import finite
+
+    return finite(value, option)
+
+
+def _rate(value: float, option: str) -> float:
+    from workbench.inputs import InputError, finite
+
+    if not 0 < finite(value, option) <= 1:
+        raise InputError(f"{option} must be a fraction in (0, 1], got {value:g}")
+    return value
 
 
 def _run(method: str, out: Path, model_name: str, backend: str, as_json: bool, cache: Path | None,
@@ -37,7 +64,7 @@ def _run(method: str, out: Path, model_name: str, backend: str, as_json: bool, c
     model = load_model(model_name, backend=backend)
     summary = run_neurons(method, out, config, model=model, cache_root=cache)
     if as_json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        print(json_text(summary))
         return
     _print_summary(summary, out)
 
@@ -78,8 +105,10 @@ def lape_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL, bac
     from workbench.neurons.lape import LapeConfig
 
     _run("lape", out, model, backend, as_json, cache, languages=_languages(langs),
-         tokens=TokenDataConfig(tokens_per_language=tokens), lape=LapeConfig(top_rate=top_rate),
-         parallel=ParallelDataConfig(n_items=items), causal=CausalConfig(n_texts=n_eval_texts, seed=seed),
+         tokens=TokenDataConfig(tokens_per_language=_positive(tokens, "--tokens")),
+         lape=LapeConfig(top_rate=_rate(top_rate, "--top-rate")), parallel=ParallelDataConfig(
+             n_items=_positive(items, "--items")),
+         causal=CausalConfig(n_texts=_positive(n_eval_texts, "--n-eval-texts"), seed=seed),
          run_causal=causal, compare_methods=compare)
 
 
@@ -93,7 +122,8 @@ def ap90_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL, bac
     from workbench.neurons.data import TokenDataConfig
 
     _run("ap90", out, model, backend, as_json, cache, languages=_languages(langs),
-         tokens=TokenDataConfig(tokens_per_language=tokens), ap90=ActProbConfig(top_rate=top_rate))
+         tokens=TokenDataConfig(tokens_per_language=_positive(tokens, "--tokens")),
+         ap90=ActProbConfig(top_rate=_rate(top_rate, "--top-rate")))
 
 
 @app.command("clas")
@@ -107,8 +137,10 @@ def clas_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL, bac
     from workbench.neurons.data import ParallelDataConfig
 
     _run("clas", out, model, backend, as_json, cache, languages=_languages(langs),
-         parallel=ParallelDataConfig(n_items=items),
-         clas=ClasConfig(threshold=threshold, item_fraction=item_fraction, bridge_width=bridge_width))
+         parallel=ParallelDataConfig(n_items=_positive(items, "--items")),
+         clas=ClasConfig(threshold=_finite(threshold, "--threshold"),
+                         item_fraction=_rate(item_fraction, "--item-fraction"),
+                         bridge_width=_positive(bridge_width, "--bridge-width")))
 
 
 @app.command("expertise")
@@ -121,4 +153,5 @@ def expertise_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL
     from workbench.neurons.expertise import ExpertiseConfig
 
     _run("expertise", out, model, backend, as_json, cache, languages=_languages(langs),
-         parallel=ParallelDataConfig(n_items=items), expertise=ExpertiseConfig(top_n=top_n, bottom_n=bottom_n))
+         parallel=ParallelDataConfig(n_items=_positive(items, "--items")),
+         expertise=ExpertiseConfig(top_n=_positive(top_n, "--top-n"), bottom_n=_positive(bottom_n, "--bottom-n")))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.artifacts import json_text
 from workbench.saes.config import DEFAULT_LANGUAGES, SAEEvalConfig, SAETrainConfig
 
 sae_app = typer.Typer(help="Sparse autoencoders per site, trained and evaluated with SAELens.", no_args_is_help=True)
@@ -48,9 +48,15 @@ def train(sites: str = typer.Option(..., "--sites", help="Comma-separated sites,
                                               "when other jobs share the cores)."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Harvest corpus activations once and train one SAELens SAE per site."""
+    from workbench.inputs import finite, positive
     from workbench.models import load_model
     from workbench.saes.training import train_saes
 
+    for value, option in ((d_sae, "--d-sae"), (k, "--k"), (tokens, "--tokens"), (samples, "--samples"),
+                          (batch_size, "--batch-size")):
+        positive(value, option)
+    for value, option in ((lr, "--lr"), (l1_coefficient, "--l1-coefficient"), (l0_coefficient, "--l0-coefficient")):
+        finite(value, option, minimum=0)
     config = SAETrainConfig(architecture=architecture, d_sae=d_sae, k=k, n_tokens=tokens, training_samples=samples,
                             batch_size=batch_size, lr=lr, l1_coefficient=l1_coefficient,
                             l0_coefficient=l0_coefficient, languages=tuple(_split_list(languages)))
@@ -61,7 +67,7 @@ def train(sites: str = typer.Option(..., "--sites", help="Comma-separated sites,
                    "harvest_seconds_shared": t.record.get("harvest_seconds_shared"),
                    **t.record.get("train_fit", {})} for name, t in trained.items()}
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows))
         return
     table = Table(title=f"SAEs trained into {out} ({architecture}, d_sae={d_sae})")
     for column in ("site", "tokens", "harvest s", "train s", "FVU (train)", "L0", "dead", "reused"):
@@ -83,14 +89,19 @@ def evaluate(sae_dir: Path = typer.Argument(..., help="Directory written by 'wor
              model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """FVU, L0, dead-latent share and CE loss recovered (error term off) per site; writes quality.json/csv/html."""
+    from workbench.inputs import positive
     from workbench.models import load_model
+    from workbench.saes.io import checked_sae_directories
     from workbench.saes.quality import evaluate_sae_dir
 
+    positive(tokens, "--tokens")
+    positive(ce_tokens, "--ce-tokens")
+    checked_sae_directories(sae_dir, _split_list(sites) or None)
     loaded = load_model(model, backend="hf")
     reports = evaluate_sae_dir(loaded, sae_dir, SAEEvalConfig(n_tokens=tokens, ce_tokens_per_language=ce_tokens),
                                sites=_split_list(sites) or None)
     if as_json:
-        print(json.dumps({"sites": reports}, indent=2, default=str))
+        print(json_text({"sites": reports}))
         return
     table = Table(title=f"SAE quality on held-out text ({sae_dir})")
     for column in ("site", "FVU", "L0", "dead", "CE clean", "CE spliced", "CE zero-abl", "recovered (zero)",

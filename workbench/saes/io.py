@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError, safe_open
+
 from workbench.backends import Model
 from workbench.saes.config import SAEError
 from workbench.sites import Site, SiteError, resolve_site
@@ -56,9 +59,12 @@ def load_sae(path: str | Path, model: Model | None = None, *, device: str = "cpu
     from sae_lens import SAE
 
     path = Path(path)
-    if not (path / SAE_CONFIG_FILE).is_file() or not (path / SAE_WEIGHTS_FILE).is_file():
-        raise SAEError(f"{path} is not an SAELens SAE directory (needs {SAE_CONFIG_FILE} and {SAE_WEIGHTS_FILE})")
+    verify_sae_files(path)
+    weights = path / SAE_WEIGHTS_FILE
     sae = SAE.load_from_disk(str(path), device=device).eval().requires_grad_(False)
+    for name, parameter in sae.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise SAEError(f"{weights}: parameter {name} holds NaN or inf; the SAE cannot be used (retrain it)")
     if model is not None:
         check_sae_fits(sae, model)
     return sae
@@ -83,6 +89,34 @@ def load_pretrained_sae(release: str, sae_id: str, model: Model | None = None, *
     return sae
 
 
+def verify_sae_files(path: Path) -> None:
+    """Cheap checks of an SAE directory before anything is loaded: both files there, ``cfg.json`` a JSON object,
+    the weights' safetensors header readable and every tensor's bytes present."""
+    if not (path / SAE_CONFIG_FILE).is_file() or not (path / SAE_WEIGHTS_FILE).is_file():
+        raise SAEError(f"{path} is not an SAELens SAE directory (needs {SAE_CONFIG_FILE} and {SAE_WEIGHTS_FILE})")
+    read_sae_config(path)
+    weights = path / SAE_WEIGHTS_FILE
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            for name in handle.keys():
+                handle.get_slice(name)
+    except (SafetensorError, OSError) as error:
+        raise SAEError(f"{weights} cannot be read ({error}): truncated or not a safetensors file; retrain or "
+                       "re-download the SAE") from None
+
+
+def read_sae_config(directory: Path) -> dict[str, Any]:
+    """The parsed ``cfg.json`` of an SAE directory; a file that is not a JSON object is an :class:`SAEError`."""
+    path = directory / SAE_CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SAEError(f"{path} is not valid JSON ({error}); expected SAELens' cfg.json") from None
+    if not isinstance(config, dict):
+        raise SAEError(f"{path} holds a JSON {type(config).__name__}, expected SAELens' cfg.json object")
+    return config
+
+
 def site_directories(root: str | Path) -> dict[str, Path]:
     """Hook name -> SAE directory, for every SAELens SAE directory directly under ``root`` (or ``root`` itself)."""
     root = Path(root)
@@ -91,10 +125,9 @@ def site_directories(root: str | Path) -> dict[str, Path]:
     candidates = [root] if (root / SAE_CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
     found: dict[str, Path] = {}
     for directory in candidates:
-        config_path = directory / SAE_CONFIG_FILE
-        if not config_path.is_file():
+        if not (directory / SAE_CONFIG_FILE).is_file():
             continue
-        config = json.loads(config_path.read_text())
+        config = read_sae_config(directory)
         name = (config.get("metadata") or {}).get("hook_name") or config.get("hook_name")
         if name:
             found[name] = directory
@@ -103,9 +136,9 @@ def site_directories(root: str | Path) -> dict[str, Path]:
     return found
 
 
-def load_sae_dir(root: str | Path, model: Model | None = None, *, sites: list[str] | None = None,
-                 device: str = "cpu") -> dict[str, Any]:
-    """Hook name -> SAE for every site under ``root`` (optionally only ``sites``, hook names or short forms)."""
+def checked_sae_directories(root: str | Path, sites: list[str] | None = None) -> dict[str, Path]:
+    """Hook name -> SAE directory under ``root`` (optionally only ``sites``), each verified by
+    :func:`verify_sae_files`: call it before loading a model, so a bad folder fails first."""
     directories = site_directories(root)
     if sites:
         wanted = {Site.parse(site).hook_name for site in sites}
@@ -113,8 +146,16 @@ def load_sae_dir(root: str | Path, model: Model | None = None, *, sites: list[st
         if missing:
             raise SAEError(f"no SAE for {', '.join(missing)} under {root}; it has {', '.join(sorted(directories))}")
         directories = {name: path for name, path in directories.items() if name in wanted}
-    return {name: load_sae(path, model, device=device) for name, path in sorted(directories.items(),
-                                                                                key=lambda item: Site.parse(item[0]))}
+    for directory in directories.values():
+        verify_sae_files(directory)
+    return dict(sorted(directories.items(), key=lambda item: Site.parse(item[0])))
+
+
+def load_sae_dir(root: str | Path, model: Model | None = None, *, sites: list[str] | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Hook name -> SAE for every site under ``root`` (optionally only ``sites``, hook names or short forms)."""
+    return {name: load_sae(path, model, device=device)
+            for name, path in checked_sae_directories(root, sites).items()}
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
