@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,3 +237,40 @@ def test_an_sae_with_nan_weights_is_refused_on_load(tmp_path):
     sae.save_model(tmp_path / "sae")
     with pytest.raises(SAEError, match="parameter W_dec holds NaN or inf"):
         load_sae(tmp_path / "sae")
+
+
+def _saved_harvest(directory: Path, model) -> type:
+    from workbench.activations import ActivationStats, TokenBatch, harvest
+
+    batches = [TokenBatch(torch.randint(1, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long), ["en", "en"])]
+    harvest(model, batches, ["blocks.0.hook_resid_post"], progress=False).save(directory)
+    return ActivationStats
+
+
+def _saved_mask(directory: Path, model) -> type:
+    from workbench.neurons.masks import NeuronMask
+
+    NeuronMask(mask=torch.zeros(2, 4, 2, dtype=torch.bool), languages=("en", "hi"), method="lape",
+               config={}).save(directory)
+    return NeuronMask
+
+
+@pytest.mark.parametrize("save, files", [(_saved_harvest, ("stats.json", "stats.safetensors")),
+                                         (_saved_mask, ("mask.json", "mask.safetensors"))])
+@pytest.mark.parametrize("damage", ["truncated tensors", "broken json"])
+def test_a_corrupt_saved_artifact_is_one_error_naming_the_file(save, files, damage, tmp_path, tiny_model):
+    """User-provided artifacts (a saved harvest, a neuron mask) are not store entries: a damaged one is an error
+    that names the file, not a library traceback."""
+    from workbench.artifacts import ArtifactError
+
+    artifact = save(tmp_path, tiny_model)
+    artifact.load(tmp_path)  # the undamaged artifact loads
+    record, tensors = (tmp_path / name for name in files)
+    if damage == "truncated tensors":
+        tensors.write_bytes(tensors.read_bytes()[:-16])
+        expected = f"{tensors} cannot be read"
+    else:
+        record.write_text(record.read_text()[:-10])
+        expected = f"{record} is not valid JSON"
+    with pytest.raises(ArtifactError, match=re.escape(expected)):
+        artifact.load(tmp_path)

@@ -15,7 +15,6 @@ False. The forward pass stops after the last block a requested site needs, so no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -28,7 +27,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
+from workbench.artifacts import atomic_write_json, load_tensors, read_json, save_tensors
 from workbench.backends import Model, device_of, forward_to
 from workbench.errors import WorkbenchError
 from workbench.models import model_metadata
@@ -301,7 +300,7 @@ class ActivationStats:
     @classmethod
     def load(cls, directory: str | Path) -> ActivationStats:
         directory = Path(directory)
-        info = json.loads((directory / "stats.json").read_text())
+        info = read_json(directory / "stats.json")
         config_fields = info["config"]
         config_fields["histogram_kinds"] = tuple(config_fields["histogram_kinds"])
         return cls(sites=[Site.parse(name) for name in info["sites"]], groups=info["groups"],

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from workbench.errors import WorkbenchError
 
 
 @contextmanager
@@ -41,8 +44,32 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     return path
 
 
+class ArtifactError(WorkbenchError):
+    """A saved artifact that is missing, truncated or not in its format (the message names the file)."""
+
+
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """A safetensors file; a missing, truncated or foreign file is an :class:`ArtifactError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist (an artifact folder with a missing tensor file)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ArtifactError(f"{path} cannot be read ({error}): truncated or not a safetensors file; rebuild "
+                            "the artifact") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file; a missing or malformed one is an :class:`ArtifactError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist (an artifact folder with a missing record)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path} is not valid JSON ({error}): truncated or edited; rebuild the artifact") \
+            from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

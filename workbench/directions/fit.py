@@ -24,7 +24,6 @@ The methods, per layer (``mu`` = mean over all non-pad, non-BOS tokens; samples 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
 from workbench.activations import ActivationStats
-from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
+from workbench.artifacts import atomic_write_json, load_tensors, read_json, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.sites import Site
 
@@ -152,7 +151,7 @@ class DirectionSet:
     @classmethod
     def load(cls, directory: str | Path, method: str) -> DirectionSet:
         directory = Path(directory)
-        info = json.loads((directory / f"{method}.json").read_text())
+        info = read_json(directory / f"{method}.json")
         tensors = load_tensors(directory / f"{method}.safetensors")
         return cls(**{**info, "layers": tuple(info["layers"])}, units=tensors["units"], scale=tensors["scale"])
 

@@ -9,7 +9,6 @@ the intervention window, cached and written as artifacts.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from workbench import corpus
 from workbench.activations import pooled_means
-from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.languages import get_language
@@ -134,7 +133,7 @@ class SpectralReport:
     @classmethod
     def load(cls, directory: str | Path) -> SpectralReport:
         directory = Path(directory)
-        info = json.loads((directory / "spectral.json").read_text())
+        info = read_json(directory / "spectral.json")
         tensors = load_tensors(directory / "spectral.safetensors")
         bases = {int(name.split("/")[1]): t for name, t in tensors.items() if name.startswith("basis/")}
         return cls(info["target"], info["source"], pd.DataFrame(info["layers"]), tensors["values"], bases,

@@ -7,7 +7,6 @@ the method's configuration and provenance (json-ready), optional per-language sc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
+from workbench.artifacts import atomic_write_json, load_tensors, read_json, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.languages import get_language
 
@@ -151,7 +150,7 @@ class NeuronMask:
         directory = Path(directory)
         if not (directory / "mask.json").is_file():
             raise NeuronError(f"no neuron mask at {directory} (mask.json missing)")
-        info = json.loads((directory / "mask.json").read_text())
+        info = read_json(directory / "mask.json")
         tensors = load_tensors(directory / "mask.safetensors")
         extra = {name.removeprefix("extra/"): t for name, t in tensors.items() if name.startswith("extra/")}
         return cls(mask=tensors["mask"], languages=tuple(info["languages"]), method=info["method"],
