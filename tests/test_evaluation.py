@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from workbench import corpus
+from workbench.artifacts import json_text
 from workbench.evaluation.evaluate import EvaluationConfig, compute_baseline, evaluate
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import pooled_representations, retrieval_matches
@@ -99,6 +100,8 @@ def test_diffmean_steering_into_spanish_is_scored_as_controlled(gemma_fast, eval
     assert metrics.retrieval_relevance > metrics.relevance_chance
     assert metrics.coherence >= 0.5 and metrics.relevance > 0.2     # Spanish answers, mostly readable and on topic
     assert metrics.steering_score > 0 and not math.isnan(metrics.steering_score_v1)
+    again = evaluate(gemma_fast, eval_prompts, "es", hooks=[hook], config=SMALL)  # its own fresh baseline
+    assert json_text(again.to_dict()) == json_text(metrics.to_dict())  # the same run twice: byte-identical
 
 
 @pytest.mark.model
