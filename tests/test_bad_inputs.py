@@ -274,3 +274,27 @@ def test_a_corrupt_saved_artifact_is_one_error_naming_the_file(save, files, dama
         expected = f"{record} is not valid JSON"
     with pytest.raises(ArtifactError, match=re.escape(expected)):
         artifact.load(tmp_path)
+
+
+def test_nan_activations_reaching_an_sae_stop_the_feature_statistics(tiny_model):
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from workbench.activations import TokenBatch
+    from workbench.features.encode import FeatureError, firing_rates
+
+    sae = StandardSAE(StandardSAEConfig(d_in=16, d_sae=32, metadata=SAEMetadata(
+        hook_name="blocks.1.hook_resid_post"))).eval()
+    saes = {"blocks.1.hook_resid_post": sae}
+    batches = [TokenBatch(torch.randint(1, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long), ["en", "en"])
+               for _ in range(2)]
+    rates = firing_rates(tiny_model, saes, batches, progress=False)
+    assert torch.isfinite(rates["blocks.1.hook_resid_post"]).all()
+
+    def poison(activation, hook):
+        activation[0, 3] = math.inf
+        return activation
+
+    with tiny_model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", poison)]), pytest.raises(
+            FeatureError, match="NaN or inf SAE latents at blocks.1.hook_resid_post in batch 0"):
+        firing_rates(tiny_model, saes, batches, progress=False)

@@ -88,8 +88,9 @@ def encode_texts(model: Model, saes: dict[str, Any], texts_by_group: dict[str, S
 
     indexed = list(indexed_batches(model.tokenizer, texts, batch_size=batch_size, max_length=max_length))
     row_indices = iter([indices for indices, _ in indexed])
-    for captured in capture(model, [batch for _, batch in indexed], list(saes), exclude_bos=exclude_bos,
-                            progress=progress, description=description, total=len(indexed)):
+    for batch_index, captured in enumerate(capture(model, [batch for _, batch in indexed], list(saes),
+                                                   exclude_bos=exclude_bos, progress=progress,
+                                                   description=description, total=len(indexed))):
         indices = torch.tensor(next(row_indices))
         mask = captured.mask
         for row, index in enumerate(indices.tolist()):
@@ -102,6 +103,7 @@ def encode_texts(model: Model, saes: dict[str, Any], texts_by_group: dict[str, S
                 latents = sae.encode(captured.activations[name].to(sae.dtype)).float() * weights
             counts = mask.sum(-1).clamp_min(1).unsqueeze(-1)
             pooled[name][indices] = latents.sum(1) / counts
+            _require_finite(pooled[name][indices], name, batch_index)
             values, positions = latents.max(1)
             peak[name][indices] = values
             peak_position[name][indices] = positions
@@ -111,6 +113,13 @@ def encode_texts(model: Model, saes: dict[str, Any], texts_by_group: dict[str, S
         raise FeatureError("the texts held no usable tokens")
     return EncodedTexts(texts, group_of_text, groups, token_ids, pooled, peak, peak_position, fire_count,
                         active_sum, token_count)
+
+
+def _require_finite(latents: Tensor, site: str, batch_index: int) -> None:
+    """NaN or inf latents (from non-finite activations) would be counted as firing: stop, naming where."""
+    if not torch.isfinite(latents).all():
+        raise FeatureError(f"NaN or inf SAE latents at {site} in batch {batch_index}: the activations reaching the "
+                           "SAE are not finite (check the model and any hooks)")
 
 
 @dataclass(frozen=True)
@@ -151,13 +160,14 @@ def firing_rates(model: Model, saes: dict[str, Any], batches: Sequence[TokenBatc
     """Share of the usable tokens of ``batches`` on which each feature of each SAE fires."""
     counts = {name: torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64) for name, sae in saes.items()}
     total = 0
-    for captured in capture(model, batches, list(saes), exclude_bos=exclude_bos, progress=progress,
-                            description=description, total=len(batches)):
+    for batch_index, captured in enumerate(capture(model, batches, list(saes), exclude_bos=exclude_bos,
+                                                   progress=progress, description=description, total=len(batches))):
         mask = captured.mask
         total += int(mask.sum())
         for name, sae in saes.items():
             with torch.no_grad():
                 latents = sae.encode(captured.activations[name][mask].to(sae.dtype))
+            _require_finite(latents, name, batch_index)
             counts[name] += (latents != 0).sum(0).double()
     if total == 0:
         raise FeatureError("no usable tokens to measure firing rates on")
