@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "workbench.evaluation.utility": 2, "workbench.evaluation.relevance": 2, "workbench.evaluation.encoder": 2,
     # 3 analysis: pure functions over what layer 2 produces
     "workbench.directions.fit": 3, "workbench.neurons": 3, "workbench.features": 3, "workbench.foxp2.trust": 3,
-    "workbench.foxp2.shift": 3,
+    "workbench.foxp2.shift": 3, "workbench.views": 3,
     # 4 methods and the data they prepare
     "workbench.directions": 4, "workbench.directions.data": 4, "workbench.methods": 4, "workbench.neurons.cache": 4,
     "workbench.neurons.methods": 4, "workbench.features.analysis": 4, "workbench.foxp2": 4,

@@ -12,8 +12,9 @@ Built on TransformerLens hook points and SAELens dictionaries. The public face, 
     metrics = wb.evaluate(model, prompts, "hi", hooks=edit.hooks(model))   # LID, dM, leakage, KL, NLL, relevance
 
 Packages: ``wb.corpus``, ``wb.saes``, ``wb.features``, ``wb.neurons``, ``wb.foxp2``, ``wb.evaluation``,
-``wb.plots``, ``wb.directions``; modules ``wb.calibration``, ``wb.bench``, ``wb.store``, ``wb.interventions``,
-``wb.activations``, ``wb.languages``, ``wb.sites``.
+``wb.plots``, ``wb.directions``, ``wb.views`` (language mass across steps, layers and positions); modules
+``wb.calibration``, ``wb.bench``, ``wb.store``, ``wb.interventions``, ``wb.activations``, ``wb.languages``,
+``wb.sites``.
 """
 
 from workbench.lazy import lazy_exports
@@ -41,7 +42,8 @@ _EXPORTS = {
     "WorkbenchError": "workbench.errors",
 }
 _MODULES = ("corpus", "saes", "features", "neurons", "foxp2", "evaluation", "plots", "interventions", "activations",
-            "languages", "sites", "models", "methods", "directions", "spectral", "calibration", "bench", "store")
+            "languages", "sites", "models", "methods", "directions", "spectral", "calibration", "bench", "store",
+            "views")
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, _MODULES)
 
 __all__ = ["__version__", *_EXPORTS, *_MODULES]

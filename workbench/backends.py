@@ -102,6 +102,14 @@ def _final_hidden(model: Model, tokens: Tensor, mask: Tensor) -> Float[Tensor, "
     return None
 
 
+def final_norm(model: Model, residual: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
+    """The model's own final norm (with its learned scale) applied to residual-stream vectors: what the
+    unembedding reads after the last block (the logit lens applies it after every block)."""
+    if _is_hf_backend(model):
+        return model.final_norm(residual)
+    return model.ln_final(residual)
+
+
 def unembed(model: Model, hidden: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
     """Logits of final-norm residual rows (with the model's final soft-cap, if any)."""
     if _is_hf_backend(model):

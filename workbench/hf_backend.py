@@ -197,6 +197,10 @@ class HFHookedModel(HookedRootModule):
         """Final-norm residual stream (what the unembedding reads), with active hooks applied."""
         return self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, use_cache=False).last_hidden_state
 
+    def final_norm(self, residual: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
+        """The decoder's final norm (Gemma: RMSNorm with a (1 + w) scale)."""
+        return self.hf_model.model.norm(residual)
+
     def unembed(self, hidden: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_vocab"]:
         """Logits of final-norm residual vectors (with the model's logit soft-capping, if it has one)."""
         logits = self.hf_model.lm_head(hidden)
