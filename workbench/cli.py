@@ -11,7 +11,7 @@ from rich.table import Table
 
 from workbench.artifacts import json_text
 from workbench.evaluation.cli import evaluation_app
-from workbench.features.cli import ablate_command, features_command
+from workbench.features.cli import ablate_command, card_app, features_command
 from workbench.foxp2.cli import foxp2_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
@@ -218,6 +218,7 @@ app.add_typer(neurons_app, name="neurons")
 app.add_typer(sae_app, name="sae")
 app.add_typer(cache_app, name="cache")
 app.add_typer(evaluation_app, name="evaluation")
+app.add_typer(card_app, name="card")
 app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)

@@ -5,6 +5,7 @@
     write_report(report, "features_hi/")                  # features.json, CSVs, figures, dashboard.html
     steer = FeatureSteer(sae, 123, scale=8.0, rule=PositionRule.parse("final+8"))   # a Steer: .hooks(model)
     ablate = FeatureAblation(sae, 123)                    # latent -> 0, SAE error term kept
+    page = feature_card_html(card(model, sae, 123))       # one latent: languages, contexts, logits, ablation
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ _EXPORTS: dict[str, str] = {
     "ABLATION_MODES": "workbench.features.steer",
     "AblationConfig": "workbench.features.ablation",
     "AblationResult": "workbench.features.ablation",
+    "CardConfig": "workbench.features.cards",
+    "FeatureCard": "workbench.features.cards",
+    "card": "workbench.features.cards",
+    "feature_card": "workbench.features.cards",
+    "feature_card_html": "workbench.features.cards",
     "EncodedTexts": "workbench.features.encode",
     "FeatureAblation": "workbench.features.steer",
     "FeatureAnalysisConfig": "workbench.features.analysis",

@@ -114,3 +114,45 @@ def ablate_command(
     for index, row in zip(result.features, result.delta_ce.tolist(), strict=True):
         table.add_row(f"#{index}", *[f"{v:+.4f}" for v in row])
     console.print(table)
+
+
+card_app = typer.Typer(help="One unit on one page: an SAE latent's card.", no_args_is_help=True)
+
+
+@card_app.command("feature")
+def feature_card_command(
+        sae_dir: Path = typer.Option(..., "--sae-dir", help="An SAE directory (or a directory of them)."),
+        latent: int = typer.Option(..., "--latent", help="The latent's index."),
+        out: Path = typer.Option(..., "--out", help="The card's HTML file (its JSON is written beside it)."),
+        site: str = typer.Option("", help="The SAE's site when the directory holds several, e.g. 6.resid_post."),
+        languages: str = typer.Option("en,hi,es,zh,ru,ar", help="Languages of the held-out text."),
+        tokens: int = typer.Option(1500, help="Held-out tokens per language for the distribution and contexts."),
+        ablation_tokens: int = typer.Option(400, help="Held-out tokens per language for the ablation (0: skip)."),
+        report: Path | None = typer.Option(None, help="A features.json from 'workbench features' (adds its scores)."),
+        model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory.")) -> None:
+    """The card of one SAE latent: per-language firing and contexts, logit effects, ablation, analysis scores."""
+    from workbench.artifacts import atomic_write_json, atomic_write_text, read_json
+    from workbench.features.cards import CardConfig, feature_card, feature_card_html
+    from workbench.inputs import InputError, positive, unique
+    from workbench.languages import get_language
+    from workbench.models import load_model
+    from workbench.saes.io import checked_sae_directories, load_sae
+
+    codes = tuple(get_language(code).code for code in unique(_split_list(languages), "--languages"))
+    if latent < 0:
+        raise InputError(f"--latent must be >= 0, got {latent}")
+    if ablation_tokens < 0:
+        raise InputError(f"--ablation-tokens must be >= 0, got {ablation_tokens}")
+    config = CardConfig(languages=codes, tokens_per_language=positive(tokens, "--tokens"),
+                        ablation_tokens=ablation_tokens)
+    directories = checked_sae_directories(sae_dir, [site] if site else None)
+    if len(directories) > 1:
+        raise InputError(f"{sae_dir} holds SAEs for {', '.join(directories)}; pick one with --site")
+    analysis = read_json(report) if report is not None else None
+    loaded = load_model(model, backend="hf")
+    card = feature_card(loaded, load_sae(next(iter(directories.values())), loaded), latent, config, report=analysis,
+                        progress=True)
+    atomic_write_text(out, feature_card_html(card))
+    atomic_write_json(out.with_suffix(".json"), card.to_dict())
+    console.print(f"{card.site} latent {latent}: fires on " + ", ".join(
+        f"{lang} {rate:.1%}" for lang, rate in card.firing_rate.items()) + f"; written to {out}")

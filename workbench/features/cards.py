@@ -1,0 +1,217 @@
+"""A feature card: everything about one SAE latent on one page.
+
+    card = feature_card(model, sae, 1234)                         # any SAELens SAE fitted to the model
+    Path("latent-1234.html").write_text(feature_card_html(card))
+
+Per language: the latent's firing rate and activation distribution, its top-activating contexts with the firing
+tokens highlighted, and the change of held-out cross-entropy when it is ablated (the ablation study, error term
+kept); the tokens its decoder direction promotes and suppresses (``W_dec[j] @ W_U``, residual-width SAEs); and,
+when a :class:`workbench.features.analysis.FeatureReport` is given, its selectivity, causal lift, score, LangFIR
+survival and traced neurons. One bounded pass over held-out text per language (top contexts kept in a heap).
+"""
+
+from __future__ import annotations
+
+import heapq
+import html
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import plotly.graph_objects as go
+import torch
+
+from workbench.backends import Model, unembed
+from workbench.features.ablation import AblationConfig, ablation_study, language_batches
+from workbench.features.scores import FeatureError
+from workbench.languages import get_language
+from workbench.plots import TEMPLATE, language_colour, style
+from workbench.saes.data import capture
+from workbench.saes.io import check_sae_fits
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """What a card reads."""
+
+    languages: tuple[str, ...] = ("en", "hi", "es", "zh", "ru", "ar")
+    """Languages of the held-out text."""
+    split: str = "eval"
+    """Corpus split of the held-out text."""
+    tokens_per_language: int = 1500
+    """Usable held-out tokens per language for the distribution and the contexts."""
+    ablation_tokens: int = 400
+    """Held-out tokens per language for the ablation's CE change (0: skip the ablation)."""
+    n_contexts: int = 3
+    """Top-activating contexts kept per language."""
+    n_tokens: int = 10
+    """Promoted and suppressed tokens listed."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """One text's tokens and the latent's activation on each (0 where it does not fire)."""
+
+    tokens: list[str]
+    values: list[float]
+
+    @property
+    def peak(self) -> float:
+        return max(self.values, default=0.0)
+
+
+@dataclass
+class FeatureCard:
+    """One latent's card (JSON-ready via :meth:`to_dict`)."""
+
+    site: str
+    latent: int
+    languages: list[str]
+    firing_rate: dict[str, float]
+    """Share of usable tokens on which the latent fires, per language."""
+    activations: dict[str, list[float]]
+    """The latent's non-zero activations per language (the distribution shown)."""
+    contexts: dict[str, list[Context]]
+    promoted: list[tuple[str, float]] | None
+    suppressed: list[tuple[str, float]] | None
+    ablation_delta_ce: dict[str, float] | None
+    """Change of held-out CE per language when the latent is zeroed (None: not run)."""
+    analysis: dict[str, Any] = field(default_factory=dict)
+    """From a feature report: selectivity, lift, score, side, LangFIR survival, and the (layer, neuron) pairs its
+    tracing check zeroed (for the features the report verified)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def feature_card(model: Model, sae: Any, latent: int, config: CardConfig = CardConfig(), *,
+                 report: Any | None = None, progress: bool = False) -> FeatureCard:
+    """The card of ``latent`` of ``sae`` (checked against ``model``: hook present, widths equal)."""
+    site = check_sae_fits(sae, model)
+    width = int(sae.cfg.d_sae)
+    if not 0 <= latent < width:
+        raise FeatureError(f"latent {latent} is out of range: the SAE at {site.hook_name} has {width} latents "
+                           f"(0..{width - 1})")
+    for code in config.languages:
+        get_language(code)
+    batches = language_batches(model.tokenizer, AblationConfig(languages=config.languages, split=config.split,
+                                                               tokens_per_language=config.tokens_per_language))
+    rates, activations, contexts = {}, {}, {}
+    for lang, lang_batches in batches.items():
+        rates[lang], activations[lang], contexts[lang] = _read_latent(model, sae, site.hook_name, latent,
+                                                                      lang_batches, config.n_contexts, progress)
+    promoted, suppressed = _logit_effects(model, sae, latent, config.n_tokens)
+    ablation = None
+    if config.ablation_tokens:
+        result = ablation_study(model, sae, [latent], AblationConfig(
+            languages=config.languages, split=config.split, tokens_per_language=config.ablation_tokens),
+                                progress=progress)
+        ablation = dict(zip(result.languages, result.delta_ce[0].tolist(), strict=True))
+    return FeatureCard(site.hook_name, latent, list(config.languages), rates, activations, contexts, promoted,
+                       suppressed, ablation, _from_report(report, site.hook_name, latent))
+
+
+card = feature_card
+"""Short name: ``wb.features.card(model, sae, latent)``."""
+
+
+def _read_latent(model: Model, sae: Any, hook: str, latent: int, batches: list[Any], n_contexts: int,
+                 progress: bool) -> tuple[float, list[float], list[Context]]:
+    fired, usable, values = 0, 0, []
+    heap: list[tuple[float, int, Context]] = []
+    for captured in capture(model, batches, [hook], progress=progress, description=f"latent {latent}"):
+        with torch.no_grad():
+            latents = sae.encode(captured.activations[hook].to(sae.dtype))[..., latent].float()
+        latents = latents * captured.mask
+        usable += int(captured.mask.sum())
+        active = latents[captured.mask & (latents > 0)]
+        fired += len(active)
+        values += active.tolist()
+        for row in range(latents.shape[0]):
+            length = int(captured.batch.attention_mask[row].sum())
+            peak = float(latents[row, :length].max()) if length else 0.0
+            if peak <= 0:
+                continue
+            ids = captured.batch.tokens[row, :length].tolist()
+            context = Context([model.tokenizer.decode([token]) for token in ids], latents[row, :length].tolist())
+            entry = (peak, len(values) * 1000 + row, context)
+            heapq.heappush(heap, entry) if len(heap) < n_contexts else heapq.heappushpop(heap, entry)
+    return fired / max(usable, 1), values, [context for _, _, context in sorted(heap, reverse=True)]
+
+
+def _logit_effects(model: Model, sae: Any, latent: int, n: int
+                   ) -> tuple[list[tuple[str, float]] | None, list[tuple[str, float]] | None]:
+    """Top and bottom tokens of ``W_dec[latent] @ W_U`` (None for SAEs outside the residual width)."""
+    direction = sae.W_dec[latent].detach().float()
+    if direction.shape[-1] != model.cfg.d_model:
+        return None, None
+    with torch.inference_mode():
+        zero = torch.zeros(1, model.cfg.d_model, device=direction.device)
+        effect = (unembed(model, direction[None]) - unembed(model, zero))[0].cpu()
+    top, bottom = effect.topk(n), (-effect).topk(n)
+    decode = model.tokenizer.decode
+    return ([(decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices, strict=True)],
+            [(decode([int(i)]), float(-v)) for v, i in zip(bottom.values, bottom.indices, strict=True)])
+
+
+def _from_report(report: Any | None, site: str, latent: int) -> dict[str, Any]:
+    if report is None:
+        return {}
+    payload = report if isinstance(report, dict) else report.to_dict()
+    found = next((row for row in payload["candidates"] + payload["features"]
+                  if row["site"] == site and row["index"] == latent), None)
+    survivors = {(row["site"], row["index"]) for row in payload["langfir"]}
+    traced = [neuron for check in payload["tracing_checks"] if (check["site"], check["feature"]) == (site, latent)
+              for neuron in check["neurons"]]
+    keys = ("side", "selectivity", "lift", "score", "firing_rate_target", "firing_rate_en")
+    return {**({key: found[key] for key in keys if key in found} if found else {"measured": False}),
+            "langfir_survivor": (site, latent) in survivors, "traced_neurons": traced}
+
+
+def activation_figure(card: FeatureCard) -> go.Figure:
+    """The latent's non-zero activations per language, overlaid (fixed language colours)."""
+    figure = go.Figure()
+    for lang in card.languages:
+        figure.add_trace(go.Histogram(x=card.activations[lang], name=f"{lang} ({card.firing_rate[lang]:.1%} fire)",
+                                      marker_color=language_colour(lang), opacity=0.6, nbinsx=30))
+    figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title="activation (where it fires)",
+                         yaxis_title="tokens", title=f"{card.site} latent {card.latent}: activations by language")
+    return style(figure)
+
+
+def _highlighted(context: Context) -> str:
+    """The context as HTML, each firing token's background as strong as its activation relative to the peak."""
+    peak = context.peak or 1.0
+    spans = []
+    for token, value in zip(context.tokens, context.values, strict=True):
+        text = html.escape(token)
+        if value > 0:
+            spans.append(f'<span class="fires" title="{value:.3f}" style="background: rgba(230, 159, 0, '
+                         f'{0.15 + 0.85 * value / peak:.2f})">{text}</span>')
+        else:
+            spans.append(text)
+    return "".join(spans)
+
+
+def feature_card_html(card: FeatureCard) -> str:
+    """The card as a self-contained HTML page (plotly from its CDN)."""
+    rows = "".join(f"<tr><td>{lang}</td><td>{card.firing_rate[lang]:.2%}</td><td>"
+                   f"{'' if card.ablation_delta_ce is None else f'{card.ablation_delta_ce[lang]:+.4f}'}</td></tr>"
+                   for lang in card.languages)
+    tokens = ""
+    if card.promoted is not None:
+        listing = lambda pairs: ", ".join(f"{html.escape(repr(t))} {v:+.2f}" for t, v in pairs)  # noqa: E731
+        tokens = (f"<h2>Logit effects (W_dec @ W_U)</h2><p>promotes: {listing(card.promoted)}</p>"
+                  f"<p>suppresses: {listing(card.suppressed or [])}</p>")
+    analysis = "".join(f"<tr><td>{html.escape(key)}</td><td>{html.escape(str(value))}</td></tr>"
+                       for key, value in card.analysis.items())
+    contexts = "".join(f"<h3>{lang}</h3>" + "".join(f'<p class="context">{_highlighted(c)} '
+                                                     f"<small>(peak {c.peak:.2f})</small></p>"
+                                                     for c in card.contexts[lang]) or "<p>(never fires)</p>"
+                       for lang in card.languages)
+    return (f"<html><head><meta charset='utf-8'><title>{card.site} latent {card.latent}</title></head><body>"
+            f"<h1>{card.site} latent {card.latent}</h1><table><tr><th>language</th><th>fires on</th>"
+            f"<th>CE change when zeroed (nats/token)</th></tr>{rows}</table>"
+            f"{'<h2>Analysis</h2><table>' + analysis + '</table>' if analysis else ''}{tokens}"
+            f"{activation_figure(card).to_html(include_plotlyjs='cdn', full_html=False)}"
+            f"<h2>Top contexts</h2>{contexts}</body></html>")
+
