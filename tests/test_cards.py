@@ -72,3 +72,53 @@ def test_a_card_for_a_latent_out_of_range_or_an_sae_of_another_site_is_one_clear
     with pytest.raises(SAEError, match="input width d_in=2048"):
         feature_card(gemma_fast, other, 0, CONFIG)
     assert torch.isfinite(sae.W_dec).all()
+
+
+
+@pytest.mark.model
+def test_a_neuron_card_shows_what_the_harvest_and_the_zeroing_measure(gemma_fast):
+    from workbench.activations import harvest
+    from workbench.neurons.cards import NeuronCardConfig, neuron_card, neuron_card_html
+    from workbench.neurons.masks import NeuronError, NeuronMask
+
+    config = NeuronCardConfig(languages=("en", "hi"), tokens_per_language=500, ablation_tokens=200)
+    batches = language_batches(gemma_fast.tokenizer, AblationConfig(languages=config.languages, split=config.split,
+                                                                    tokens_per_language=config.tokens_per_language))
+    hook = "blocks.17.mlp.hook_pre"
+    stats = {lang: harvest(gemma_fast, batches[lang], [hook], progress=False) for lang in config.languages}
+    gap = stats["hi"].frac_positive(hook, "hi") - stats["en"].frac_positive(hook, "en")
+    neuron = int(gap.argmax())
+    mask = torch.zeros(18, gemma_fast.cfg.d_mlp, 2, dtype=torch.bool)
+    mask[17, neuron, 1] = True
+    card = neuron_card(gemma_fast, 17, neuron, config,
+                       masks={"lape": NeuronMask(mask=mask, languages=("en", "hi"), method="lape", config={})})
+    for lang in config.languages:  # the card's own pass counts what the harvest counts
+        assert card.activation_probability[lang] == pytest.approx(float(stats[lang].frac_positive(hook, lang)[neuron]),
+                                                                  abs=1e-6)
+    assert card.activation_probability["hi"] > card.activation_probability["en"] + 0.2
+    assert card.probability_source == "card pass" and card.membership == {"lape": ["hi"]}
+    hf = gemma_fast.hf_model
+    block = hf.model.layers[17]
+    direction = block.mlp.down_proj.weight[:, neuron].detach() * (1 + block.post_feedforward_layernorm.weight.detach())
+    effect = hf.lm_head.weight.detach() @ direction
+    assert card.promoted[0][1] == pytest.approx(float(effect.max()), rel=1e-4)
+    from workbench.saes.quality import token_cross_entropy
+
+    zeroing = AblationConfig(languages=config.languages, split=config.split, tokens_per_language=200)
+    held_out = language_batches(gemma_fast.tokenizer, zeroing)
+
+    def zero_after_bos(activation, hook):
+        activation[:, 1:, neuron] = 0
+        return activation
+
+    for lang in config.languages:
+        clean = token_cross_entropy(gemma_fast, held_out[lang])
+        zeroed = token_cross_entropy(gemma_fast, held_out[lang],
+                                     extra_hooks=[("blocks.17.mlp.hook_post", zero_after_bos)])
+        assert card.nll_delta[lang] == pytest.approx(zeroed - clean, abs=1e-5)
+    page = neuron_card_html(card)
+    assert f"neuron {neuron} of layer 17" in page and page.count('class="fires"') > 0
+    with pytest.raises(NeuronError, match=r"neuron 2048 is out of range: layer 17 has 2048 neurons"):
+        neuron_card(gemma_fast, 17, 2048, config)
+    with pytest.raises(NeuronError, match=r"layer 18 is out of range"):
+        neuron_card(gemma_fast, 18, 0, config)

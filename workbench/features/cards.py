@@ -12,7 +12,6 @@ survival and traced neurons. One bounded pass over held-out text per language (t
 
 from __future__ import annotations
 
-import heapq
 import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,8 +24,8 @@ from workbench.features.ablation import AblationConfig, ablation_study, language
 from workbench.features.scores import FeatureError
 from workbench.languages import get_language
 from workbench.plots import TEMPLATE, language_colour, style
-from workbench.saes.data import capture
 from workbench.saes.io import check_sae_fits
+from workbench.views.contexts import Context, contexts_html, read_unit
 
 
 @dataclass(frozen=True)
@@ -45,18 +44,6 @@ class CardConfig:
     """Top-activating contexts kept per language."""
     n_tokens: int = 10
     """Promoted and suppressed tokens listed."""
-
-
-@dataclass(frozen=True)
-class Context:
-    """One text's tokens and the latent's activation on each (0 where it does not fire)."""
-
-    tokens: list[str]
-    values: list[float]
-
-    @property
-    def peak(self) -> float:
-        return max(self.values, default=0.0)
 
 
 @dataclass
@@ -95,10 +82,10 @@ def feature_card(model: Model, sae: Any, latent: int, config: CardConfig = CardC
         get_language(code)
     batches = language_batches(model.tokenizer, AblationConfig(languages=config.languages, split=config.split,
                                                                tokens_per_language=config.tokens_per_language))
-    rates, activations, contexts = {}, {}, {}
-    for lang, lang_batches in batches.items():
-        rates[lang], activations[lang], contexts[lang] = _read_latent(model, sae, site.hook_name, latent,
-                                                                      lang_batches, config.n_contexts, progress)
+    readings = {lang: read_unit(model, lang_batches, site.hook_name,
+                                lambda activation: sae.encode(activation.to(sae.dtype))[..., latent],
+                                n_contexts=config.n_contexts, progress=progress, description=f"latent {latent}")
+                for lang, lang_batches in batches.items()}
     promoted, suppressed = _logit_effects(model, sae, latent, config.n_tokens)
     ablation = None
     if config.ablation_tokens:
@@ -106,36 +93,15 @@ def feature_card(model: Model, sae: Any, latent: int, config: CardConfig = CardC
             languages=config.languages, split=config.split, tokens_per_language=config.ablation_tokens),
                                 progress=progress)
         ablation = dict(zip(result.languages, result.delta_ce[0].tolist(), strict=True))
-    return FeatureCard(site.hook_name, latent, list(config.languages), rates, activations, contexts, promoted,
-                       suppressed, ablation, _from_report(report, site.hook_name, latent))
+    return FeatureCard(site.hook_name, latent, list(config.languages),
+                       {lang: reading.firing_rate for lang, reading in readings.items()},
+                       {lang: reading.values for lang, reading in readings.items()},
+                       {lang: reading.contexts for lang, reading in readings.items()}, promoted, suppressed, ablation,
+                       _from_report(report, site.hook_name, latent))
 
 
 card = feature_card
 """Short name: ``wb.features.card(model, sae, latent)``."""
-
-
-def _read_latent(model: Model, sae: Any, hook: str, latent: int, batches: list[Any], n_contexts: int,
-                 progress: bool) -> tuple[float, list[float], list[Context]]:
-    fired, usable, values = 0, 0, []
-    heap: list[tuple[float, int, Context]] = []
-    for captured in capture(model, batches, [hook], progress=progress, description=f"latent {latent}"):
-        with torch.no_grad():
-            latents = sae.encode(captured.activations[hook].to(sae.dtype))[..., latent].float()
-        latents = latents * captured.mask
-        usable += int(captured.mask.sum())
-        active = latents[captured.mask & (latents > 0)]
-        fired += len(active)
-        values += active.tolist()
-        for row in range(latents.shape[0]):
-            length = int(captured.batch.attention_mask[row].sum())
-            peak = float(latents[row, :length].max()) if length else 0.0
-            if peak <= 0:
-                continue
-            ids = captured.batch.tokens[row, :length].tolist()
-            context = Context([model.tokenizer.decode([token]) for token in ids], latents[row, :length].tolist())
-            entry = (peak, len(values) * 1000 + row, context)
-            heapq.heappush(heap, entry) if len(heap) < n_contexts else heapq.heappushpop(heap, entry)
-    return fired / max(usable, 1), values, [context for _, _, context in sorted(heap, reverse=True)]
 
 
 def _logit_effects(model: Model, sae: Any, latent: int, n: int
@@ -178,20 +144,6 @@ def activation_figure(card: FeatureCard) -> go.Figure:
     return style(figure)
 
 
-def _highlighted(context: Context) -> str:
-    """The context as HTML, each firing token's background as strong as its activation relative to the peak."""
-    peak = context.peak or 1.0
-    spans = []
-    for token, value in zip(context.tokens, context.values, strict=True):
-        text = html.escape(token)
-        if value > 0:
-            spans.append(f'<span class="fires" title="{value:.3f}" style="background: rgba(230, 159, 0, '
-                         f'{0.15 + 0.85 * value / peak:.2f})">{text}</span>')
-        else:
-            spans.append(text)
-    return "".join(spans)
-
-
 def feature_card_html(card: FeatureCard) -> str:
     """The card as a self-contained HTML page (plotly from its CDN)."""
     rows = "".join(f"<tr><td>{lang}</td><td>{card.firing_rate[lang]:.2%}</td><td>"
@@ -204,14 +156,10 @@ def feature_card_html(card: FeatureCard) -> str:
                   f"<p>suppresses: {listing(card.suppressed or [])}</p>")
     analysis = "".join(f"<tr><td>{html.escape(key)}</td><td>{html.escape(str(value))}</td></tr>"
                        for key, value in card.analysis.items())
-    contexts = "".join(f"<h3>{lang}</h3>" + "".join(f'<p class="context">{_highlighted(c)} '
-                                                     f"<small>(peak {c.peak:.2f})</small></p>"
-                                                     for c in card.contexts[lang]) or "<p>(never fires)</p>"
-                       for lang in card.languages)
     return (f"<html><head><meta charset='utf-8'><title>{card.site} latent {card.latent}</title></head><body>"
             f"<h1>{card.site} latent {card.latent}</h1><table><tr><th>language</th><th>fires on</th>"
             f"<th>CE change when zeroed (nats/token)</th></tr>{rows}</table>"
             f"{'<h2>Analysis</h2><table>' + analysis + '</table>' if analysis else ''}{tokens}"
             f"{activation_figure(card).to_html(include_plotlyjs='cdn', full_html=False)}"
-            f"<h2>Top contexts</h2>{contexts}</body></html>")
+            f"<h2>Top contexts</h2>{contexts_html(card.contexts)}</body></html>")
 

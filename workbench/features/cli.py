@@ -156,3 +156,35 @@ def feature_card_command(
     atomic_write_json(out.with_suffix(".json"), card.to_dict())
     console.print(f"{card.site} latent {latent}: fires on " + ", ".join(
         f"{lang} {rate:.1%}" for lang, rate in card.firing_rate.items()) + f"; written to {out}")
+
+
+@card_app.command("neuron")
+def neuron_card_command(
+        layer: int = typer.Option(..., "--layer", help="The neuron's layer."),
+        neuron: int = typer.Option(..., "--neuron", help="The neuron's index (0..d_mlp-1)."),
+        out: Path = typer.Option(..., "--out", help="The card's HTML file (its JSON is written beside it)."),
+        languages: str = typer.Option("en,hi,es,zh,ru,ar", help="Languages of the held-out text."),
+        tokens: int = typer.Option(1500, help="Held-out tokens per language for the distribution and contexts."),
+        ablation_tokens: int = typer.Option(400, help="Held-out tokens per language for the zeroing (0: skip)."),
+        mask: list[Path] = typer.Option([], "--mask", help="A saved neuron mask folder (repeatable): membership."),
+        model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory.")) -> None:
+    """The card of one MLP neuron: activation probability and contexts per language, logit effects, zeroing."""
+    from workbench.artifacts import atomic_write_json, atomic_write_text
+    from workbench.inputs import InputError, positive, unique
+    from workbench.languages import get_language
+    from workbench.models import load_model
+    from workbench.neurons.cards import NeuronCardConfig, neuron_card, neuron_card_html
+    from workbench.neurons.masks import NeuronMask
+
+    codes = tuple(get_language(code).code for code in unique(_split_list(languages), "--languages"))
+    if layer < 0 or neuron < 0 or ablation_tokens < 0:
+        raise InputError(f"--layer, --neuron and --ablation-tokens must be >= 0, got {layer}, {neuron}, "
+                         f"{ablation_tokens}")
+    masks = {f"{loaded.method} ({path.name})": loaded for path in mask for loaded in [NeuronMask.load(path)]}
+    config = NeuronCardConfig(languages=codes, tokens_per_language=positive(tokens, "--tokens"),
+                              ablation_tokens=ablation_tokens)
+    card = neuron_card(load_model(model, backend="hf"), layer, neuron, config, masks=masks, progress=True)
+    atomic_write_text(out, neuron_card_html(card))
+    atomic_write_json(out.with_suffix(".json"), card.to_dict())
+    console.print(f"neuron {layer}.{neuron}: active on " + ", ".join(
+        f"{lang} {p:.1%}" for lang, p in card.activation_probability.items()) + f"; written to {out}")
