@@ -107,10 +107,17 @@ def test_regenerate_skips_missing_families_with_the_command_and_rejects_unknown_
     (tmp_path / "bench").mkdir()
     pd.DataFrame({"method": ["none", "diffmean"], "target": ["hi", "hi"], "selection": ["fixed", "calibrated"],
                   "steering_score": [0.0, 0.4]}).to_csv(tmp_path / "bench" / "results.csv", index=False)
+    from workbench.features.cards import FeatureCard
+
+    card = FeatureCard("blocks.6.hook_resid_post", 7, ["en", "hi"], {"en": 0.0, "hi": 0.2},
+                       {"en": [], "hi": [1.5, 2.0]}, {"en": [], "hi": []}, None, None, None)
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "latent-7.json").write_text(json.dumps(card.to_dict()))
     records = regenerate(tmp_path, formats=("html",))
     built = [r for r in records if "figure" in r]
-    assert [r["figure"] for r in built] == ["bench_method_language"]
+    assert [r["figure"] for r in built] == ["bench_method_language", "card_latent_7"]
     assert (tmp_path / "paper" / "bench_method_language.html").is_file()
+    assert "hi (20.0% fire)" in (tmp_path / "paper" / "card_latent_7.html").read_text()
     skipped = {r["family"]: r["skipped"] for r in records if "skipped" in r}
     assert set(skipped) == {"foxp2", "neurons", "sae"} and "workbench neurons lape" in skipped["neurons"]
     assert json.loads((tmp_path / "paper" / "manifest.json").read_text()) == records

@@ -6,7 +6,7 @@ titles with units) and written as interactive html plus static images (:mod:`wor
 whose artifacts are missing is skipped with the command that produces them.
 
 Artifacts are looked up under ``artifacts`` (default: the output directory itself), in the layout ``make demo``
-and the CLI write: ``foxp2/<target>/``, ``bench/``, ``neurons/<method>/``, ``sae/``.
+and the CLI write: ``foxp2/<target>/``, ``bench/``, ``neurons/<method>/``, ``sae/``, ``cards/``.
 """
 
 from __future__ import annotations
@@ -108,11 +108,26 @@ def _saes(root: Path) -> Iterator[PaperFigure]:
         yield PaperFigure("sae_quality", quality_figure(json.loads(quality.read_text())["sites"]), quality)
 
 
+def _cards(root: Path) -> Iterator[PaperFigure]:
+    from workbench.features import cards as feature_cards
+    from workbench.neurons import cards as neuron_cards
+
+    for path in sorted((root / "cards").glob("*.json")):
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if "latent" in payload:
+            card = feature_cards.FeatureCard(**payload)
+            yield PaperFigure(f"card_latent_{card.latent}", feature_cards.activation_figure(card), path)
+        elif "neuron" in payload:
+            card = neuron_cards.NeuronCard(**payload)
+            yield PaperFigure(f"card_neuron_{card.layer}_{card.neuron}", neuron_cards.activation_figure(card), path)
+
+
 SOURCES: dict[str, tuple[FigureSource, str]] = {
     "foxp2": (_foxp2, "make demo, or workbench foxp2 --target LANG --out DIR/foxp2"),
     "bench": (_bench, "make demo, or workbench bench --out DIR/bench"),
     "neurons": (_neurons, "workbench neurons lape --out DIR/neurons/lape (and clas --out DIR/neurons/clas)"),
     "sae": (_saes, "workbench sae train --out DIR/sae, then workbench sae eval DIR/sae"),
+    "cards": (_cards, "workbench card feature|neuron ... --out DIR/cards/NAME.html"),
 }
 """Figure families: the builder over an artifacts directory, and the command that writes its artifacts."""
 
