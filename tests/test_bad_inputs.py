@@ -117,6 +117,11 @@ CASES: dict[str, Case] = {
     "neuron card, negative layer": Case("card neuron --layer -1 --neuron 3 --out {tmp}/out/n.html", "must be >= 0"),
     "neuron card, repeated language": Case("card neuron --layer 1 --neuron 3 --languages hi,hi --out {tmp}/out/n.html",
                                            "--languages lists hi more than once"),
+    "view with the source as target": Case("view mass --target en --out {tmp}/out/v.html", "both 'en'"),
+    "view with no prompts": Case("view lens --target hi --n-prompts 0 --out {tmp}/out/v.html",
+                                 "--n-prompts must be a positive"),
+    "view with a NaN strength": Case("view lens --target hi --layer 4 --strength nan --out {tmp}/out/v.html",
+                                     "--strength must be a finite number"),
     "relevance validation one row": Case("evaluation validate-relevance --n-rows 1 --out {tmp}/out",
                                          "--n-rows must be at least 2"),
 }

@@ -73,3 +73,21 @@ def test_the_logit_lens_top_layer_is_the_models_own_next_token_mass(gemma_fast, 
     figure = logit_lens_figure([plain, steered], language="es", marked_layers=[6])
     assert len(figure.data) == 2 and figure.data[1].z[-1][-1] == pytest.approx(float(steered.mass[-1, -1, spanish]))
     assert sum(shape.y0 == 6 for shape in figure.layout.shapes) == 2
+
+
+@pytest.mark.model
+def test_view_command_writes_html_png_and_the_numbers(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    out = tmp_path / "lens.html"
+    result = CliRunner().invoke(app, ["view", "lens", "--target", "es", "--layer", "6", "--strength", "1",
+                                      "--n-prompts", "2", "--positions", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    assert set(numbers) == {"unsteered", "diffmean L6 x1"}
+    assert len(numbers["unsteered"]["mass"]) == 18 and len(numbers["unsteered"]["positions"]) == 4
+    assert "es" in numbers["unsteered"]["languages"] and out.with_suffix(".png").stat().st_size > 10_000

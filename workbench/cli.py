@@ -16,6 +16,7 @@ from workbench.foxp2.cli import foxp2_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
 from workbench.store_cli import cache_app
+from workbench.views.cli import view_app
 
 app = typer.Typer(help="Study and steer which language a multilingual LLM speaks.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -219,6 +220,7 @@ app.add_typer(sae_app, name="sae")
 app.add_typer(cache_app, name="cache")
 app.add_typer(evaluation_app, name="evaluation")
 app.add_typer(card_app, name="card")
+app.add_typer(view_app, name="view")
 app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)

@@ -1,9 +1,19 @@
 """The views a researcher opens first: language mass across generated steps, and across layers and positions.
 
-Builders return plotly figures (never show them); the measurements they draw are plain dataclasses.
+Builders return plotly figures (never show them); the measurements they draw are plain dataclasses. Names are
+imported on first use, so the command line stays light.
 """
 
-from workbench.views.lens import LensMass, logit_lens_figure, logit_lens_mass
-from workbench.views.trace import MassTrace, mass_trace, mass_trace_figure
+from __future__ import annotations
 
-__all__ = ["LensMass", "MassTrace", "logit_lens_figure", "logit_lens_mass", "mass_trace", "mass_trace_figure"]
+from workbench.lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "LensMass": "workbench.views.lens", "logit_lens_figure": "workbench.views.lens",
+    "logit_lens_mass": "workbench.views.lens", "MassTrace": "workbench.views.trace",
+    "mass_trace": "workbench.views.trace", "mass_trace_figure": "workbench.views.trace",
+    "Context": "workbench.views.contexts", "UnitReading": "workbench.views.contexts",
+    "read_unit": "workbench.views.contexts",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
