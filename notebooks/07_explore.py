@@ -39,15 +39,13 @@ LANGUAGES = ["en", "hi", "bn"]  # English, Hindi and a relative in another scrip
 if SMALL:
     N_PROMPTS, NEW_TOKENS = 3, 6
     SAE_CONFIG = wb.saes.SAETrainConfig(d_sae=256, k=16, n_tokens=4096, training_samples=8192, batch_size=256)
-    CARD = wb.features.CardConfig(languages=("en", "hi"), tokens_per_language=200, ablation_tokens=0)
-    NEURON_CARD = wb.neurons.NeuronCardConfig(languages=("en", "hi"), tokens_per_language=200, ablation_tokens=0)
+    CARD = wb.views.CardConfig(languages=("en", "hi"), tokens_per_language=200, ablation_tokens=0)
     NEURONS = wb.neurons.NeuronRunConfig(languages=("en", "hi"),
                                          tokens=wb.neurons.TokenDataConfig(tokens_per_language=1500))
 else:
     N_PROMPTS, NEW_TOKENS = 16, 24
     SAE_CONFIG = wb.saes.SAETrainConfig()  # 2048 latents at layer 6, trained once and cached
-    CARD = wb.features.CardConfig()
-    NEURON_CARD = wb.neurons.NeuronCardConfig()
+    CARD = wb.views.CardConfig()
     NEURONS = wb.neurons.NeuronRunConfig(languages=("en", "hi", "es", "zh"))
 
 # %%
@@ -110,7 +108,7 @@ mask = wb.neurons.cached_mask("lape", model, NEURONS, progress=PROGRESS)
 units = mask.units(TARGET)
 layer = max(units)
 neuron = int(units[layer][0])
-neuron_card = wb.neurons.card(model, layer, neuron, NEURON_CARD, masks={"lape": mask})
+neuron_card = wb.neurons.card(model, layer, neuron, CARD, masks={"lape": mask})
 (OUT / "cards" / f"neuron-{layer}-{neuron}.html").write_text(wb.neurons.neuron_card_html(neuron_card),
                                                              encoding="utf-8")
 print(neuron_card.activation_probability, neuron_card.membership, neuron_card.promoted[:5])

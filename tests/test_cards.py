@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from workbench.features.ablation import AblationConfig, ablation_study, language_batches
-from workbench.features.cards import CardConfig, feature_card, feature_card_html
+from workbench.features.cards import feature_card, feature_card_html
 from workbench.features.encode import firing_rates
 from workbench.features.scores import FeatureError
 from workbench.saes.cache import residual_saes
 from workbench.saes.config import SAEError, SAETrainConfig
+from workbench.views.contexts import CardConfig
 
 SAE = SAETrainConfig(d_sae=1024, k=32, n_tokens=40_000, training_samples=120_000)
 """The demo's half-size SAE at layer 6 (shared with the SAE-method tests: trained once per cache)."""
@@ -78,10 +79,10 @@ def test_a_card_for_a_latent_out_of_range_or_an_sae_of_another_site_is_one_clear
 @pytest.mark.model
 def test_a_neuron_card_shows_what_the_harvest_and_the_zeroing_measure(gemma_fast):
     from workbench.activations import harvest
-    from workbench.neurons.cards import NeuronCardConfig, neuron_card, neuron_card_html
+    from workbench.neurons.cards import neuron_card, neuron_card_html
     from workbench.neurons.masks import NeuronError, NeuronMask
 
-    config = NeuronCardConfig(languages=("en", "hi"), tokens_per_language=500, ablation_tokens=200)
+    config = CardConfig(languages=("en", "hi"), tokens_per_language=500, ablation_tokens=200)
     batches = language_batches(gemma_fast.tokenizer, AblationConfig(languages=config.languages, split=config.split,
                                                                     tokens_per_language=config.tokens_per_language))
     hook = "blocks.17.mlp.hook_pre"

@@ -16,7 +16,7 @@ _EXPORTS: dict[str, str] = {
     "ABLATION_MODES": "workbench.features.steer",
     "AblationConfig": "workbench.features.ablation",
     "AblationResult": "workbench.features.ablation",
-    "CardConfig": "workbench.features.cards",
+    "CardConfig": "workbench.views.contexts",
     "FeatureCard": "workbench.features.cards",
     "card": "workbench.features.cards",
     "feature_card": "workbench.features.cards",

@@ -17,33 +17,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import plotly.graph_objects as go
-import torch
 
-from workbench.backends import Model, unembed
+from workbench.backends import Model
 from workbench.features.ablation import AblationConfig, ablation_study, language_batches
 from workbench.features.scores import FeatureError
 from workbench.languages import get_language
-from workbench.plots import TEMPLATE, language_colour, style
 from workbench.saes.io import check_sae_fits
-from workbench.views.contexts import Context, contexts_html, read_unit
-
-
-@dataclass(frozen=True)
-class CardConfig:
-    """What a card reads."""
-
-    languages: tuple[str, ...] = ("en", "hi", "es", "zh", "ru", "ar")
-    """Languages of the held-out text."""
-    split: str = "eval"
-    """Corpus split of the held-out text."""
-    tokens_per_language: int = 1500
-    """Usable held-out tokens per language for the distribution and the contexts."""
-    ablation_tokens: int = 400
-    """Held-out tokens per language for the ablation's CE change (0: skip the ablation)."""
-    n_contexts: int = 3
-    """Top-activating contexts kept per language."""
-    n_tokens: int = 10
-    """Promoted and suppressed tokens listed."""
+from workbench.views.contexts import (
+    CardConfig,
+    Context,
+    activations_figure,
+    contexts_html,
+    read_unit,
+    token_effects,
+)
 
 
 @dataclass
@@ -110,13 +97,7 @@ def _logit_effects(model: Model, sae: Any, latent: int, n: int
     direction = sae.W_dec[latent].detach().float()
     if direction.shape[-1] != model.cfg.d_model:
         return None, None
-    with torch.inference_mode():
-        zero = torch.zeros(1, model.cfg.d_model, device=direction.device)
-        effect = (unembed(model, direction[None]) - unembed(model, zero))[0].cpu()
-    top, bottom = effect.topk(n), (-effect).topk(n)
-    decode = model.tokenizer.decode
-    return ([(decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices, strict=True)],
-            [(decode([int(i)]), float(-v)) for v, i in zip(bottom.values, bottom.indices, strict=True)])
+    return token_effects(model, direction, n)
 
 
 def _from_report(report: Any | None, site: str, latent: int) -> dict[str, Any]:
@@ -135,13 +116,9 @@ def _from_report(report: Any | None, site: str, latent: int) -> dict[str, Any]:
 
 def activation_figure(card: FeatureCard) -> go.Figure:
     """The latent's non-zero activations per language, overlaid (fixed language colours)."""
-    figure = go.Figure()
-    for lang in card.languages:
-        figure.add_trace(go.Histogram(x=card.activations[lang], name=f"{lang} ({card.firing_rate[lang]:.1%} fire)",
-                                      marker_color=language_colour(lang), opacity=0.6, nbinsx=30))
-    figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title="activation (where it fires)",
-                         yaxis_title="tokens", title=f"{card.site} latent {card.latent}: activations by language")
-    return style(figure)
+    return activations_figure(card.activations, {lang: f"{lang} ({card.firing_rate[lang]:.1%} fire)"
+                                                 for lang in card.languages}, x_title="activation (where it fires)",
+                              title=f"{card.site} latent {card.latent}: activations by language")
 
 
 def feature_card_html(card: FeatureCard) -> str:

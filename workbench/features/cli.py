@@ -132,11 +132,12 @@ def feature_card_command(
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory.")) -> None:
     """The card of one SAE latent: per-language firing and contexts, logit effects, ablation, analysis scores."""
     from workbench.artifacts import atomic_write_json, atomic_write_text, read_json
-    from workbench.features.cards import CardConfig, feature_card, feature_card_html
+    from workbench.features.cards import feature_card, feature_card_html
     from workbench.inputs import InputError, positive, unique
     from workbench.languages import get_language
     from workbench.models import load_model
     from workbench.saes.io import checked_sae_directories, load_sae
+    from workbench.views.contexts import CardConfig
 
     codes = tuple(get_language(code).code for code in unique(_split_list(languages), "--languages"))
     if latent < 0:
@@ -173,15 +174,16 @@ def neuron_card_command(
     from workbench.inputs import InputError, positive, unique
     from workbench.languages import get_language
     from workbench.models import load_model
-    from workbench.neurons.cards import NeuronCardConfig, neuron_card, neuron_card_html
+    from workbench.neurons.cards import neuron_card, neuron_card_html
     from workbench.neurons.masks import NeuronMask
+    from workbench.views.contexts import CardConfig
 
     codes = tuple(get_language(code).code for code in unique(_split_list(languages), "--languages"))
     if layer < 0 or neuron < 0 or ablation_tokens < 0:
         raise InputError(f"--layer, --neuron and --ablation-tokens must be >= 0, got {layer}, {neuron}, "
                          f"{ablation_tokens}")
     masks = {f"{loaded.method} ({path.name})": loaded for path in mask for loaded in [NeuronMask.load(path)]}
-    config = NeuronCardConfig(languages=codes, tokens_per_language=positive(tokens, "--tokens"),
+    config = CardConfig(languages=codes, tokens_per_language=positive(tokens, "--tokens"),
                               ablation_tokens=ablation_tokens)
     card = neuron_card(load_model(model, backend="hf"), layer, neuron, config, masks=masks, progress=True)
     atomic_write_text(out, neuron_card_html(card))

@@ -36,7 +36,6 @@ _LAZY = {
     "CausalConfig": "workbench.neurons.causal", "deactivation_matrix": "workbench.neurons.causal",
     "card": "workbench.neurons.cards", "neuron_card": "workbench.neurons.cards",
     "neuron_card_html": "workbench.neurons.cards", "NeuronCard": "workbench.neurons.cards",
-    "NeuronCardConfig": "workbench.neurons.cards",
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY, modules=("plots",))
 

@@ -22,31 +22,19 @@ import plotly.graph_objects as go
 import torch
 
 from workbench.activations import ActivationStats
-from workbench.backends import Model, mlp_write_weights, unembed
+from workbench.backends import Model, mlp_write_weights
 from workbench.features.ablation import AblationConfig, language_batches
 from workbench.languages import get_language
 from workbench.neurons.masks import NeuronError, NeuronMask
-from workbench.plots import TEMPLATE, language_colour, style
 from workbench.saes.quality import token_cross_entropy
-from workbench.views.contexts import Context, contexts_html, read_unit
-
-
-@dataclass(frozen=True)
-class NeuronCardConfig:
-    """What a neuron card reads."""
-
-    languages: tuple[str, ...] = ("en", "hi", "es", "zh", "ru", "ar")
-    """Languages of the held-out text."""
-    split: str = "eval"
-    """Corpus split of the held-out text."""
-    tokens_per_language: int = 1500
-    """Usable held-out tokens per language for the distribution and contexts."""
-    ablation_tokens: int = 400
-    """Held-out tokens per language for the NLL change when zeroed (0: skip)."""
-    n_contexts: int = 3
-    """Top contexts kept per language."""
-    n_tokens: int = 10
-    """Promoted and suppressed tokens listed."""
+from workbench.views.contexts import (
+    CardConfig,
+    Context,
+    activations_figure,
+    contexts_html,
+    read_unit,
+    token_effects,
+)
 
 
 @dataclass
@@ -74,7 +62,7 @@ class NeuronCard:
         return asdict(self)
 
 
-def neuron_card(model: Model, layer: int, neuron: int, config: NeuronCardConfig = NeuronCardConfig(), *,
+def neuron_card(model: Model, layer: int, neuron: int, config: CardConfig = CardConfig(), *,
                 stats: Mapping[str, ActivationStats] | None = None, masks: Mapping[str, NeuronMask] | None = None,
                 progress: bool = False) -> NeuronCard:
     """The card of ``neuron`` at ``layer`` (``stats``: a cached per-language ``mlp_pre`` harvest; ``masks``: neuron
@@ -112,19 +100,13 @@ card = neuron_card
 
 def _logit_effects(model: Model, layer: int, neuron: int, n: int
                    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """Top and bottom tokens of the neuron's output direction through the unembedding."""
+    """Top and bottom tokens of the neuron's output direction (times the post-MLP norm's gain) through the
+    unembedding."""
     writer = mlp_write_weights(model, layer)
-    direction = writer.w_out[neuron] * (writer.gain if writer.gain is not None else 1.0)
-    with torch.inference_mode():
-        zero = torch.zeros(1, model.cfg.d_model, device=direction.device)
-        effect = (unembed(model, direction[None]) - unembed(model, zero))[0].cpu()
-    top, bottom = effect.topk(n), (-effect).topk(n)
-    decode = model.tokenizer.decode
-    return ([(decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices, strict=True)],
-            [(decode([int(i)]), float(-v)) for v, i in zip(bottom.values, bottom.indices, strict=True)])
+    return token_effects(model, writer.w_out[neuron] * (writer.gain if writer.gain is not None else 1.0), n)
 
 
-def _zeroing_nll(model: Model, layer: int, neuron: int, config: NeuronCardConfig) -> dict[str, float]:
+def _zeroing_nll(model: Model, layer: int, neuron: int, config: CardConfig) -> dict[str, float]:
     batches = language_batches(model.tokenizer, AblationConfig(languages=config.languages, split=config.split,
                                                                tokens_per_language=config.ablation_tokens))
 
@@ -140,13 +122,10 @@ def _zeroing_nll(model: Model, layer: int, neuron: int, config: NeuronCardConfig
 
 def activation_figure(card: NeuronCard) -> go.Figure:
     """Positive gate pre-activations per language, overlaid (fixed language colours)."""
-    figure = go.Figure()
-    for lang in card.languages:
-        figure.add_trace(go.Histogram(x=card.activations[lang], marker_color=language_colour(lang), opacity=0.6,
-                                      nbinsx=30, name=f"{lang} (P>0 {card.activation_probability[lang]:.1%})"))
-    figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title="gate pre-activation (where > 0)",
-                         yaxis_title="tokens", title=f"neuron {card.layer}.{card.neuron}: activations by language")
-    return style(figure)
+    return activations_figure(card.activations, {lang: f"{lang} (P>0 {card.activation_probability[lang]:.1%})"
+                                                 for lang in card.languages},
+                              x_title="gate pre-activation (where > 0)",
+                              title=f"neuron {card.layer}.{card.neuron}: activations by language")
 
 
 def neuron_card_html(card: NeuronCard) -> str:

@@ -12,8 +12,8 @@ _EXPORTS: dict[str, str] = {
     "LensMass": "workbench.views.lens", "logit_lens_figure": "workbench.views.lens",
     "logit_lens_mass": "workbench.views.lens", "MassTrace": "workbench.views.trace",
     "mass_trace": "workbench.views.trace", "mass_trace_figure": "workbench.views.trace",
-    "Context": "workbench.views.contexts", "UnitReading": "workbench.views.contexts",
-    "read_unit": "workbench.views.contexts",
+    "CardConfig": "workbench.views.contexts", "Context": "workbench.views.contexts",
+    "UnitReading": "workbench.views.contexts", "read_unit": "workbench.views.contexts",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

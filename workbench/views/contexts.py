@@ -9,11 +9,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from workbench.backends import Model
+from workbench.backends import Model, unembed
+from workbench.plots import TEMPLATE, language_colour, style
 from workbench.saes.data import capture
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """What a feature or neuron card reads."""
+
+    languages: tuple[str, ...] = ("en", "hi", "es", "zh", "ru", "ar")
+    """Languages of the held-out text."""
+    split: str = "eval"
+    """Corpus split of the held-out text."""
+    tokens_per_language: int = 1500
+    """Usable held-out tokens per language for the distribution and the contexts."""
+    ablation_tokens: int = 400
+    """Held-out tokens per language for the CE change when the unit is zeroed (0: skip)."""
+    n_contexts: int = 3
+    """Top contexts kept per language."""
+    n_tokens: int = 10
+    """Promoted and suppressed tokens listed."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,31 @@ def read_unit(model: Model, batches: Sequence[Any], hook: str, unit_values: Call
             entry = (peak, len(heap) + fired * 1000 + row, context)
             heapq.heappush(heap, entry) if len(heap) < n_contexts else heapq.heappushpop(heap, entry)
     return UnitReading(fired / max(usable, 1), values, [context for _, _, context in sorted(heap, reverse=True)])
+
+
+def token_effects(model: Model, direction: Tensor, n: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The ``n`` tokens a residual-stream ``direction`` promotes most and suppresses most through the unembedding
+    (bias removed), with their logit changes."""
+    with torch.inference_mode():
+        zero = torch.zeros(1, model.cfg.d_model, device=direction.device)
+        effect = (unembed(model, direction[None]) - unembed(model, zero))[0].cpu()
+    top, bottom = effect.topk(n), (-effect).topk(n)
+    decode = model.tokenizer.decode
+    return ([(decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices, strict=True)],
+            [(decode([int(i)]), float(-v)) for v, i in zip(bottom.values, bottom.indices, strict=True)])
+
+
+def activations_figure(values: dict[str, list[float]], names: dict[str, str], *, x_title: str, title: str
+                       ) -> go.Figure:
+    """A unit's positive values per language as overlaid histograms (fixed language colours; ``names``: the legend
+    entry per language)."""
+    figure = go.Figure()
+    for lang, lang_values in values.items():
+        figure.add_trace(go.Histogram(x=lang_values, name=names[lang], marker_color=language_colour(lang),
+                                      opacity=0.6, nbinsx=30))
+    figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title=x_title, yaxis_title="tokens",
+                         title=title)
+    return style(figure)
 
 
 def highlighted_html(context: Context) -> str:
