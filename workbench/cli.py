@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.artifacts import json_text
 from workbench.evaluation.cli import evaluation_app
 from workbench.features.cli import ablate_command, card_app, features_command
 from workbench.foxp2.cli import foxp2_command
@@ -37,6 +36,8 @@ def info(model: str = typer.Option("gemma-3-270m", help="Model alias, Transforme
                "corpus": {"languages": len(summary["languages"]), "udhr_languages": summary["udhr_languages"],
                           "prompts": summary["prompts"]}}
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text(payload))
         return
     table = Table(title="model", show_header=False)
@@ -55,6 +56,8 @@ def corpus_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
     summary = corpus.stats()
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text(summary))
         return
     splits = list(summary["splits"])
@@ -133,6 +136,7 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
           as_json: bool = typer.Option(False, "--json", help="Print results and the evaluation summary as JSON.")
           ) -> None:
     """Steer prompts towards a target language and print the generations (with --json, also the evaluation)."""
+    from workbench.artifacts import json_text
     from workbench.calibration import calibrate
     from workbench.evaluation import EvaluationConfig, evaluate, identify_language
     from workbench.generation import generate

@@ -8,8 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.artifacts import json_text
-
 console = Console()
 
 
@@ -50,6 +48,8 @@ def features_command(
     report = run_feature_analysis(loaded, saes, config)
     write_report(report, out)
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text(report.to_dict()))
         return
     table = Table(title=f"top {target}/English features ({len(report.features)} kept)")
@@ -104,6 +104,8 @@ def ablate_command(
         atomic_write_json(Path(out) / "ablation.json", payload)
         atomic_write_text(Path(out) / "ablation_heatmap.html", ablation_heatmap(rows).to_html(include_plotlyjs="cdn"))
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text(payload))
         return
     table = Table(title=f"CE change (nats/token) when ablating features of {name} ({mode})")

@@ -10,8 +10,6 @@ from typing import Any
 
 import typer
 
-from workbench.artifacts import json_text
-
 app = typer.Typer(help="Language neurons: LAPE, activation probability 90p, CLAS categories, AP expertise.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -64,6 +62,8 @@ def _run(method: str, out: Path, model_name: str, backend: str, as_json: bool, c
     model = load_model(model_name, backend=backend)
     summary = run_neurons(method, out, config, model=model, cache_root=cache)
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text(summary))
         return
     _print_summary(summary, out)

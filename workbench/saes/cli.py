@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.artifacts import json_text
 from workbench.saes.config import DEFAULT_LANGUAGES, SAEEvalConfig, SAETrainConfig
 
 sae_app = typer.Typer(help="Sparse autoencoders per site, trained and evaluated with SAELens.", no_args_is_help=True)
@@ -67,6 +66,8 @@ def train(sites: str = typer.Option(..., "--sites", help="Comma-separated sites,
                    "harvest_seconds_shared": t.record.get("harvest_seconds_shared"),
                    **t.record.get("train_fit", {})} for name, t in trained.items()}
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text(rows))
         return
     table = Table(title=f"SAEs trained into {out} ({architecture}, d_sae={d_sae})")
@@ -101,6 +102,8 @@ def evaluate(sae_dir: Path = typer.Argument(..., help="Directory written by 'wor
     reports = evaluate_sae_dir(loaded, sae_dir, SAEEvalConfig(n_tokens=tokens, ce_tokens_per_language=ce_tokens),
                                sites=_split_list(sites) or None)
     if as_json:
+        from workbench.artifacts import json_text
+
         print(json_text({"sites": reports}))
         return
     table = Table(title=f"SAE quality on held-out text ({sae_dir})")

@@ -9,8 +9,6 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from workbench.artifacts import atomic_write_json, atomic_write_text
-
 view_app = typer.Typer(help="Language mass across generated steps (mass) or layers and positions (lens).",
                        no_args_is_help=True)
 console = Console()
@@ -75,6 +73,7 @@ def _setting(method: str, target: str, layer: int | None, strength: float | None
 
 
 def _write(figure: Any, numbers: dict[str, Any], out: Path) -> None:
+    from workbench.artifacts import atomic_write_json, atomic_write_text
     from workbench.static_export import ExportError, write_static
 
     atomic_write_text(out, figure.to_html(include_plotlyjs="cdn"))
