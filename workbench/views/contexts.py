@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import html
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ def read_unit(model: Model, batches: Sequence[Any], hook: str, unit_values: Call
     """``unit_values`` maps the activation at ``hook`` (batch, pos, d) to the unit's value per position."""
     fired, usable, values = 0, 0, []
     heap: list[tuple[float, int, Context]] = []
+    order = itertools.count()  # a unique second key, so equal peaks never compare contexts
     for captured in capture(model, batches, [hook], progress=progress, description=description):
         with torch.no_grad():
             unit = unit_values(captured.activations[hook]).float() * captured.mask
@@ -80,7 +82,7 @@ def read_unit(model: Model, batches: Sequence[Any], hook: str, unit_values: Call
             ids = captured.batch.tokens[row, :length].tolist()
             context = Context([model.tokenizer.decode([token]) for token in ids],
                               unit[row, :length].clamp_min(0).tolist())
-            entry = (peak, len(heap) + fired * 1000 + row, context)
+            entry = (peak, -next(order), context)
             heapq.heappush(heap, entry) if len(heap) < n_contexts else heapq.heappushpop(heap, entry)
     return UnitReading(fired / max(usable, 1), values, [context for _, _, context in sorted(heap, reverse=True)])
 
