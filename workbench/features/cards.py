@@ -19,9 +19,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from workbench.backends import Model
-from workbench.features.ablation import AblationConfig, ablation_study, language_batches
+from workbench.features.ablation import ablation_study, language_batches
 from workbench.features.scores import FeatureError
-from workbench.languages import get_language
 from workbench.saes.io import check_sae_fits
 from workbench.views.contexts import (
     CardConfig,
@@ -65,10 +64,7 @@ def feature_card(model: Model, sae: Any, latent: int, config: CardConfig = CardC
     if not 0 <= latent < width:
         raise FeatureError(f"latent {latent} is out of range: the SAE at {site.hook_name} has {width} latents "
                            f"(0..{width - 1})")
-    for code in config.languages:
-        get_language(code)
-    batches = language_batches(model.tokenizer, AblationConfig(languages=config.languages, split=config.split,
-                                                               tokens_per_language=config.tokens_per_language))
+    batches = language_batches(model.tokenizer, config.held_out(config.tokens_per_language))
     readings = {lang: read_unit(model, lang_batches, site.hook_name,
                                 lambda activation: sae.encode(activation.to(sae.dtype))[..., latent],
                                 n_contexts=config.n_contexts, progress=progress, description=f"latent {latent}")
@@ -76,8 +72,7 @@ def feature_card(model: Model, sae: Any, latent: int, config: CardConfig = CardC
     promoted, suppressed = _logit_effects(model, sae, latent, config.n_tokens)
     ablation = None
     if config.ablation_tokens:
-        result = ablation_study(model, sae, [latent], AblationConfig(
-            languages=config.languages, split=config.split, tokens_per_language=config.ablation_tokens),
+        result = ablation_study(model, sae, [latent], config.held_out(config.ablation_tokens),
                                 progress=progress)
         ablation = dict(zip(result.languages, result.delta_ce[0].tolist(), strict=True))
     return FeatureCard(site.hook_name, latent, list(config.languages),

@@ -23,8 +23,7 @@ import torch
 
 from workbench.activations import ActivationStats
 from workbench.backends import Model, mlp_write_weights
-from workbench.features.ablation import AblationConfig, language_batches
-from workbench.languages import get_language
+from workbench.features.ablation import language_batches
 from workbench.neurons.masks import NeuronError, NeuronMask
 from workbench.saes.quality import token_cross_entropy
 from workbench.views.contexts import (
@@ -72,10 +71,7 @@ def neuron_card(model: Model, layer: int, neuron: int, config: CardConfig = Card
     if not 0 <= neuron < model.cfg.d_mlp:
         raise NeuronError(f"neuron {neuron} is out of range: layer {layer} has {model.cfg.d_mlp} neurons "
                           f"(0..{model.cfg.d_mlp - 1})")
-    for code in config.languages:
-        get_language(code)
-    batches = language_batches(model.tokenizer, AblationConfig(languages=config.languages, split=config.split,
-                                                               tokens_per_language=config.tokens_per_language))
+    batches = language_batches(model.tokenizer, config.held_out(config.tokens_per_language))
     hook = f"blocks.{layer}.mlp.hook_pre"
     readings = {lang: read_unit(model, lang_batches, hook, lambda activation: activation[..., neuron],
                                 n_contexts=config.n_contexts, progress=progress, description=f"neuron {layer}.{neuron}")
@@ -107,8 +103,7 @@ def _logit_effects(model: Model, layer: int, neuron: int, n: int
 
 
 def _zeroing_nll(model: Model, layer: int, neuron: int, config: CardConfig) -> dict[str, float]:
-    batches = language_batches(model.tokenizer, AblationConfig(languages=config.languages, split=config.split,
-                                                               tokens_per_language=config.ablation_tokens))
+    batches = language_batches(model.tokenizer, config.held_out(config.ablation_tokens))
 
     def zero(activation: torch.Tensor) -> torch.Tensor:
         edited = activation.clone()

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from workbench.backends import Model, unembed
+from workbench.features.ablation import AblationConfig
 from workbench.plots import TEMPLATE, language_colour, style
 from workbench.saes.data import capture
 
@@ -35,6 +36,10 @@ class CardConfig:
     """Top contexts kept per language."""
     n_tokens: int = 10
     """Promoted and suppressed tokens listed."""
+
+    def held_out(self, tokens_per_language: int) -> AblationConfig:
+        """The held-out text of these languages and split, ``tokens_per_language`` each (languages checked)."""
+        return AblationConfig(languages=self.languages, split=self.split, tokens_per_language=tokens_per_language)
 
 
 @dataclass(frozen=True)
