@@ -87,6 +87,12 @@ CASES: dict[str, Case] = {
                                         "cannot be read", lambda root: _sae_dir(root, truncate=True)),
     "ablate on a broken SAE config": Case("ablate --sae-dir {tmp}/sae --site 6.resid_post --feature 1",
                                           "is not valid JSON", lambda root: _sae_dir(root, config=b"[")),
+    "features with two SAE sources": Case("features --target hi --sae-dir {tmp}/sae --sae-release r --sae-id i "
+                                          "--out {tmp}/out", "either as --sae-dir DIR or as --sae-release", _sae_dir),
+    "features with a release but no id": Case("features --target hi --sae-release r --out {tmp}/out",
+                                              "either as --sae-dir DIR or as --sae-release"),
+    "FOXP2 on a truncated SAE": Case("foxp2 --target hi --saes {tmp}/sae --out {tmp}/out", "cannot be read",
+                                     lambda root: _sae_dir(root, truncate=True)),
     "SAE size zero": Case("sae train --sites 6.resid_post --out {tmp}/out --d-sae 0", "--d-sae must be a positive"),
     "SAE learning rate NaN": Case("sae train --sites 6.resid_post --out {tmp}/out --lr nan",
                                   "--lr must be a finite number"),

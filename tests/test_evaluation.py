@@ -163,3 +163,23 @@ def test_an_edit_of_the_prompt_final_positions_costs_kl_and_nll_on_the_answers(g
         kl[rule] = float(edited.kl.mean())
         assert (edited.nll - base.nll).abs().mean() > 0.01, rule  # tokens after the edited ones pay too
     assert 0.05 < kl["final+2"] < kl["all"]                       # editing every position costs more
+
+
+@pytest.mark.model
+def test_kept_reference_log_probs_give_the_same_kl_as_recomputing_them(gemma_fast, hindi_contexts):
+    """The baseline keeps the unsteered answer log-probs once; every steered run's KL reuses them."""
+    prompts, answers = hindi_contexts
+    reference = answer_costs(gemma_fast, prompts, answers, keep_log_probs=True, batch_size=4)
+    assert len(reference.log_probs) == 2 and all(part.shape[1] == gemma_fast.cfg.d_vocab
+                                                 for part in reference.log_probs)
+    hook = add_vector(gemma_fast, "blocks.6.hook_resid_post", 60 * torch.nn.functional.normalize(
+        torch.randn(gemma_fast.cfg.d_model, generator=torch.Generator().manual_seed(1)), dim=0))
+    recomputed = answer_costs(gemma_fast, prompts, answers, hooks=[hook], reference_prompts=prompts, batch_size=4)
+    reused = answer_costs(gemma_fast, prompts, answers, hooks=[hook], reference_prompts=prompts, batch_size=4,
+                          reference_log_probs=reference.log_probs)
+    assert recomputed.kl.min() > 0.01
+    torch.testing.assert_close(reused.kl, recomputed.kl)
+    torch.testing.assert_close(reused.nll, recomputed.nll)
+    with pytest.raises(ValueError, match="one tensor per batch"):
+        answer_costs(gemma_fast, prompts, answers, hooks=[hook], reference_prompts=prompts, batch_size=2,
+                     reference_log_probs=reference.log_probs)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS: dict[str, int] = {
     # 0 foundation: no workbench imports beyond this layer
     "workbench": 0, "workbench.errors": 0, "workbench.inputs": 0, "workbench.lazy": 0, "workbench.artifacts": 0,
-    "workbench.store": 0,
+    "workbench.store": 0, "workbench.store_archive": 0,
     "workbench.plots": 0, "workbench.spectral": 0, "workbench.evaluation.scores": 0, "workbench.evaluation.mass": 0,
     # 1 models, languages, data
     "workbench.languages": 1, "workbench.corpus": 1, "workbench.prompting": 1, "workbench.sites": 1,

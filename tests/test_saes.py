@@ -192,8 +192,45 @@ def test_fit_check_names_wrong_width_and_missing_hooks(tiny_model):
 
 
 def test_load_sae_rejects_a_directory_that_is_not_an_sae(tmp_path):
-    with pytest.raises(SAEError, match="not an SAELens SAE directory"):
+    with pytest.raises(SAEError, match="not an SAE directory"):
         load_sae(tmp_path)
+
+
+def _released_folder(directory, d_in: int = 16, d_sae: int = 32, seed: int = 0):
+    """A Gemma Scope 2 folder as released: params.safetensors with the release's tensor names."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {"w_enc": (d_in, d_sae), "w_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
+    tensors = {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()}
+    tensors["threshold"] = torch.rand(d_sae, generator=generator)
+    directory.mkdir(parents=True)
+    save_file(tensors, str(directory / "params.safetensors"))
+    return tensors
+
+
+def test_a_released_gemma_scope_2_folder_loads_offline_as_a_jumprelu_sae(tiny_model, tmp_path):
+    released = tmp_path / "gemma-scope-2-270m-pt" / "resid_post"
+    tensors = _released_folder(released / "layer_1_width_32_l0_small")
+    sae = load_sae(released / "layer_1_width_32_l0_small", tiny_model)
+    assert isinstance(sae, JumpReLUSAE) and sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(1))
+    pre = x @ tensors["w_enc"] + tensors["b_enc"]
+    expected = torch.where(pre > tensors["threshold"], pre, torch.zeros_like(pre)).relu()
+    torch.testing.assert_close(sae.encode(x), expected)
+    torch.testing.assert_close(sae.decode(expected), expected @ tensors["w_dec"] + tensors["b_dec"])
+    assert list(load_sae_dir(tmp_path / "gemma-scope-2-270m-pt", tiny_model)) == ["blocks.1.hook_resid_post"]
+
+    _released_folder(released / "layer_1_width_32_l0_big", seed=2)
+    with pytest.raises(SAEError, match="2 SAEs for blocks.1.hook_resid_post"):
+        load_sae_dir(tmp_path / "gemma-scope-2-270m-pt", tiny_model)
+    _released_folder(tmp_path / "renamed" / "my_sae")
+    with pytest.raises(SAEError, match="cannot read the site and layer"):
+        load_sae(tmp_path / "renamed" / "my_sae")
+    _released_folder(tmp_path / "other" / "resid_post" / "layer_1_width_64", d_sae=64)
+    (tmp_path / "other" / "resid_post" / "layer_1_width_64" / "params.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(SAEError, match="cannot be read"):
+        load_sae(tmp_path / "other" / "resid_post" / "layer_1_width_64")
 
 
 def _fake_hub_cache(root, repo_id: str, folder: str, source) -> None:

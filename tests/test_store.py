@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import tarfile
 
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from workbench.cli import app
 from workbench.directions import DirectionDataConfig, directions_entry
 from workbench.methods import get_method
 from workbench.store import KINDS, Store, StoreError, using_cache
+from workbench.store_archive import export_entries, import_entries
 from workbench.store_cli import _size
 
 
@@ -102,3 +104,51 @@ def test_cache_cli_lists_sizes_and_clears_by_kind(tmp_path, monkeypatch):
     cleared = runner.invoke(app, ["cache", "clear", "--kind", "runs", "--yes"])
     assert cleared.exit_code == 0 and "freed" in cleared.output
     assert [info.kind for info in Store().entries()] == ["spectra"]
+
+
+def test_an_exported_archive_imports_verified_entries_and_refuses_damaged_or_stale_ones(tmp_path):
+    source = Store(tmp_path / "gpu-node")
+    runs = [_build(source.entry(store.RUNS, {"run": i}, scope="gemma", label=f"run{i}")) for i in range(3)]
+    calibration = _build(source.entry(store.CALIBRATIONS, {"method": "diffmean"}, scope="gemma"))
+    _build(source.entry(store.DIRECTIONS, {"target": "hi"}, scope="gemma"))        # a kind not exported
+    (source.entry(store.RUNS, {"run": "interrupted"}, scope="gemma").prepare() / "half.json").write_text("{")
+    archive = tmp_path / "bench.tar.xz"
+    exported = export_entries(archive, ["runs", "calibrations"], store=source)
+    assert len(exported) == 4 and not any("directions" in name or "interrupted" in name for name in exported)
+
+    laptop = Store(tmp_path / "laptop")
+    report = import_entries(archive, store=laptop)
+    assert len(report.added) == 4 and not report.refused
+    for entry in (*runs, calibration):
+        moved = store.Entry(entry.kind, entry.key, laptop.root / entry.path.relative_to(source.root))
+        assert moved.ready() and (moved / "data.json").read_text() == (entry / "data.json").read_text()
+    assert len(import_entries(archive, store=laptop).present) == 4           # a second import changes nothing
+
+    (runs[0] / "data.json").write_text(json.dumps({"value": "edited after commit"}))
+    stale = source.entry(store.RUNS, {"run": 1}, scope="gemma", label="run1")
+    record = json.loads((stale / store.ENTRY_FILE).read_text())
+    (stale / store.ENTRY_FILE).write_text(json.dumps({**record, "version": store.RUNS.version - 1}))
+    with tarfile.open(archive, "w:xz") as tar:
+        for entry in runs:
+            tar.add(entry.path, arcname=entry.path.relative_to(source.root).as_posix())
+    fresh = import_entries(archive, store=Store(tmp_path / "fresh"))
+    assert len(fresh.added) == 1 and set(fresh.refused) == {
+        runs[0].path.relative_to(source.root).as_posix(), runs[1].path.relative_to(source.root).as_posix()}
+    assert "data.json has" in fresh.refused[runs[0].path.relative_to(source.root).as_posix()]
+    with pytest.raises(StoreError, match="not a readable store archive"):
+        import_entries(tmp_path / "gpu-node" / "runs" / "gemma" / runs[2].path.name / "data.json",
+                       store=Store(tmp_path / "fresh"))
+
+
+def test_cache_export_and_import_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "a"))
+    _build(Store().entry(store.RUNS, {"run": 1}, scope="gemma"))
+    runner = CliRunner()
+    exported = runner.invoke(app, ["cache", "export", "--out", str(tmp_path / "x.tar.xz"), "--kind", "runs"])
+    assert exported.exit_code == 0 and "exported 1 entries" in exported.output
+    monkeypatch.setenv(store.CACHE_ENV_VAR, str(tmp_path / "b"))
+    imported = runner.invoke(app, ["cache", "import", str(tmp_path / "x.tar.xz")])
+    assert imported.exit_code == 0 and "imported 1 entries" in imported.output
+    assert len(Store().entries("runs")) == 1
+    bad = runner.invoke(app, ["cache", "export", "--out", str(tmp_path / "y.tar.xz"), "--kind", "nope"])
+    assert bad.exit_code == 2 and "unknown kind 'nope'" in bad.output

@@ -64,3 +64,30 @@ def clear(kind: str | None = _KIND,
     if not yes and not typer.confirm(f"delete {what} under {store.root}?"):
         raise typer.Abort()
     console.print(f"freed {_size(store.clear(kind))}")
+
+
+@cache_app.command("export")
+def export(out: str = typer.Option(..., "--out", help="Archive to write (.tar.xz)."),
+           kinds: list[str] = typer.Option(["runs", "calibrations"], "--kind",
+                                           help=f"Kinds to export (repeat the option): {', '.join(KINDS)}.")) -> None:
+    """Write the committed, verified entries of some kinds to one archive (e.g. a benchmark's runs and calibrations,
+    to finish it on another machine)."""
+    from workbench.store_archive import export_entries
+
+    for name in kinds:
+        if name not in KINDS:
+            raise typer.BadParameter(f"unknown kind {name!r}; known: {', '.join(KINDS)}", param_hint="--kind")
+    exported = export_entries(out, kinds)
+    console.print(f"exported {len(exported)} entries ({', '.join(kinds)}) to {out}")
+
+
+@cache_app.command("import")
+def import_archive(archive: str = typer.Argument(..., help="An archive written by `workbench cache export`.")) -> None:
+    """Add an exported archive's entries to the cache, each verified first (entries already present are kept)."""
+    from workbench.store_archive import import_entries
+
+    report = import_entries(archive)
+    console.print(f"imported {len(report.added)} entries, {len(report.present)} already present, "
+                  f"{len(report.refused)} refused into {Store().root}")
+    for name, why in report.refused.items():
+        console.print(f"[yellow]refused {name}: {why}[/yellow]")

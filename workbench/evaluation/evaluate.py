@@ -163,6 +163,9 @@ class Baseline:
     """Unsteered NLL of each target-language utility answer (after the skipped tokens)."""
     english_nll: Tensor
     """Unsteered NLL of each English utility answer."""
+    target_log_probs: list[Tensor] | None = None
+    """Unsteered log-probabilities at the target answers' positions (per utility batch), the KL reference of every
+    steered run; None when they would exceed :data:`REFERENCE_CACHE_BYTES` (then each run recomputes them)."""
 
 
 @dataclass
@@ -248,12 +251,22 @@ def _generate(model: Model, prompts: Sequence[str], hooks: Sequence[Hook], token
 
 
 def _answer_costs(model: Model, prompts: list[str], answers: list[str], config: EvaluationConfig, *,
-                  hooks: Sequence[Hook] = (), rewriter: Callable[[str], str] | None = None, with_kl: bool = False
-                  ) -> AnswerCosts:
+                  hooks: Sequence[Hook] = (), rewriter: Callable[[str], str] | None = None, with_kl: bool = False,
+                  reference_log_probs: list[Tensor] | None = None, keep_log_probs: bool = False) -> AnswerCosts:
     model_prompts = [rewriter(prompt) for prompt in prompts] if rewriter else prompts
     return answer_costs(model, model_prompts, answers, hooks=hooks, reference_prompts=prompts if with_kl else None,
+                        reference_log_probs=reference_log_probs, keep_log_probs=keep_log_probs,
                         skip_tokens=config.nll_skip_tokens, max_answer_tokens=config.utility_answer_tokens,
                         batch_size=config.batch_size)
+
+
+REFERENCE_CACHE_BYTES = 4 * 2**30
+"""Largest unsteered KL reference (answer positions x vocabulary, float32) a :class:`Baseline` keeps in memory."""
+
+
+def _keeps_reference(model: Model, contexts: UtilityContexts, config: EvaluationConfig) -> bool:
+    positions = len(contexts.target_answers) * config.utility_answer_tokens
+    return positions * model.cfg.d_vocab * 4 <= REFERENCE_CACHE_BYTES
 
 
 def compute_baseline(model: Model, prompts: Sequence[str], target: str, *, source: str = "en",
@@ -265,9 +278,11 @@ def compute_baseline(model: Model, prompts: Sequence[str], target: str, *, sourc
     prompts = list(prompts)
     token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
     generation = _generate(model, prompts, (), token_sets, config)
+    target_costs = _answer_costs(model, contexts.target_prompts, contexts.target_answers, config,
+                                 keep_log_probs=_keeps_reference(model, contexts, config))
     return Baseline(
         target=target, source=source, prompts=prompts, generation=generation, contexts=contexts,
-        target_nll=_answer_costs(model, contexts.target_prompts, contexts.target_answers, config).nll,
+        target_nll=target_costs.nll, target_log_probs=target_costs.log_probs,
         english_nll=_answer_costs(model, contexts.source_prompts, contexts.source_answers, config).nll,
     )
 
@@ -327,7 +342,7 @@ def evaluate(model: Model, prompts: Sequence[str], target: str, *, hooks: Sequen
     contexts = baseline.contexts
     if hooks or prompt_rewriter:
         costs = _answer_costs(model, contexts.target_prompts, contexts.target_answers, config, hooks=hooks,
-                              rewriter=prompt_rewriter, with_kl=True)
+                              rewriter=prompt_rewriter, with_kl=True, reference_log_probs=baseline.target_log_probs)
         target_nll, kl = costs.nll, costs.kl.numpy()
         _require_finite(costs.kl, "the KL on the utility contexts", "context")
         english_nll = _answer_costs(model, contexts.source_prompts, contexts.source_answers, config, hooks=hooks,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ from workbench.methods import SteeringMethod, fingerprint_digest
 from workbench.models import model_key
 from workbench.prompting import QA_TEMPLATE
 from workbench.store import RUNS, Store, digest
+
+Prepared = tuple[Sequence[Steer], Any, dict[str, Any]]
+"""A treatment ready to evaluate: its interventions, prompt rewriter (or None) and provenance."""
 
 
 @dataclass
@@ -69,11 +72,18 @@ class EvaluationRuns:
     def run(self, name: str, identity: dict[str, Any], interventions: Sequence[Steer] = (),
             prompt_rewriter: Any = None, provenance: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
         """The metrics (JSON-ready, with per-prompt records) of one treatment, and the seconds its evaluation took."""
+        return self._run(name, identity, lambda: (interventions, prompt_rewriter, provenance or {}))
+
+    def _run(self, name: str, identity: dict[str, Any], prepare: Callable[[], Prepared]
+             ) -> tuple[dict[str, Any], float]:
+        """:meth:`run` with the treatment built by ``prepare`` only when the run is not stored yet (a stored run
+        needs none of the treatment's data: directions, SAEs or neuron statistics)."""
         entry = Store().entry(RUNS, self._key(identity), scope=model_key(self.model),
                               label=f"{self.label}-{name}-{self.target}")
         if entry.ready():
             payload = SteeringMetrics.revive(json.loads((entry / "metrics.json").read_text(encoding="utf-8")))
         else:
+            interventions, prompt_rewriter, provenance = prepare()
             if self.baseline is None:
                 self.baseline = compute_baseline(self.model, self.prompts, self.target, source=self.source,
                                                  config=self.config)
@@ -82,7 +92,7 @@ class EvaluationRuns:
                                hooks=hooks_for(self.model, interventions), prompt_rewriter=prompt_rewriter,
                                baseline=self.baseline, config=self.config,
                                relevance_references=self.relevance_references)
-            metrics.provenance.update({"run": name, "identity": identity, **(provenance or {}),
+            metrics.provenance.update({"run": name, "identity": identity, **provenance,
                                        "seconds": round(time.perf_counter() - started, 2)})
             path = metrics.save(entry.prepare() / "metrics.json")
             entry.commit()
@@ -97,7 +107,11 @@ class EvaluationRuns:
         fingerprint with the setting, so a changed method never reuses a stored run."""
         identity = {"method": method.name, "fingerprint": fingerprint_digest(method), "layer": layer,
                     "strength": strength, "rule": str(rule)}
-        treatment = method.treatment(self.model, self.target, self.source, layer=layer, strength=strength, rule=rule)
+        def prepare() -> Prepared:
+            treatment = method.treatment(self.model, self.target, self.source, layer=layer, strength=strength,
+                                         rule=rule)
+            return (treatment.interventions, treatment.prompt_rewriter,
+                    {"treatment": treatment.description, **treatment.provenance})
+
         label = name or f"{self.label}-{method.name}-{'na' if layer is None else f'L{layer}'}-s{strength:g}-{rule}"
-        return self.run(label.replace("+", "p"), identity, treatment.interventions, treatment.prompt_rewriter,
-                        provenance={"treatment": treatment.description, **treatment.provenance})
+        return self._run(label.replace("+", "p"), identity, prepare)

@@ -93,6 +93,10 @@ class AnswerCosts:
     """Mean NLL per answer token from the ``skip_tokens + 1``-th on (NaN where no token is scored)."""
     kl: Float[Tensor, " context"] | None
     """Mean over answer positions of ``KL(p_reference || p_edited)`` in nats (None without reference prompts)."""
+    log_probs: list[Tensor] | None = None
+    """With ``keep_log_probs``: the edited model's log-probabilities at the answer positions (positions x vocabulary),
+    one tensor per batch (pass them as another call's ``reference_log_probs`` to measure KL to this model without
+    recomputing it)."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +134,14 @@ def _rows(model: Model, prompts: Sequence[str], answers: Sequence[str], max_leng
     return rows
 
 
-def _position_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Tensor, "row vocab"] | None
-                    ) -> Callable[[Tensor, slice], Tensor]:
-    """Per selected position: the NLL of its target token and, with reference log-probs, the KL from them."""
+def _position_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Tensor, "row vocab"] | None,
+                    kept: list[Tensor] | None = None) -> Callable[[Tensor, slice], Tensor]:
+    """Per selected position: the NLL of its target token and, with reference log-probs, the KL from them (the
+    log-probabilities themselves appended to ``kept``, chunk by chunk, when given)."""
     def costs(logits: Tensor, rows: slice) -> Tensor:
         log_probs = logits.float().log_softmax(-1)
+        if kept is not None:
+            kept.append(log_probs.cpu())
         token_nll = -log_probs.gather(-1, targets[rows, None])[:, 0]
         if reference_log_probs is None:
             return token_nll[:, None]
@@ -144,12 +151,17 @@ def _position_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Ten
 
 
 def answer_costs(model: Model, prompts: Sequence[str], answers: Sequence[str], *, hooks: Sequence[Hook] = (),
-                 reference_prompts: Sequence[str] | None = None, skip_tokens: int = 0, max_answer_tokens: int | None
-                 = None, batch_size: int = 8, max_length: int = 192) -> AnswerCosts:
+                 reference_prompts: Sequence[str] | None = None,
+                 reference_log_probs: Sequence[Tensor] | None = None, keep_log_probs: bool = False,
+                 skip_tokens: int = 0, max_answer_tokens: int | None = None, batch_size: int = 8,
+                 max_length: int = 192) -> AnswerCosts:
     """What ``hooks`` do to each ``answer`` after its ``prompt``: its NLL (from the ``skip_tokens + 1``-th answer
     token on) and, with ``reference_prompts``, the KL from the unhooked model given those prompts (e.g. the
     unrewritten ones; the same prompts for a pure hook edit) at every answer position.
 
+    ``reference_log_probs`` (the ``log_probs`` an unhooked call with ``keep_log_probs`` returned for the reference
+    prompts, the same answers and batch size) replaces the reference forward passes; a sweep that evaluates many
+    edits against one unsteered model computes them once.
     Answers are tokenized as given (put a leading space where the prompt ends with "A:") and cut to
     ``max_answer_tokens``.
     """
@@ -164,24 +176,42 @@ def answer_costs(model: Model, prompts: Sequence[str], answers: Sequence[str], *
     reference_rows = _rows(model, reference_prompts, answers, max_length) if reference_prompts is not None else None
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     device = device_of(model)
+    batches = range(0, len(rows), batch_size)
+    if reference_log_probs is not None and (reference_rows is None or len(reference_log_probs) != len(batches)):
+        raise ValueError("reference_log_probs need reference_prompts and one tensor per batch of "
+                         f"{batch_size} contexts ({len(batches)}), got {len(reference_log_probs)}")
     nll: list[float] = []
     kl: list[float] = []
-    for start in range(0, len(rows), batch_size):
+    kept: list[Tensor] = []
+    for number, start in enumerate(batches):
         batch = _batch(rows[start:start + batch_size], pad)
         counts = batch.answer.sum(-1).tolist()
-        reference_log_probs = None
+        reference = None
         if reference_rows is not None:
-            reference = _batch(reference_rows[start:start + batch_size], pad)
-            if reference.answer.sum(-1).tolist() != counts:
+            reference_batch = _batch(reference_rows[start:start + batch_size], pad)
+            if reference_batch.answer.sum(-1).tolist() != counts:
                 raise ValueError("reference prompts leave other answer lengths (a context was cut at max_length)")
-            with torch.inference_mode(), prompt_ends(reference.prompt_ends):
-                reference_log_probs = position_logits(model, reference.tokens, reference.mask, reference.answer,
-                                                      lambda logits, _: logits.float().log_softmax(-1))
+            reference = (reference_log_probs[number] if reference_log_probs is not None
+                         else _log_probs(model, reference_batch))
+            if len(reference) != sum(counts):
+                raise ValueError(f"reference_log_probs batch {number} has {len(reference)} positions, the answers "
+                                 f"{sum(counts)}: compute them for these answers with batch_size={batch_size}")
+        chunks: list[Tensor] | None = [] if keep_log_probs else None
         with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode(), prompt_ends(batch.prompt_ends):
             values = position_logits(model, batch.tokens, batch.mask, batch.answer,
-                                     _position_costs(batch.targets.to(device), reference_log_probs)).cpu()
+                                     _position_costs(batch.targets.to(device), reference, chunks)).cpu()
+        if chunks is not None:
+            kept.append(torch.cat(chunks))
         for part in values.split(counts):
             scored = part[skip_tokens:, 0]
             nll.append(float(scored.mean()) if len(scored) else float("nan"))
             kl.append(float(part[:, 1].mean()) if part.shape[1] > 1 and len(part) else float("nan"))
-    return AnswerCosts(torch.tensor(nll), torch.tensor(kl) if reference_rows is not None else None)
+    return AnswerCosts(torch.tensor(nll), torch.tensor(kl) if reference_rows is not None else None,
+                       kept if keep_log_probs else None)
+
+
+def _log_probs(model: Model, batch: _Batch) -> Float[Tensor, "answer_position vocab"]:
+    """The unhooked model's log-probabilities at the answer positions of ``batch``."""
+    with torch.inference_mode(), prompt_ends(batch.prompt_ends):
+        return position_logits(model, batch.tokens, batch.mask, batch.answer,
+                               lambda logits, _: logits.float().log_softmax(-1))

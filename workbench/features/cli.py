@@ -17,8 +17,13 @@ def _split_list(text: str) -> list[str]:
 
 def features_command(
         target: str = typer.Option(..., "--target", help="Target language code (e.g. hi)."),
-        sae_dir: Path = typer.Option(..., "--sae-dir", help="Directory written by 'workbench sae train'."),
+        sae_dir: Path | None = typer.Option(None, "--sae-dir", help="Directory written by 'workbench sae train', "
+                                            "or released Gemma Scope 2 folders (one per site)."),
         out: Path = typer.Option(..., "--out", help="Output directory."),
+        sae_release: str | None = typer.Option(None, "--sae-release", help="A SAELens release (needs the hub), "
+                                               "e.g. gemma-scope-2-270m-pt-res-all; with --sae-id."),
+        sae_id: str | None = typer.Option(None, "--sae-id", help="The SAE's id in --sae-release, e.g. "
+                                          "layer_6_width_16k_l0_small."),
         sites: str = typer.Option("", help="Only these SAE sites (comma-separated); default all."),
         n_pairs: int = typer.Option(256, help="Parallel en/target pairs for selectivity."),
         n_candidates: int = typer.Option(32, help="Most selective features per side and site whose lift is measured."),
@@ -30,21 +35,28 @@ def features_command(
     """FOXP2 stage I + LangFIR: selectivity, lift, scores, LangFIR survivors, traced neurons, ablations."""
     from workbench.features.ablation import AblationConfig
     from workbench.features.analysis import FeatureAnalysisConfig, LiftConfig, run_feature_analysis, write_report
-    from workbench.inputs import positive
+    from workbench.inputs import InputError, positive
     from workbench.languages import get_language
     from workbench.models import load_model
-    from workbench.saes.io import checked_sae_directories, load_sae_dir
+    from workbench.saes.io import checked_sae_directories, load_pretrained_sae, load_sae_dir, sae_hook_name
 
     get_language(target)
     for value, option in ((n_pairs, "--n-pairs"), (n_candidates, "--n-candidates"), (n_prompts, "--n-prompts"),
                           (ablation_tokens, "--ablation-tokens")):
         positive(value, option)
-    checked_sae_directories(sae_dir, _split_list(sites) or None)
+    if (sae_dir is None) == (sae_release is None) or (sae_release is None) != (sae_id is None):
+        raise InputError("give the SAEs either as --sae-dir DIR or as --sae-release R --sae-id ID (not both)")
+    if sae_dir is not None:
+        checked_sae_directories(sae_dir, _split_list(sites) or None)
     config = FeatureAnalysisConfig(target=target, n_pairs=n_pairs, n_ablation_features=n_ablation,
                                    lift=LiftConfig(n_candidates=n_candidates, n_prompts=n_prompts),
                                    ablation=AblationConfig(tokens_per_language=ablation_tokens))
     loaded = load_model(model, backend="hf")
-    saes = load_sae_dir(sae_dir, loaded, sites=_split_list(sites) or None)
+    if sae_dir is not None:
+        saes = load_sae_dir(sae_dir, loaded, sites=_split_list(sites) or None)
+    else:
+        pretrained = load_pretrained_sae(sae_release, sae_id, loaded)
+        saes = {sae_hook_name(pretrained): pretrained}
     report = run_feature_analysis(loaded, saes, config)
     write_report(report, out)
     if as_json:

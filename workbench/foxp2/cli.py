@@ -32,6 +32,8 @@ def foxp2_command(
         sae_latents: int | None = typer.Option(None, help="Latents per stage I SAE (default: the config's)."),
         sae_tokens: int | None = typer.Option(None, help="Corpus tokens the stage I SAEs train on (default: the "
                                                          "config's)."),
+        saes: Path | None = typer.Option(None, "--saes", help="Stage I SAEs instead of training them: SAELens "
+                                         "folders or released Gemma Scope 2 folders, one resid_post SAE per layer."),
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
         backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:
@@ -51,6 +53,10 @@ def foxp2_command(
     code = get_language(target).code
     get_language(source)
     distinct_languages(code, source)
+    if saes is not None:
+        from workbench.saes.io import checked_sae_directories
+
+        checked_sae_directories(saes)
     defaults = Foxp2Config()
     n_pairs = positive(pairs, "--pairs") if pairs is not None else defaults.pairs.n_pairs
     sae = defaults.localise.sae
@@ -60,6 +66,7 @@ def foxp2_command(
         spectral=replace(defaults.spectral, n_bootstrap=defaults.spectral.n_bootstrap if bootstraps is None
                          else positive(bootstraps, "--bootstraps")),
         localise=replace(defaults.localise, n_pairs=n_pairs if pairs is not None else defaults.localise.n_pairs,
+                         sae_dir=None if saes is None else str(saes),
                          sae=replace(sae, d_sae=sae.d_sae if sae_latents is None
                                      else positive(sae_latents, "--sae-latents"),
                                      n_tokens=sae.n_tokens if sae_tokens is None

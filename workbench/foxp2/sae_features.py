@@ -29,6 +29,7 @@ from workbench.features.encode import encode_texts
 from workbench.models import model_key
 from workbench.saes.cache import residual_saes
 from workbench.saes.config import SAETrainConfig
+from workbench.saes.io import load_sae_dir, sae_weights_digests
 from workbench.saes.metrics import json_safe
 from workbench.sites import Site
 from workbench.spectral import SpectralConfig, difference_matrix, layer_spectrum
@@ -41,6 +42,9 @@ class LocaliseConfig:
 
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
     """How the per-layer residual SAEs are trained (cached per layer and config)."""
+    sae_dir: str | None = None
+    """Use these SAEs instead of training them: a directory of SAELens SAE folders or of released Gemma Scope 2
+    folders (:func:`workbench.saes.load_sae`) with one ``resid_post`` SAE per window layer."""
     n_target_keep: int = 64
     """Target-promoting features kept across the window's sites."""
     n_english_keep: int = 32
@@ -106,11 +110,17 @@ def localise(model: Model, target: str, layers: list[int], config: LocaliseConfi
              use_cache: bool = True, progress: bool = True) -> Localisation:
     """Stage I for ``target`` at ``layers`` (SAEs and the analysis cached; a re-run loads them)."""
     started = time.perf_counter()
-    saes = residual_saes(model, layers, config.sae, progress=progress)
+    if config.sae_dir is None:
+        saes = residual_saes(model, layers, config.sae, progress=progress)
+        sae_identity = config.sae.to_dict()
+    else:
+        sites = [f"{layer}.resid_post" for layer in layers]
+        saes = load_sae_dir(config.sae_dir, model, sites=sites)
+        sae_identity = {"weights": sae_weights_digests(config.sae_dir, sites)}
     sae_seconds = time.perf_counter() - started
     analysis = config.analysis(target)
     entry = Store().entry(FEATURES, {"model": model_key(model), "target": target, "layers": layers,
-                                     "analysis": analysis.to_dict(), "sae": config.sae.to_dict()},
+                                     "analysis": analysis.to_dict(), "sae": sae_identity},
                           scope=model_key(model), label=f"{target}-L{'_'.join(map(str, layers))}")
     if use_cache and entry.ready():
         payload = json.loads((entry / "stage1.json").read_text())

@@ -18,6 +18,12 @@ from safetensors import SafetensorError, safe_open
 
 from workbench.backends import Model
 from workbench.saes.config import SAEError
+from workbench.saes.released import (
+    RELEASED_WEIGHTS_FILE,
+    is_released_folder,
+    load_released_sae,
+    released_hook_name,
+)
 from workbench.sites import Site, SiteError, resolve_site
 
 SAE_CONFIG_FILE = "cfg.json"
@@ -55,13 +61,18 @@ def check_sae_fits(sae: Any, model: Model) -> Site:
 
 
 def load_sae(path: str | Path, model: Model | None = None, *, device: str = "cpu") -> Any:
-    """An SAE saved in SAELens' format (``SAE.load_from_disk``), checked against ``model`` when given."""
+    """An SAE saved in SAELens' format (``SAE.load_from_disk``) or a Gemma Scope 2 folder as released
+    (:mod:`workbench.saes.released`), checked against ``model`` when given."""
     from sae_lens import SAE
 
     path = Path(path)
     verify_sae_files(path)
-    weights = path / SAE_WEIGHTS_FILE
-    sae = SAE.load_from_disk(str(path), device=device).eval().requires_grad_(False)
+    if is_released_folder(path):
+        weights = path / RELEASED_WEIGHTS_FILE
+        sae = load_released_sae(path, device=device)
+    else:
+        weights = path / SAE_WEIGHTS_FILE
+        sae = SAE.load_from_disk(str(path), device=device).eval().requires_grad_(False)
     for name, parameter in sae.named_parameters():
         if not torch.isfinite(parameter).all():
             raise SAEError(f"{weights}: parameter {name} holds NaN or inf; the SAE cannot be used (retrain it)")
@@ -90,12 +101,18 @@ def load_pretrained_sae(release: str, sae_id: str, model: Model | None = None, *
 
 
 def verify_sae_files(path: Path) -> None:
-    """Cheap checks of an SAE directory before anything is loaded: both files there, ``cfg.json`` a JSON object,
-    the weights' safetensors header readable and every tensor's bytes present."""
-    if not (path / SAE_CONFIG_FILE).is_file() or not (path / SAE_WEIGHTS_FILE).is_file():
-        raise SAEError(f"{path} is not an SAELens SAE directory (needs {SAE_CONFIG_FILE} and {SAE_WEIGHTS_FILE})")
-    read_sae_config(path)
-    weights = path / SAE_WEIGHTS_FILE
+    """Cheap checks of an SAE directory before anything is loaded: both files there, ``cfg.json`` a JSON object
+    (a released Gemma Scope 2 folder: its site and layer readable from the path), the weights' safetensors header
+    readable and every tensor's bytes present."""
+    if is_released_folder(path):
+        released_hook_name(path)
+        weights = path / RELEASED_WEIGHTS_FILE
+    elif not (path / SAE_CONFIG_FILE).is_file() or not (path / SAE_WEIGHTS_FILE).is_file():
+        raise SAEError(f"{path} is not an SAE directory: SAELens' needs {SAE_CONFIG_FILE} and {SAE_WEIGHTS_FILE}, "
+                       f"a released Gemma Scope 2 folder {RELEASED_WEIGHTS_FILE}")
+    else:
+        read_sae_config(path)
+        weights = path / SAE_WEIGHTS_FILE
     try:
         with safe_open(str(weights), framework="pt") as handle:
             for name in handle.keys():
@@ -118,10 +135,14 @@ def read_sae_config(directory: Path) -> dict[str, Any]:
 
 
 def site_directories(root: str | Path) -> dict[str, Path]:
-    """Hook name -> SAE directory, for every SAELens SAE directory directly under ``root`` (or ``root`` itself)."""
+    """Hook name -> SAE directory, for every SAELens SAE directory directly under ``root`` (or ``root`` itself), or
+    every released Gemma Scope 2 folder under it (``resid_post/layer_6_width_16k_l0_small``; one per site: where a
+    release has several widths or sparsities for a site, point at a directory holding the chosen ones)."""
     root = Path(root)
     if not root.is_dir():
         raise SAEError(f"no SAE directory at {root}")
+    if is_released_folder(root) or not (root / SAE_CONFIG_FILE).is_file() and any(root.rglob(RELEASED_WEIGHTS_FILE)):
+        return _released_directories(root)
     candidates = [root] if (root / SAE_CONFIG_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
     found: dict[str, Path] = {}
     for directory in candidates:
@@ -132,8 +153,22 @@ def site_directories(root: str | Path) -> dict[str, Path]:
         if name:
             found[name] = directory
     if not found:
-        raise SAEError(f"{root} holds no SAELens SAE directories (sub-directories with {SAE_CONFIG_FILE})")
+        raise SAEError(f"{root} holds no SAE directories (SAELens sub-directories with {SAE_CONFIG_FILE}, or released "
+                       f"Gemma Scope 2 folders with {RELEASED_WEIGHTS_FILE})")
     return found
+
+
+def _released_directories(root: Path) -> dict[str, Path]:
+    folders = [root] if is_released_folder(root) else sorted(p.parent for p in root.rglob(RELEASED_WEIGHTS_FILE))
+    found: dict[str, list[Path]] = {}
+    for folder in folders:
+        found.setdefault(released_hook_name(folder), []).append(folder)
+    ambiguous = {name: paths for name, paths in found.items() if len(paths) > 1}
+    if ambiguous:
+        name, paths = next(iter(ambiguous.items()))
+        raise SAEError(f"{root} holds {len(paths)} SAEs for {name} ({', '.join(p.name for p in paths)}); point at a "
+                       "directory with one per site (e.g. link the chosen width and sparsity into it)")
+    return {name: paths[0] for name, paths in found.items()}
 
 
 def checked_sae_directories(root: str | Path, sites: list[str] | None = None) -> dict[str, Path]:
@@ -149,6 +184,15 @@ def checked_sae_directories(root: str | Path, sites: list[str] | None = None) ->
     for directory in directories.values():
         verify_sae_files(directory)
     return dict(sorted(directories.items(), key=lambda item: Site.parse(item[0])))
+
+
+def sae_weights_digests(root: str | Path, sites: list[str] | None = None) -> dict[str, str]:
+    """Hook name -> sha256 of its SAE's weights file under ``root`` (what a cached result built from them is keyed
+    by, so replaced weights are never mistaken for the old ones)."""
+    from workbench.store import sha256_file
+
+    return {name: sha256_file(path / (RELEASED_WEIGHTS_FILE if is_released_folder(path) else SAE_WEIGHTS_FILE))
+            for name, path in checked_sae_directories(root, sites).items()}
 
 
 def load_sae_dir(root: str | Path, model: Model | None = None, *, sites: list[str] | None = None,
