@@ -12,6 +12,8 @@ from workbench.features.encode import firing_rates
 from workbench.features.scores import FeatureError
 from workbench.saes.cache import residual_saes
 from workbench.saes.config import SAEError, SAETrainConfig
+from workbench.saes.data import capture
+from workbench.views import statistics
 from workbench.views.contexts import CardConfig
 
 SAE = SAETrainConfig(d_sae=1024, k=32, n_tokens=40_000, training_samples=120_000)
@@ -43,8 +45,13 @@ def test_a_feature_card_shows_what_the_analysis_functions_measure(gemma_fast, sa
     for lang in CONFIG.languages:
         rate = firing_rates(gemma_fast, {HOOK: sae}, batches[lang], progress=False)[HOOK][hindi_latent]
         assert card.firing_rate[lang] == pytest.approx(float(rate), abs=1e-6)
-        assert len(card.activations[lang]) == round(float(rate) * sum(int(b.attention_mask[:, 1:].sum())
-                                                                      for b in batches[lang]))
+        fired = round(float(rate) * sum(int(b.attention_mask[:, 1:].sum()) for b in batches[lang]))
+        assert len(card.activations[lang]) == min(fired, CONFIG.reservoir_size)  # a uniform sample, bounded
+    hindi = torch.cat([sae.encode(captured.activations[HOOK])[..., hindi_latent][captured.mask]
+                       for captured in capture(gemma_fast, batches["hi"], [HOOK], progress=False)])
+    assert card.contexts["hi"][0].peak == pytest.approx(float(hindi.max()), rel=1e-4)  # the top text is the top
+    assert float(hindi[hindi > 0].min()) - 1e-4 <= min(card.activations["hi"]) <= max(card.activations["hi"]) <= (
+        float(hindi.max()) + 1e-4)
     study = ablation_study(gemma_fast, sae, [hindi_latent], AblationConfig(
         languages=CONFIG.languages, split=CONFIG.split, tokens_per_language=CONFIG.ablation_tokens), progress=False)
     assert card.ablation_delta_ce == pytest.approx(dict(zip(study.languages, study.delta_ce[0].tolist(),
@@ -59,6 +66,20 @@ def test_a_feature_card_shows_what_the_analysis_functions_measure(gemma_fast, sa
     assert page.count('class="fires"') == sum(sum(v > 0 for v in c.values) for cs in card.contexts.values()
                                               for c in cs)
     assert f"latent {hindi_latent}" in page and "plotly" in page
+
+
+@pytest.mark.model
+def test_every_later_card_of_a_site_reads_the_cached_statistics_not_the_corpus(gemma_fast, sae, hindi_latent,
+                                                                              monkeypatch):
+    feature_card(gemma_fast, sae, hindi_latent, CONFIG)          # the site's statistics and clean CE are cached
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("a later card re-read the held-out corpus")
+
+    monkeypatch.setattr(statistics, "read_statistics", no_second_pass)
+    monkeypatch.setattr(statistics, "token_cross_entropy", no_second_pass)
+    other = feature_card(gemma_fast, sae, (hindi_latent + 1) % 1024, CONFIG)
+    assert set(other.firing_rate) == set(CONFIG.languages) and other.ablation_delta_ce is not None
 
 
 @pytest.mark.model
@@ -93,7 +114,7 @@ def test_a_neuron_card_shows_what_the_harvest_and_the_zeroing_measure(gemma_fast
     mask[17, neuron, 1] = True
     card = neuron_card(gemma_fast, 17, neuron, config,
                        masks={"lape": NeuronMask(mask=mask, languages=("en", "hi"), method="lape", config={})})
-    for lang in config.languages:  # the card's own pass counts what the harvest counts
+    for lang in config.languages:  # the cached statistics count what the harvest counts
         assert card.activation_probability[lang] == pytest.approx(float(stats[lang].frac_positive(hook, lang)[neuron]),
                                                                   abs=1e-6)
     assert card.activation_probability["hi"] > card.activation_probability["en"] + 0.2

@@ -76,9 +76,12 @@ SAE_STEERING = Kind("sae-steering", 1, "an SAE method's latent shift or feature 
 TOKEN_SETS = Kind("token-sets", 1, "per-language vocabulary masks for a tokenizer")
 RELEVANCE_CALIBRATIONS = Kind("relevance-calibrations", 1,
                               "an encoder's floor and ceiling of cosines for one language (relevance scores)")
+UNIT_STATISTICS = Kind("unit-statistics", 1, "every unit of one site (SAE latents, MLP neurons) over held-out text: "
+                       "firing counts, value reservoirs, top texts (what cards read)")
+HELD_OUT_CE = Kind("held-out-ce", 1, "held-out cross-entropy per language without any edit (cards' ablations)")
 KINDS: dict[str, Kind] = _kinds(DIRECTIONS, CALIBRATIONS, RUNS, NEURON_HARVESTS, NEURON_POOLED, NEURON_GATES,
                                 NEURON_MASKS, SPECTRA, SAES, FEATURES, SAE_STEERING, TOKEN_SETS,
-                                RELEVANCE_CALIBRATIONS)
+                                RELEVANCE_CALIBRATIONS, UNIT_STATISTICS, HELD_OUT_CE)
 """Every kind of cached artifact, by name."""
 
 

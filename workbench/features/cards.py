@@ -7,7 +7,8 @@ Per language: the latent's firing rate and activation distribution, its top-acti
 tokens highlighted, and the change of held-out cross-entropy when it is ablated (the ablation study, error term
 kept); the tokens its decoder direction promotes and suppresses (``W_dec[j] @ W_U``, residual-width SAEs); and,
 when a :class:`workbench.features.analysis.FeatureReport` is given, its selectivity, causal lift, score, LangFIR
-survival and traced neurons. One bounded pass over held-out text per language (top contexts kept in a heap).
+survival and traced neurons. The distribution and top contexts come from one cached pass over the held-out text for
+every latent of the SAE (:mod:`workbench.views.statistics`), so only a site's first card reads the corpus.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import plotly.graph_objects as go
+import torch
 
 from workbench.backends import Model
 from workbench.features.ablation import ablation_study, language_batches
 from workbench.features.scores import FeatureError
-from workbench.saes.io import check_sae_fits
+from workbench.saes.io import check_sae_fits, sae_parameters_digest
 from workbench.views.contexts import (
     CardConfig,
     Context,
     activations_figure,
     contexts_html,
-    read_unit,
     token_effects,
+    unit_contexts,
 )
+from workbench.views.statistics import clean_cross_entropy, unit_statistics
 
 
 @dataclass
@@ -42,7 +45,8 @@ class FeatureCard:
     firing_rate: dict[str, float]
     """Share of usable tokens on which the latent fires, per language."""
     activations: dict[str, list[float]]
-    """The latent's non-zero activations per language (the distribution shown)."""
+    """A uniform sample (the cached reservoir) of the latent's non-zero activations per language (the distribution
+    shown)."""
     contexts: dict[str, list[Context]]
     promoted: list[tuple[str, float]] | None
     suppressed: list[tuple[str, float]] | None
@@ -64,22 +68,25 @@ def feature_card(model: Model, sae: Any, latent: int, config: CardConfig = CardC
     if not 0 <= latent < width:
         raise FeatureError(f"latent {latent} is out of range: the SAE at {site.hook_name} has {width} latents "
                            f"(0..{width - 1})")
-    batches = language_batches(model.tokenizer, config.held_out(config.tokens_per_language))
-    readings = {lang: read_unit(model, lang_batches, site.hook_name,
-                                lambda activation: sae.encode(activation.to(sae.dtype))[..., latent],
-                                n_contexts=config.n_contexts, progress=progress, description=f"latent {latent}")
-                for lang, lang_batches in batches.items()}
+    held_out = config.held_out(config.tokens_per_language)
+    encode = lambda activation: sae.encode(activation.to(sae.dtype))  # noqa: E731
+    stats = unit_statistics(model, site.hook_name, encode, {"sae": sae_parameters_digest(sae)}, held_out,
+                            config.statistics(), progress=progress)
+    batches = language_batches(model.tokenizer, held_out)
+    contexts = {lang: unit_contexts(model, batches[lang], site.hook_name, lambda a: encode(a)[..., latent],
+                                    stats[lang].rows(latent)) for lang in config.languages}
     promoted, suppressed = _logit_effects(model, sae, latent, config.n_tokens)
     ablation = None
     if config.ablation_tokens:
-        result = ablation_study(model, sae, [latent], config.held_out(config.ablation_tokens),
-                                progress=progress)
+        ablation_text = config.held_out(config.ablation_tokens)
+        clean = clean_cross_entropy(model, ablation_text)
+        result = ablation_study(model, sae, [latent], ablation_text, progress=progress,
+                                ce_clean=torch.tensor([clean[lang] for lang in ablation_text.languages]))
         ablation = dict(zip(result.languages, result.delta_ce[0].tolist(), strict=True))
     return FeatureCard(site.hook_name, latent, list(config.languages),
-                       {lang: reading.firing_rate for lang, reading in readings.items()},
-                       {lang: reading.values for lang, reading in readings.items()},
-                       {lang: reading.contexts for lang, reading in readings.items()}, promoted, suppressed, ablation,
-                       _from_report(report, site.hook_name, latent))
+                       {lang: stats[lang].firing_rate(latent) for lang in config.languages},
+                       {lang: stats[lang].values(latent) for lang in config.languages}, contexts, promoted,
+                       suppressed, ablation, _from_report(report, site.hook_name, latent))
 
 
 card = feature_card

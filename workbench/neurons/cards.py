@@ -4,7 +4,8 @@
     Path("neuron-17-1234.html").write_text(neuron_card_html(card))
 
 Per language: the activation probability ``P(gate pre-activation > 0)`` (what LAPE and 90p read; from the cached
-neuron harvest when one is given, else from the card's own pass), its distribution and top contexts with the
+neuron harvest when one is given, else from the cached pass over the held-out text that every neuron of the
+layer shares, :mod:`workbench.views.statistics`), its distribution and top contexts with the
 firing tokens highlighted, and the change of held-out NLL when the neuron is zeroed (its ``mlp.hook_post`` unit set
 to 0 after the BOS position, as the feature ablations do); the tokens its output direction promotes and suppresses
 (its down-projection row, scaled by the post-MLP norm's gain where the model has one, through the unembedding);
@@ -31,9 +32,10 @@ from workbench.views.contexts import (
     Context,
     activations_figure,
     contexts_html,
-    read_unit,
     token_effects,
+    unit_contexts,
 )
+from workbench.views.statistics import clean_cross_entropy, unit_statistics
 
 
 @dataclass
@@ -46,9 +48,10 @@ class NeuronCard:
     activation_probability: dict[str, float]
     """``P(gate pre-activation > 0)`` per language."""
     probability_source: str
-    """``harvest`` (the cached neuron statistics) or ``card pass`` (this card's held-out text)."""
+    """``harvest`` (the cached neuron statistics) or ``card pass`` (the cached pass over the card's held-out text)."""
     activations: dict[str, list[float]]
-    """Positive gate pre-activations per language (the distribution shown)."""
+    """A uniform sample (the cached reservoir) of the positive gate pre-activations per language (the distribution
+    shown)."""
     contexts: dict[str, list[Context]]
     promoted: list[tuple[str, float]]
     suppressed: list[tuple[str, float]]
@@ -71,20 +74,22 @@ def neuron_card(model: Model, layer: int, neuron: int, config: CardConfig = Card
     if not 0 <= neuron < model.cfg.d_mlp:
         raise NeuronError(f"neuron {neuron} is out of range: layer {layer} has {model.cfg.d_mlp} neurons "
                           f"(0..{model.cfg.d_mlp - 1})")
-    batches = language_batches(model.tokenizer, config.held_out(config.tokens_per_language))
+    held_out = config.held_out(config.tokens_per_language)
     hook = f"blocks.{layer}.mlp.hook_pre"
-    readings = {lang: read_unit(model, lang_batches, hook, lambda activation: activation[..., neuron],
-                                n_contexts=config.n_contexts, progress=progress, description=f"neuron {layer}.{neuron}")
-                for lang, lang_batches in batches.items()}
-    probability = {lang: reading.firing_rate for lang, reading in readings.items()}
+    readings = unit_statistics(model, hook, lambda activation: activation, {"units": "mlp_pre"}, held_out,
+                               config.statistics(), progress=progress)
+    batches = language_batches(model.tokenizer, held_out)
+    contexts = {lang: unit_contexts(model, batches[lang], hook, lambda activation: activation[..., neuron],
+                                    readings[lang].rows(neuron)) for lang in config.languages}
+    probability = {lang: readings[lang].firing_rate(neuron) for lang in config.languages}
     source = "card pass"
     if stats is not None and all(lang in stats for lang in config.languages):
         probability = {lang: float(stats[lang].frac_positive(hook, lang)[neuron]) for lang in config.languages}
         source = "harvest"
     promoted, suppressed = _logit_effects(model, layer, neuron, config.n_tokens)
     return NeuronCard(layer, neuron, list(config.languages), probability, source,
-                      {lang: reading.values for lang, reading in readings.items()},
-                      {lang: reading.contexts for lang, reading in readings.items()}, promoted, suppressed,
+                      {lang: readings[lang].values(neuron) for lang in config.languages}, contexts, promoted,
+                      suppressed,
                       _zeroing_nll(model, layer, neuron, config) if config.ablation_tokens else None,
                       {name: [lang for lang in mask.languages if bool(mask.of(lang)[layer, neuron])]
                        for name, mask in (masks or {}).items()})
@@ -103,7 +108,9 @@ def _logit_effects(model: Model, layer: int, neuron: int, n: int
 
 
 def _zeroing_nll(model: Model, layer: int, neuron: int, config: CardConfig) -> dict[str, float]:
-    batches = language_batches(model.tokenizer, config.held_out(config.ablation_tokens))
+    held_out = config.held_out(config.ablation_tokens)
+    batches = language_batches(model.tokenizer, held_out)
+    clean = clean_cross_entropy(model, held_out)
 
     def zero(activation: torch.Tensor) -> torch.Tensor:
         edited = activation.clone()
@@ -111,7 +118,7 @@ def _zeroing_nll(model: Model, layer: int, neuron: int, config: CardConfig) -> d
         return edited
 
     hook = f"blocks.{layer}.mlp.hook_post"
-    return {lang: token_cross_entropy(model, lang_batches, hook, zero) - token_cross_entropy(model, lang_batches)
+    return {lang: token_cross_entropy(model, lang_batches, hook, zero) - clean[lang]
             for lang, lang_batches in batches.items()}
 
 

@@ -186,6 +186,18 @@ def checked_sae_directories(root: str | Path, sites: list[str] | None = None) ->
     return dict(sorted(directories.items(), key=lambda item: Site.parse(item[0])))
 
 
+def sae_parameters_digest(sae: Any) -> str:
+    """sha256 of an SAE's parameters (names, shapes and bytes): what results computed from a loaded SAE are keyed
+    by."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    for name, tensor in sorted(sae.state_dict().items()):
+        hasher.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        hasher.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
 def sae_weights_digests(root: str | Path, sites: list[str] | None = None) -> dict[str, str]:
     """Hook name -> sha256 of its SAE's weights file under ``root`` (what a cached result built from them is keyed
     by, so replaced weights are never mistaken for the old ones)."""

@@ -13,7 +13,9 @@ _EXPORTS: dict[str, str] = {
     "logit_lens_mass": "workbench.views.lens", "MassTrace": "workbench.views.trace",
     "mass_trace": "workbench.views.trace", "mass_trace_figure": "workbench.views.trace",
     "CardConfig": "workbench.views.contexts", "Context": "workbench.views.contexts",
-    "UnitReading": "workbench.views.contexts", "read_unit": "workbench.views.contexts",
+    "unit_contexts": "workbench.views.contexts", "StatisticsConfig": "workbench.views.statistics",
+    "LanguageStatistics": "workbench.views.statistics", "unit_statistics": "workbench.views.statistics",
+    "clean_cross_entropy": "workbench.views.statistics",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -1,23 +1,22 @@
-"""One unit (an SAE latent, an MLP neuron) read over held-out text: where it fires, how strongly, and its top
-contexts, in one bounded pass (a heap of the best texts), plus the HTML that highlights the firing tokens."""
+"""What a card shows of one unit (an SAE latent, an MLP neuron): its top contexts with the firing tokens highlighted
+(HTML), its distribution per language, and the tokens a direction promotes and suppresses."""
 
 from __future__ import annotations
 
-import heapq
 import html
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
+from workbench.activations import TokenBatch
 from workbench.backends import Model, unembed
 from workbench.features.ablation import AblationConfig
 from workbench.plots import TEMPLATE, language_colour, style
 from workbench.saes.data import capture
+from workbench.views.statistics import StatisticsConfig, rows_of
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,18 @@ class CardConfig:
     """Held-out tokens per language for the CE change when the unit is zeroed (0: skip)."""
     n_contexts: int = 3
     """Top contexts kept per language."""
+    reservoir_size: int = 256
+    """Values per language kept for the distribution shown (a uniform sample of where the unit fires)."""
     n_tokens: int = 10
     """Promoted and suppressed tokens listed."""
 
     def held_out(self, tokens_per_language: int) -> AblationConfig:
         """The held-out text of these languages and split, ``tokens_per_language`` each (languages checked)."""
         return AblationConfig(languages=self.languages, split=self.split, tokens_per_language=tokens_per_language)
+
+    def statistics(self) -> StatisticsConfig:
+        """What the cached pass over the held-out text keeps per unit."""
+        return StatisticsConfig(reservoir_size=self.reservoir_size, n_contexts=self.n_contexts)
 
 
 @dataclass(frozen=True)
@@ -54,42 +59,23 @@ class Context:
         return max(self.values, default=0.0)
 
 
-@dataclass(frozen=True)
-class UnitReading:
-    """What one pass over a language's text shows of a unit."""
-
-    firing_rate: float
-    """Share of usable tokens where the unit's value is > 0."""
-    values: list[float]
-    """The unit's values where it fires."""
-    contexts: list[Context]
-    """The texts where it peaks highest, best first."""
-
-
-def read_unit(model: Model, batches: Sequence[Any], hook: str, unit_values: Callable[[Tensor], Tensor], *,
-              n_contexts: int = 3, progress: bool = False, description: str = "unit") -> UnitReading:
-    """``unit_values`` maps the activation at ``hook`` (batch, pos, d) to the unit's value per position."""
-    fired, usable, values = 0, 0, []
-    heap: list[tuple[float, int, Context]] = []
-    order = itertools.count()  # a unique second key, so equal peaks never compare contexts
-    for captured in capture(model, batches, [hook], progress=progress, description=description):
-        with torch.no_grad():
-            unit = unit_values(captured.activations[hook]).float() * captured.mask
-        usable += int(captured.mask.sum())
-        active = unit[captured.mask & (unit > 0)]
-        fired += len(active)
-        values += active.tolist()
-        for row in range(unit.shape[0]):
-            length = int(captured.batch.attention_mask[row].sum())
-            peak = float(unit[row, :length].max()) if length else 0.0
-            if peak <= 0:
-                continue
-            ids = captured.batch.tokens[row, :length].tolist()
-            context = Context([model.tokenizer.decode([token]) for token in ids],
-                              unit[row, :length].clamp_min(0).tolist())
-            entry = (peak, -next(order), context)
-            heapq.heappush(heap, entry) if len(heap) < n_contexts else heapq.heappushpop(heap, entry)
-    return UnitReading(fired / max(usable, 1), values, [context for _, _, context in sorted(heap, reverse=True)])
+def unit_contexts(model: Model, batches: Sequence[TokenBatch], hook: str, unit_value: Callable[[Tensor], Tensor],
+                  rows: Sequence[int]) -> list[Context]:
+    """The texts at ``rows`` of ``batches`` (a unit's top texts, from :mod:`workbench.views.statistics`) with the
+    unit's value at each token, read in one short forward pass (``unit_value``: activation -> the unit's value)."""
+    if not rows:
+        return []
+    batch = rows_of(batches, rows)
+    captured = next(capture(model, [batch], [hook], progress=False))
+    with torch.no_grad():
+        unit = unit_value(captured.activations[hook]).float() * captured.mask
+    decode = model.tokenizer.decode
+    contexts = []
+    for row in range(len(rows)):
+        length = int(batch.attention_mask[row].sum())
+        contexts.append(Context([decode([token]) for token in batch.tokens[row, :length].tolist()],
+                                unit[row, :length].clamp_min(0).tolist()))
+    return contexts
 
 
 def token_effects(model: Model, direction: Tensor, n: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
