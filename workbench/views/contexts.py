@@ -92,14 +92,15 @@ def token_effects(model: Model, direction: Tensor, n: int) -> tuple[list[tuple[s
 
 def activations_figure(values: dict[str, list[float]], names: dict[str, str], *, x_title: str, title: str
                        ) -> go.Figure:
-    """A unit's positive values per language as overlaid histograms (fixed language colours; ``names``: the legend
-    entry per language)."""
+    """A unit's positive values per language as overlaid histograms, each normalised to its language's sample (the
+    values are a bounded uniform sample of where the unit fires, so counts would not compare across languages; the
+    firing rate belongs in ``names``, the legend entry per language). Fixed language colours."""
     figure = go.Figure()
     for lang, lang_values in values.items():
         figure.add_trace(go.Histogram(x=lang_values, name=names[lang], marker_color=language_colour(lang),
-                                      opacity=0.6, nbinsx=30))
-    figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title=x_title, yaxis_title="tokens",
-                         title=title)
+                                      opacity=0.6, nbinsx=30, histnorm="probability"))
+    figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title=x_title,
+                         yaxis_title="share of the language's firing tokens", title=title)
     return style(figure)
 
 
