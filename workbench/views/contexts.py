@@ -94,11 +94,13 @@ def activations_figure(values: dict[str, list[float]], names: dict[str, str], *,
                        ) -> go.Figure:
     """A unit's positive values per language as overlaid histograms, each normalised to its language's sample (the
     values are a bounded uniform sample of where the unit fires, so counts would not compare across languages; the
-    firing rate belongs in ``names``, the legend entry per language). Fixed language colours."""
+    firing rate belongs in ``names``, the legend entry per language). One set of 30 bins; fixed language colours."""
     figure = go.Figure()
+    pooled = [value for lang_values in values.values() for value in lang_values]
+    bins = dict(start=min(pooled), end=max(pooled), size=(max(pooled) - min(pooled)) / 30 or 1.0) if pooled else None
     for lang, lang_values in values.items():
         figure.add_trace(go.Histogram(x=lang_values, name=names[lang], marker_color=language_colour(lang),
-                                      opacity=0.6, nbinsx=30, histnorm="probability"))
+                                      opacity=0.6, xbins=bins, histnorm="probability"))
     figure.update_layout(template=TEMPLATE, barmode="overlay", xaxis_title=x_title,
                          yaxis_title="share of the language's firing tokens", title=title)
     return style(figure)
