@@ -3,8 +3,9 @@
 A directory written by :func:`workbench.saes.train_saes` holds one sub-directory per site, named by its hook
 (``blocks.6.hook_resid_post/``), each loadable by ``sae_lens.SAE.load_from_disk``: ``cfg.json`` and
 ``sae_weights.safetensors`` (SAELens), plus the workbench's ``training.json`` and, after evaluation,
-``quality.json``. Every SAE is checked against the model it is used with: its hook must exist (close matches
-are named otherwise) and its input width must be the site's width.
+``quality.json``. Released Gemma Scope 2 folders (``resid_post/layer_6_width_16k_l0_small/params.safetensors``)
+load the same way, offline (:mod:`workbench.saes.released`). Every SAE is checked against the model it is used
+with: its hook must exist (close matches are named otherwise) and its input width must be the site's width.
 """
 
 from __future__ import annotations
