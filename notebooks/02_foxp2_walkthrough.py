@@ -18,15 +18,18 @@
 #
 # FOXP2 steers the output language with a signed, sparse shift inside a window of layers:
 #
-# * **stage II** (spectra): pool each parallel sentence's residual at every layer, take the per-pair
-#   differences `D = Z_hi - Z_en` and study their spectrum. The language difference is low-rank and stable
-#   (unlike the null models: shuffled pairing, a content contrast within English, a random subspace); the
-#   intervention window is the contiguous run of layers maximising captured mass × bootstrap stability;
+# * **stage II** (spectra): one English question answered in Hindi and in English; the residual at the first three
+#   answer positions at every layer gives per-pair differences `D = Z_hi - Z_en`. Their spectrum, the captured
+#   mass, its stability and the null models (shuffled pairing, a content contrast within English, a random
+#   subspace), plus two scores that can separate from chance: the centred mass against the centred shuffled
+#   pairing, and the Fisher ratio against randomly swapped sides; each score proposes a window;
+# * **window** (dev): stage II's windows and a coarse grid, each tried with the positive term on **dev** and
+#   scored by the revision's objective J (gains in dM and DEFAULT minus the excess costs); the best J wins;
 # * **stage I** (features): SAEs at the window's residual sites; English-promoting features `N_en` chosen by
 #   selectivity on parallel pairs × causal logit-mass lift;
-# * **stage III** (shift): at each window layer `h ← h + λ (v_tgt − β Σ_{j∈N_en} z_j(h) d_j)`, with `λ` the
-#   largest strength inside a trust region on **dev** (leakage, KL and NLL bounds, each raised to what
-#   prompting "Answer in Hindi." costs).
+# * **stage III** (shift): at each window layer `h ← h + (λ/|W|) (ρ_l v̂_l − β Σ_{j∈N_en} z_j(h) d_j)`, with `ρ_l`
+#   the layer's median residual norm and `λ` the largest strength inside a trust region on **dev** (leakage, KL
+#   and NLL bounds, each raised to what prompting "Answer in Hindi." costs).
 #
 # FOXP2 is then evaluated on **eval** beside its controls (the positive or negative term alone, a random
 # support of the same size, another window, DiffMean at the same layers) and the baselines.
@@ -51,7 +54,8 @@ if SMALL:  # a smoke run: 32 pairs, a 3-layer window, tiny SAEs, 4 prompts, few 
         localise=wb.foxp2.LocaliseConfig(
             sae=wb.saes.SAETrainConfig(d_sae=256, k=16, n_tokens=4096, training_samples=8192, batch_size=256),
             n_pairs=24, n_lift_candidates=6, n_target_keep=8, n_english_keep=8),
-        trust=wb.foxp2.TrustRegionConfig(strengths=(0.1, 0.5)),
+        trust=wb.foxp2.TrustRegionConfig(strengths=(0.1, 2.0)),
+        window_search=wb.foxp2.WindowSearchConfig(grid=False),
         controls=("random-support",), baselines=("none", "prompt-en", "diffmean"),
         n_dev_prompts=4, dev_evaluation=wb.EvaluationConfig(max_new_tokens=6, n_utility_contexts=3,
                                                             utility_split="dev"),
@@ -84,8 +88,8 @@ spectral.frame.round(3)
 wb.foxp2.spectra_figure(spectral)
 
 # %% [markdown]
-# Captured mass and bootstrap stability of the chosen-rank subspace per layer, against the null models; the
-# window is shaded.
+# Every stage II score per layer against its null models (uncentred and centred captured mass, stability, the
+# Fisher ratio); stage II's own window is shaded, each score's window is in the title.
 
 # %%
 wb.foxp2.spectral_profile_figure(spectral)

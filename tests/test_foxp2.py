@@ -11,7 +11,7 @@ from workbench.errors import WorkbenchError
 from workbench.features.steer import LatentEdit
 from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import GateProbe, instructed_prompts
-from workbench.foxp2.method import Foxp2Error, shifted_window
+from workbench.foxp2.method import Foxp2Error, Foxp2MethodConfig, shifted_window
 from workbench.foxp2.report import trust_region_figure
 from workbench.foxp2.shift import (
     LayerShift,
@@ -23,7 +23,8 @@ from workbench.foxp2.shift import (
     random_support,
     vector_plan,
 )
-from workbench.foxp2.trust import TrustRegionConfig
+from workbench.foxp2.trust import TrustRegionConfig, window_objective
+from workbench.foxp2.window import WindowSearchConfig, candidate_windows
 from workbench.interventions import PositionRule
 
 D = 8
@@ -144,3 +145,34 @@ def test_rows_equal_to_an_outside_activation_are_left_unedited(sae):
     assert torch.equal(edited[0, 0], h[0, 0])
     assert torch.allclose(edited[0, 1:], SignedShift(torch.ones(D), sae, torch.tensor([0, 5]))(h[0, 1:]))
     assert shift.is_outside(h).tolist() == [[True, False, False, False]]
+
+
+def test_window_objective_is_the_revisions_j():
+    unsteered = {"delta_mass": -0.5, "default_rate": 0.0}
+    bounds = {"leakage_max": 0.08, "kl": 0.1, "nll_delta": 0.03}
+    inside = {"delta_mass": 0.3, "default_rate": 0.6, "leakage_max": 0.01, "kl": 0.05, "nll_delta": 0.0}
+    assert window_objective(inside, unsteered, bounds, instability=0.2) == pytest.approx(0.5 * (0.8 + 0.6) - 0.01)
+    outside = {**inside, "leakage_max": 0.18, "kl": 0.5, "nll_delta": 0.13}
+    assert window_objective(outside, unsteered, bounds, instability=0.2) == pytest.approx(
+        0.5 * 1.4 - 2 * 0.1 - 0.4 - 2 * 0.1 - 0.01)
+    assert window_objective(outside, unsteered, {}, instability=0.0) == pytest.approx(0.7)
+
+
+def test_window_candidates_are_stage_two_windows_then_a_coarse_grid():
+    stage = {"fisher": (14, 17), "mass-excess": (6, 8), "mass-x-stability": (0, 2)}
+    candidates = candidate_windows(stage, 18, WindowSearchConfig(widths=(3, 5), stride=3))
+    assert list(candidates.items())[:3] == [((14, 17), "fisher"), ((6, 8), "mass-excess"), ((0, 2), "mass-x-stability")]
+    grid = [window for window, origin in candidates.items() if origin == "grid"]
+    assert grid == [(3, 5), (9, 11), (12, 14), (15, 17), (0, 4), (3, 7), (6, 10), (9, 13), (12, 16)]
+    assert candidates[(0, 2)] == "mass-x-stability" and all(last < 18 for _, last in candidates)
+    assert list(candidate_windows(stage, 18, WindowSearchConfig(grid=False))) == list(stage.values())
+
+
+def test_residual_norm_units_spread_the_strength_over_the_window(sae):
+    vectors = {layer: torch.ones(D) * (layer + 1) for layer in range(3)}
+    plan = vector_plan("v", vectors, lambda layer: f"blocks.{layer}.hook_resid_post", "test", scale=1 / 3)
+    steers = plan.interventions(1.5, PositionRule.parse("all"))
+    h = torch.zeros(2, D)
+    assert [float(s.edit(h)[0, 0]) for s in steers] == pytest.approx([0.5, 1.0, 1.5])
+    with pytest.raises(Foxp2Error, match="units"):
+        Foxp2MethodConfig(units="percent")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import workbench.methods
+from workbench.activations import HarvestError, activations_at
 from workbench.bench import BenchConfig, run_bench
 from workbench.calibration import CalibrationConfig
 from workbench.demo import DemoConfig, write_demo_results
@@ -20,11 +21,13 @@ from workbench.evaluation.results import COLUMNS
 from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import fit_gate, gated
 from workbench.foxp2.method import Foxp2Method
+from workbench.foxp2.pairs import PairDataConfig, response_sequences
 from workbench.foxp2.pipeline import run_foxp2
 from workbench.foxp2.sae_features import LocaliseConfig
 from workbench.foxp2.shift import LayerShift, ShiftPlan
-from workbench.foxp2.spectra import PairDataConfig, spectral_stage
+from workbench.foxp2.spectra import spectral_stage
 from workbench.foxp2.trust import TrustRegionConfig
+from workbench.foxp2.window import WindowSearchConfig
 from workbench.interventions import PositionRule, hooks_for
 from workbench.methods import DirectionMethod
 from workbench.prompting import with_instruction
@@ -41,20 +44,44 @@ def test_spectral_stage_on_gemma_beats_the_null_models_and_is_cached(gemma_fast,
     frame = report.frame
     assert len(frame) == gemma_fast.cfg.n_layers and set(report.bases) == set(range(gemma_fast.cfg.n_layers))
     first, last = report.window
-    assert 3 <= last - first + 1 <= 12
-    # correctly paired sentences concentrate the difference more than shuffled pairs, far beyond a random subspace
-    assert (frame["mass"] > frame["shuffled_mass"]).mean() >= 0.9
+    assert 3 <= last - first + 1 <= 12 and report.window == report.windows()["fisher"]
+    assert report.config["n_rows"] == 3 * 48   # three response positions per pair
+    # the language means separate far beyond labels that carry no information, at every layer; the uncentred
+    # difference is low-rank far beyond a random subspace
+    assert (frame["fisher"] > 3 * frame["fisher_null"]).all()
+    assert (frame["fisher"] > 10 * frame["fisher_null"]).mean() > 0.8
     assert (frame["mass"] > 20 * frame["random_support_mass"]).all()
-    assert frame["stability"].median() > 0.9
+    assert frame["stability"].median() > 0.8
     again = spectral_stage(gemma_fast, "hi", data=data, config=config, progress=False)
     assert again.window == report.window and again.frame["mass"].tolist() == pytest.approx(frame["mass"].tolist())
+
+
+def test_response_rows_share_the_prompt_and_differ_from_the_first_answer_token(gemma_fast):
+    """Both languages answer one English question: every position before the answer has the same activation, the
+    rows read (the first answer positions) do not."""
+    questions = ["How do I insert a table?", "Printing a document"]
+    answers = {"en": ["Choose Table - Insert Table.", "Choose File - Print."],
+               "hi": ["तालिका - तालिका डालें चुनें।", "फ़ाइल - मुद्रण चुनें।"]}
+    sequences, starts = response_sequences(gemma_fast, questions, answers, 3, 64)
+    assert len(starts) == 2 and all(sequences["en"][i][:s] == sequences["hi"][i][:s] for i, s in enumerate(starts))
+    names = ["blocks.3.hook_resid_post"]
+    before = {code: activations_at(gemma_fast, sequences[code], [[s - 1] for s in starts], names, progress=False)
+              for code in answers}
+    read = {code: activations_at(gemma_fast, sequences[code], [list(range(s, s + 3)) for s in starts], names,
+                                 progress=False) for code in answers}
+    assert torch.allclose(before["en"], before["hi"], atol=1e-3)
+    assert read["en"].shape == (1, 6, gemma_fast.cfg.d_model)
+    assert (read["en"] - read["hi"]).norm(dim=-1).min() > 1.0
+    with pytest.raises(HarvestError, match="outside a sequence"):
+        activations_at(gemma_fast, sequences["en"], [[0], [999]], names, progress=False)
 
 
 # ------------------------------------------------------------------------------------- stages I-III end to end
 
 TINY = dict(
     pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
-    trust=TrustRegionConfig(strengths=(0.05, 0.5), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
+    window_search=WindowSearchConfig(grid=False, strength=2.0),
+    trust=TrustRegionConfig(strengths=(0.1, 2.0), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
     n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_contexts=3, utility_split="dev"),
     n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
     calibration=CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_contexts=2, layers=(4,), strengths=(1.0,)))
@@ -88,8 +115,13 @@ def foxp2_run(gemma_fast, tmp_path_factory):
 
 def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_damages(foxp2_run):
     result, _, _, _, _ = foxp2_run
-    assert result.strength == 0.5 and result.within_bounds  # the relaxed bounds admit the larger strength
+    assert result.strength == 2.0 and result.within_bounds  # the relaxed bounds admit the larger strength
     first, last = result.window
+    # the window is the best J on dev among stage II's windows, each tried with the positive term only
+    search = pd.DataFrame(result.window_search)
+    assert set(search["origin"]) <= {"fisher", "mass-excess", "mass-x-stability"}
+    best = search.loc[search["objective"].idxmax()]
+    assert (best["first"], best["last"]) == result.window
     assert [p["layer"] for p in result.plans["foxp2"]["layers"]] == list(range(first, last + 1))
     assert result.plans["foxp2"]["beta"] == 1.0 and sum(p["n_features"] for p in result.plans["foxp2"]["layers"])
     shifted = [p["layer"] for p in result.plans["shifted-window"]["layers"]]
@@ -98,7 +130,7 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
     # the shift moves early next-token mass from English to Hindi, far beyond the unsteered model
     assert metrics["foxp2"]["delta_mass"] > metrics["none"]["delta_mass"] + 0.5
     sweep = {row["strength"]: row for row in result.sweep}
-    assert sweep[0.5]["delta_mass"] > sweep[0.05]["delta_mass"]
+    assert sweep[2.0]["delta_mass"] > sweep[0.1]["delta_mass"]
     # a random direction of the same norm and random latents break the model; the language direction does not
     assert metrics["random-support"]["nll_delta"] > metrics["foxp2"]["nll_delta"] + 1.0
     assert set(metrics) == {"foxp2", "positive-only", "negative-only", "random-support", "shifted-window",
@@ -109,6 +141,7 @@ def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
     result, again, first_seconds, second_seconds, _ = foxp2_run
     out = result.out_dir
     for name in ("report.md", "metrics.json", "results.csv", "trust_region.csv", "trust_region.html",
+                 "window_search.csv", "window_search.html",
                  "comparison.html", "spectral/spectral.json", "spectral/spectral_profile.html",
                  "features/features.json"):
         assert (out / name).is_file(), name
@@ -117,6 +150,7 @@ def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
     assert len(pd.read_csv(out / "results.csv")) == len(result.metrics)
     report = (out / "report.md").read_text()
     assert "## Stage III: trust region" in report and "| random-support |" in report
+    assert "Candidate windows on dev" in report and payload["window_search"] == result.window_search
     assert again.metrics == result.metrics and again.strength == result.strength
     assert second_seconds < first_seconds / 3
 
@@ -134,8 +168,13 @@ def test_foxp2_runs_on_the_benchmark_spine_like_every_method(gemma_fast, foxp2_r
     row = bench.table.set_index("method").loc["foxp2"]
     assert row["lid_success"] == result.metrics["foxp2"]["lid_success"]
     assert row["nll_delta"] == pytest.approx(result.metrics["foxp2"]["nll_delta"])
+    # the random control, calibrated by its own trust region, only damages: at FOXP2's strength on dev it costs far
+    # more than FOXP2 there, and its own calibrated setting moves no mass towards Hindi
+    control_sweep = {r["strength"]: r for r in bench.calibrations["hi"]["foxp2-random-support"]["sweep"]}
+    foxp2_sweep = {r["strength"]: r for r in calibration["sweep"]}
+    assert control_sweep[result.strength]["nll_delta"] > foxp2_sweep[result.strength]["nll_delta"] + 1.0
     control = bench.leaderboard["hi"]["foxp2-random-support"]
-    assert control["nll_delta"] > row["nll_delta"] + 1.0   # the random control only damages, here too
+    assert control["delta_mass"] < row["delta_mass"] - 0.5
     # the demo's report is built from both runs' rows, in the same schema
     write_demo_results({"hi": result}, bench, DemoConfig(), tmp_path / "demo")
     table = pd.read_csv(tmp_path / "demo" / "results.csv")

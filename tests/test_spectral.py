@@ -7,16 +7,21 @@ from workbench.spectral import (
     SpectralConfig,
     SpectralError,
     captured_mass,
+    centred,
+    centred_mass,
     choose_window,
     chosen_rank,
     content_contrast,
     difference_matrix,
     effective_rank,
     eigengap_rank,
+    fisher_ratio,
     layer_spectrum,
     random_support_mass,
     shuffled_pairing,
+    singular_values,
     subspace_overlap,
+    swapped_sides,
     top_subspace,
 )
 
@@ -101,7 +106,13 @@ def test_analyse_pairs_finds_the_planted_window_and_round_trips(tmp_path):
     strength = torch.tensor([0.0, 0.0, 0.0, 6.0, 6.0, 6.0, 6.0, 0.0, 0.0, 0.0]).view(-1, 1, 1)
     target = english + 0.7 * torch.randn(n_layers, n_pairs, d, generator=generator) + strength * direction
     report = analyse_pairs(target, english, SpectralConfig(n_bootstrap=6, min_width=3, max_width=6), target="hi")
-    assert report.window == (3, 6)
+    assert report.window == (3, 6) and report.windows() == {"fisher": (3, 6), "mass-excess": report.windows()[
+        "mass-excess"], "mass-x-stability": (3, 6)}
+    assert (report.frame.loc[3:6, "fisher"] > 20 * report.frame.loc[3:6, "fisher_null"]).all()
+    assert report.frame.loc[0, "fisher"] < 0.1 * report.frame.loc[4, "fisher"]
+    median = report.frame.loc[4, "median_norm"]
+    assert median == pytest.approx(float(english[4].norm(dim=-1).median()))
+    assert float(report.normalised_target_vector(4).norm()) == pytest.approx(median, rel=1e-5)
     assert (report.frame.loc[3:6, "mass"] > report.frame.loc[3:6, "shuffled_mass"]).all()
     assert report.frame.loc[4, "stability"] > 0.9 and report.frame.loc[0, "stability"] < 0.6
     assert subspace_overlap(report.bases[4][:, :1], direction.view(-1, 1)) > 0.95
@@ -120,4 +131,32 @@ def test_spectral_figures_have_one_curve_per_layer_and_the_window():
     spectra = spectra_figure(report)
     assert len(spectra.data) == 4 and spectra.layout.yaxis.type == "log"
     profile = spectral_profile_figure(report)
-    assert len(profile.layout.shapes) == 2 and {t.name for t in profile.data} >= {"mass", "chosen rank"}
+    assert len(profile.layout.shapes) == 4   # the window shaded in each of the four panels
+    assert {t.name for t in profile.data} >= {"mass", "chosen rank", "centred mass, shuffled pairing", "Fisher ratio",
+                                              "Fisher ratio, swapped sides"}
+    assert "by score: fisher" in profile.layout.title.text
+
+
+def test_centred_mass_and_fisher_ratio_separate_matched_pairs_from_their_nulls():
+    """The uncentred mass is the mean offset for real and shuffled pairs alike; the centred mass sees the planted
+    per-pair structure only when the pairs match, and the Fisher ratio only when the sides keep their labels."""
+    generator = torch.Generator().manual_seed(5)
+    n_pairs, d = 300, 24
+    english = torch.randn(n_pairs, d, generator=generator) * 3
+    offset, varying = torch.linalg.qr(torch.randn(d, 2, generator=generator))[0].T
+    target = (english + 8 * offset + torch.randn(n_pairs, 1, generator=generator) * 2 * varying
+              + 0.1 * torch.randn(n_pairs, d, generator=generator))
+    difference = difference_matrix(target, english)
+    shuffled = shuffled_pairing(target, english, generator)
+    assert captured_mass(singular_values(difference), 1) > 0.9
+    assert captured_mass(singular_values(shuffled), 1) < captured_mass(singular_values(difference), 1)
+    real, rank = centred_mass(difference)
+    assert rank == 1 and real > 0.9 and centred_mass(shuffled, rank)[0] < 0.2
+    assert torch.allclose(centred(difference).mean(0), torch.zeros(d), atol=1e-4)
+    fisher = fisher_ratio(target, english)
+    assert fisher == pytest.approx(64 / (0.5 * (9 * d + 9 * d + 4)), rel=0.25)
+    assert fisher_ratio(*swapped_sides(target, english, generator)) < 0.05 * fisher
+    with pytest.raises(SpectralError, match="zero variance"):
+        fisher_ratio(torch.ones(3, 2), torch.ones(3, 2))
+    with pytest.raises(SpectralError, match="window_score"):
+        SpectralConfig(window_score="best")

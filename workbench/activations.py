@@ -492,3 +492,41 @@ def pooled_means(model: Model, texts: Sequence[str], hook_names: Sequence[str], 
             hooks = [(name, partial(pool, index=index, weights=weights)) for index, name in enumerate(hook_names)]
             forward_to(model, tokens, mask, hooks)
     return torch.stack([torch.cat(chunks) for chunks in pooled])
+
+
+def activations_at(model: Model, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+                   hook_names: Sequence[str], *, batch_size: int = 16, progress: bool = True,
+                   description: str = "activations") -> Float[Tensor, "hook row d"]:
+    """Each hook's activation at the given ``positions`` of each token sequence, rows in sequence then position
+    order; one forward pass per batch (right-padded), stopping after the deepest hooked block."""
+    if len(sequences) != len(positions):
+        raise HarvestError(f"{len(sequences)} sequences but {len(positions)} position lists: pass one per sequence")
+    for ids, wanted in zip(sequences, positions, strict=True):
+        if any(not 0 <= p < len(ids) for p in wanted):
+            raise HarvestError(f"positions {list(wanted)} fall outside a sequence of {len(ids)} tokens")
+    if not sum(len(wanted) for wanted in positions):
+        raise HarvestError("no positions to read")
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    device = device_of(model)
+    rows: list[list[Tensor]] = [[] for _ in hook_names]
+
+    def read(activation: Tensor, hook: Any, index: int, batch_rows: Tensor, batch_positions: Tensor) -> None:
+        rows[index].append(activation[batch_rows, batch_positions].float().cpu())
+
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(sequences), batch_size), desc=description, disable=not progress,
+                          unit="batch"):
+            chunk = sequences[start:start + batch_size]
+            width = max(len(ids) for ids in chunk)
+            tokens = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, ids in enumerate(chunk):
+                tokens[row, :len(ids)] = torch.tensor(list(ids))
+                mask[row, :len(ids)] = 1
+            wanted = positions[start:start + batch_size]
+            batch_rows = torch.tensor([row for row, ps in enumerate(wanted) for _ in ps], device=device)
+            batch_positions = torch.tensor([p for ps in wanted for p in ps], device=device)
+            hooks = [(name, partial(read, index=index, batch_rows=batch_rows, batch_positions=batch_positions))
+                     for index, name in enumerate(hook_names)]
+            forward_to(model, tokens, mask, hooks)
+    return torch.stack([torch.cat(chunks) for chunks in rows])

@@ -26,7 +26,7 @@ from rich.console import Console
 from workbench import corpus
 from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.backends import Model
-from workbench.calibration import SELECTIONS, CalibrationConfig, calibrate, calibration_runs
+from workbench.calibration import SELECTIONS, CalibrationConfig, calibrate, calibration_runs, chosen_method
 from workbench.errors import WorkbenchError
 from workbench.evaluation import EvaluationConfig
 from workbench.evaluation.evaluate import UtilityContexts
@@ -144,6 +144,7 @@ def run_bench(model: Model, config: BenchConfig, out_dir: str | Path, *, progres
             calibration = calibrate(model, method, target, config.source, rule=rule, config=config.calibration,
                                     progress=progress, runs=dev_runs[target])
             result.calibrations[target][method.name] = asdict(calibration)
+            method = chosen_method(method, calibration)
             metrics, seconds = _evaluate(runs, method, calibration.layer, calibration.strength, rule)
             payload = _without_records(metrics)
             result.leaderboard[target][method.name] = payload

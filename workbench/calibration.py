@@ -23,7 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from rich.console import Console
 
@@ -50,6 +50,24 @@ SWEEP_KEYS: tuple[str, ...] = ("steering_score", "lid_success", "relevance", "co
 
 class CalibrationError(WorkbenchError):
     """An unknown strategy, or a sweep with nothing to choose from."""
+
+
+@runtime_checkable
+class ChoosesOnDev(Protocol):
+    """A method with choices of its own to make on the dev prompts before its strength (FOXP2's window)."""
+
+    def dev_choices(self, model: Model, target: str, source: str, runs: EvaluationRuns, bounds: dict[str, float], *,
+                    rule: PositionRule, progress: bool = True) -> dict[str, Any]:
+        """The choices (JSON-ready; empty when there is nothing to choose)."""
+
+    def with_choices(self, choices: dict[str, Any]) -> SteeringMethod:
+        """The method with ``choices`` applied."""
+
+
+def chosen_method(method: SteeringMethod, calibration: Calibration) -> SteeringMethod:
+    """``method`` with the dev choices its calibration made applied (itself when it made none)."""
+    return method.with_choices(calibration.choices) if calibration.choices and isinstance(method, ChoosesOnDev) \
+        else method
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,9 @@ class Calibration:
     strategy: str = "trust-region"
     bounds: dict[str, float] = field(default_factory=dict)
     """The bounds the choice respected (after raising them to ``bounds_from``'s cost)."""
+    choices: dict[str, Any] = field(default_factory=dict)
+    """The method's own dev choices made before the sweep (:class:`ChoosesOnDev`; apply with
+    :func:`chosen_method`)."""
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, asdict(self))
@@ -215,6 +236,10 @@ def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "
                            config=asdict(config), strategy=strategy)
     runs = runs or calibration_runs(model, target, source, config)
     limits = calibration_bounds(runs, config)
+    choices: dict[str, Any] = {}
+    if isinstance(method, ChoosesOnDev):
+        choices = method.dev_choices(model, target, source, runs, limits, rule=rule, progress=progress)
+        method = method.with_choices(choices)
     rows: dict[tuple[int | None, float], dict[str, Any]] = {}
 
     def run(layer: int | None, strength: float) -> dict[str, Any]:
@@ -239,7 +264,8 @@ def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "
     else:
         chosen, admissible = choose(list(rows.values()), limits)
     result = Calibration(method.name, target, source, chosen["layer"], chosen["strength"], str(rule), admissible,
-                         sweep=list(rows.values()), config=asdict(config), strategy=strategy, bounds=limits)
+                         sweep=list(rows.values()), config=asdict(config), strategy=strategy, bounds=limits,
+                         choices=choices)
     if progress and not admissible:
         console.print(f"[yellow]no {method.name} setting for {target} met the bounds {limits}; "
                       f"using the {'least damaging' if strategy == 'grid' else 'weakest'} one[/yellow]")

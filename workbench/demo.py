@@ -25,11 +25,12 @@ from workbench.evaluation import EvaluationConfig
 from workbench.evaluation.results import write_results
 from workbench.figures import regenerate
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
+from workbench.foxp2.pairs import PairDataConfig
 from workbench.foxp2.pipeline import run_foxp2
 from workbench.foxp2.report import result_rows
 from workbench.foxp2.sae_features import LocaliseConfig
-from workbench.foxp2.spectra import PairDataConfig
 from workbench.foxp2.trust import TrustRegionConfig
+from workbench.foxp2.window import WindowSearchConfig
 from workbench.models import load_model
 from workbench.plots import layer_profile
 from workbench.saes.config import SAETrainConfig
@@ -56,7 +57,8 @@ class DemoConfig:
     foxp2: Foxp2Config = field(default_factory=lambda: Foxp2Config(
         pairs=PairDataConfig(n_pairs=128), spectral=SpectralConfig(n_bootstrap=16),
         localise=LocaliseConfig(sae=DEMO_SAES, n_lift_candidates=16),
-        trust=TrustRegionConfig(strengths=(0.05, 0.1, 0.2, 0.35, 0.5, 1.0)), n_dev_prompts=8,
+        trust=TrustRegionConfig(strengths=(0.2, 0.5, 1.0, 2.0, 4.0, 8.0)), window_search=WindowSearchConfig(grid=False),
+        n_dev_prompts=8,
         dev_evaluation=EvaluationConfig(max_new_tokens=12, n_utility_contexts=6, utility_split="dev"),
         n_prompts=16, evaluation=DEMO_EVALUATION, calibration=DEMO_CALIBRATION))
     """FOXP2 per target (see :class:`workbench.foxp2.Foxp2Config`)."""

@@ -16,6 +16,17 @@ longer matches), *content contrast* (English rows minus other English rows: a di
 and *random support* (the mass a random rank-r subspace captures). The intervention window is the contiguous run
 of layers, between ``min_width`` and ``max_width`` long, maximising the sum of ``mass x stability - its mean over
 layers``: every layer above the average adds to the window, every layer below it costs.
+
+Scores that can separate a layer from chance (the uncentred mass cannot: a large mean offset makes rank 1 capture
+almost everything for real and shuffled pairs alike):
+
+* :func:`centred_mass`: the captured mass of ``D`` after removing its mean row, at the rank its own spectrum
+  chooses; compared with the same on a centred null (:func:`centred_mass` of the shuffled pairing at that rank),
+  it measures how much of the pair-to-pair variation of the language change is low-rank *because the pairs
+  match*;
+* :func:`fisher_ratio`: ``|mean(Z_tgt) - mean(Z_en)|^2 / tr(S_w)`` with ``S_w`` the average of the two
+  languages' covariances (how far the language means are apart in units of the within-language spread); its null,
+  :func:`swapped_sides`, swaps each pair's two rows at random, so the language labels carry no information.
 """
 
 from __future__ import annotations
@@ -35,6 +46,11 @@ class SpectralError(WorkbenchError):
     """Bad input to the spectral analysis (shapes, too few pairs, impossible window bounds)."""
 
 
+WINDOW_SCORES: dict[str, str] = {"fisher": "fisher", "mass-excess": "mass_excess", "mass-x-stability": "score"}
+"""Per-layer scores a window can be chosen by -> their column in a stage II frame: the Fisher ratio, the centred
+mass minus the centred shuffled-pairing mass, and the paper-literal captured mass x stability."""
+
+
 @dataclass(frozen=True)
 class SpectralConfig:
     """Settings of the per-layer spectral analysis and the window choice."""
@@ -49,8 +65,13 @@ class SpectralConfig:
     """Longest intervention window (layers)."""
     seed: int = 0
     """Seed of the bootstrap resamples and of the null models."""
+    window_score: str = "fisher"
+    """The score stage II's own window maximises (one of :data:`WINDOW_SCORES`; ``mass-x-stability`` is the
+    paper-literal choice). Every score's window is reported, and FOXP2 chooses among them on dev."""
 
     def __post_init__(self) -> None:
+        if self.window_score not in WINDOW_SCORES:
+            raise SpectralError(f"unknown window_score {self.window_score!r}; use one of {', '.join(WINDOW_SCORES)}")
         if self.max_gap_rank < 1 or self.n_bootstrap < 1:
             raise SpectralError("max_gap_rank and n_bootstrap must be >= 1")
         if not 1 <= self.min_width <= self.max_width:
@@ -188,6 +209,39 @@ def _derangement(n: int, generator: torch.Generator | None) -> Tensor:
     result = torch.empty_like(order)
     result[order] = order.roll(1)
     return result
+
+
+def centred(difference: Float[Tensor, "pair d"]) -> Float[Tensor, "pair d"]:
+    """``D`` minus its mean row (the mean language offset removed)."""
+    return difference - difference.mean(0, keepdim=True)
+
+
+def centred_mass(difference: Float[Tensor, "pair d"], rank: int | None = None, max_gap_rank: int = 12
+                 ) -> tuple[float, int]:
+    """The captured mass of the centred ``D`` and the rank it was taken at (``rank``, or the centred spectrum's
+    own chosen rank)."""
+    values = singular_values(centred(difference))
+    chosen = rank if rank is not None else chosen_rank(values, max_gap_rank)
+    return captured_mass(values, chosen), chosen
+
+
+def fisher_ratio(target: Float[Tensor, "pair d"], english: Float[Tensor, "pair d"]) -> float:
+    """``|mean(target) - mean(english)|^2 / tr(S_w)``, ``S_w`` the mean of the two sides' covariance matrices."""
+    difference_matrix(target, english)  # shape checks
+    target, english = target.double(), english.double()
+    between = (target.mean(0) - english.mean(0)).pow(2).sum()
+    within = 0.5 * (target.var(0).sum() + english.var(0).sum())
+    if within <= 0:
+        raise SpectralError("both sides have zero variance: the Fisher ratio is undefined")
+    return float(between / within)
+
+
+def swapped_sides(target: Float[Tensor, "pair d"], english: Float[Tensor, "pair d"],
+                  generator: torch.Generator | None = None) -> tuple[Float[Tensor, "pair d"], Float[Tensor, "pair d"]]:
+    """Null of the Fisher ratio: each pair's two rows swapped with probability 1/2 (labels without information)."""
+    difference_matrix(target, english)
+    swap = (torch.rand(target.shape[0], generator=generator) < 0.5).unsqueeze(-1)
+    return torch.where(swap, english, target), torch.where(swap, target, english)
 
 
 def choose_window(score: Float[Tensor, " layer"], min_width: int = 3, max_width: int = 12) -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""Neural FOXP2 end to end (METHODS section 3): stage II spectra and window (:mod:`.spectra`), stage I SAE features at
-the window (:mod:`.sae_features`), stage III the signed sparse shift (:mod:`.shift`) in a trust region (:mod:`.trust`)
+"""Neural FOXP2 end to end (METHODS section 3): stage II rows (:mod:`.pairs`), spectra, scores and windows
+(:mod:`.spectra`), the window chosen on dev by J (:mod:`.window`), stage I SAE features at the window
+(:mod:`.sae_features`), stage III the signed sparse shift (:mod:`.shift`) in a trust region (:mod:`.trust`)
 with an optional instruction gate (:mod:`.gate`); the registered steering method ``foxp2`` and its controls
 (:mod:`.method`), and the stage-by-stage run with controls, baselines and a report, :func:`run_foxp2`.
 
@@ -12,13 +13,17 @@ Names are imported lazily, so ``import workbench.foxp2`` stays light.
 from workbench.lazy import lazy_exports
 
 _LAZY = {
-    **dict.fromkeys(("PairDataConfig", "SpectralReport", "spectral_stage", "pair_representations", "analyse_pairs",
-                     "spectra_figure", "spectral_profile_figure"), "workbench.foxp2.spectra"),
+    **dict.fromkeys(("PairDataConfig", "pair_representations", "response_representations"),
+                    "workbench.foxp2.pairs"),
+    **dict.fromkeys(("SpectralReport", "spectral_stage", "analyse_pairs", "spectra_figure",
+                     "spectral_profile_figure"), "workbench.foxp2.spectra"),
+    **dict.fromkeys(("WindowSearchConfig", "WindowSearch", "search_window", "candidate_windows"),
+                    "workbench.foxp2.window"),
     **dict.fromkeys(("LocaliseConfig", "Localisation", "localise", "feature_spectra"),
                     "workbench.foxp2.sae_features"),
     **dict.fromkeys(("SignedShift", "LayerShift", "ShiftPlan", "positive_only", "negative_only", "random_support",
                      "vector_plan"), "workbench.foxp2.shift"),
-    **dict.fromkeys(("TrustRegionConfig",), "workbench.foxp2.trust"),
+    **dict.fromkeys(("TrustRegionConfig", "window_objective"), "workbench.foxp2.trust"),
     **dict.fromkeys(("Foxp2Method", "Foxp2MethodConfig", "Foxp2Error", "VARIANTS", "foxp2_plan", "shifted_window"),
                     "workbench.foxp2.method"),
     **dict.fromkeys(("GateProbe", "GateReport", "GatedSteer", "fit_gate", "gated"), "workbench.foxp2.gate"),

@@ -17,7 +17,17 @@ def foxp2_command(
         positions: str = typer.Option("all", help="all, or final+K (the prompt-final position and K decoding steps)."),
         beta: float = typer.Option(1.0, help="Weight of the English-feature suppression."),
         gate: bool = typer.Option(False, help="Fit the instruction gate and run FOXP2 behind it."),
-        strengths: str = typer.Option("0.05,0.1,0.2,0.35,0.5,0.75,1", help="Comma-separated λ tried on dev."),
+        strengths: str = typer.Option("0.05,0.1,0.2,0.5,1,2,4,8", help="Comma-separated λ tried on dev."),
+        units: str = typer.Option("residual-norm", help="Strength units: residual-norm (v_tgt at each layer's median "
+                                  "residual norm, λ / |W| per layer) or raw (the paper-literal multiple of v_tgt)."),
+        rows: str = typer.Option("response", help="Stage II rows: response (first 3 answer positions of a shared "
+                                 "question) or pooled (mean-pooled sentences, paper-literal)."),
+        window: str | None = typer.Option(None, help="A fixed window FIRST-LAST instead of choosing it on dev."),
+        window_search: str = typer.Option("grid", help="How the window is chosen on dev by J: grid (stage II's "
+                                          "windows and a coarse grid), stage2 (stage II's windows only) or none "
+                                          "(stage II's own window, no dev search)."),
+        window_score: str = typer.Option("fisher", help="Score stage II's own window maximises: fisher, "
+                                         "mass-excess or mass-x-stability (paper-literal)."),
         max_leakage: float = typer.Option(0.08, help="Leakage bound (raised to prompting's cost if larger)."),
         max_kl: float = typer.Option(0.08, help="KL bound, nats (raised to prompting's cost if larger)."),
         max_nll_delta: float = typer.Option(0.03, help="In-language NLL bound, nats/token (idem)."),
@@ -43,16 +53,32 @@ def foxp2_command(
 
     from workbench.evaluation import EvaluationConfig
     from workbench.foxp2.config import Foxp2Config
+    from workbench.foxp2.method import UNITS
+    from workbench.foxp2.pairs import POSITIONS
     from workbench.foxp2.pipeline import run_foxp2
     from workbench.foxp2.trust import TrustRegionConfig
+    from workbench.foxp2.window import WindowSearchConfig
     from workbench.inputs import distinct_languages, finite, numbers, positive
     from workbench.languages import get_language
     from workbench.methods import get_methods
     from workbench.models import load_model
+    from workbench.spectral import WINDOW_SCORES
 
     code = get_language(target).code
     get_language(source)
     distinct_languages(code, source)
+    choices = {"--units": (units, UNITS), "--rows": (rows, POSITIONS),
+               "--window-search": (window_search, ("grid", "stage2", "none")),
+               "--window-score": (window_score, tuple(WINDOW_SCORES))}
+    for option, (value, known) in choices.items():
+        if value not in known:
+            raise typer.BadParameter(f"{value!r}; use one of {', '.join(known)}", param_hint=option)
+    fixed = None
+    if window is not None:
+        first, _, last = window.partition("-")
+        if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
+            raise typer.BadParameter(f"{window!r}; give FIRST-LAST layers, e.g. 4-9", param_hint="--window")
+        fixed = (int(first), int(last))
     if saes is not None:
         from workbench.saes.io import checked_sae_directories
 
@@ -61,9 +87,11 @@ def foxp2_command(
     n_pairs = positive(pairs, "--pairs") if pairs is not None else defaults.pairs.n_pairs
     sae = defaults.localise.sae
     config = Foxp2Config(
-        source=source, rule=positions, beta=finite(beta, "--beta"), gate=gate,
-        pairs=replace(defaults.pairs, n_pairs=n_pairs),
-        spectral=replace(defaults.spectral, n_bootstrap=defaults.spectral.n_bootstrap if bootstraps is None
+        source=source, rule=positions, beta=finite(beta, "--beta"), gate=gate, units=units, window=fixed,
+        window_search=None if window_search == "none" else WindowSearchConfig(grid=window_search == "grid"),
+        pairs=replace(defaults.pairs, n_pairs=n_pairs, positions=rows),
+        spectral=replace(defaults.spectral, window_score=window_score,
+                         n_bootstrap=defaults.spectral.n_bootstrap if bootstraps is None
                          else positive(bootstraps, "--bootstraps")),
         localise=replace(defaults.localise, n_pairs=n_pairs if pairs is not None else defaults.localise.n_pairs,
                          sae_dir=None if saes is None else str(saes),

@@ -9,9 +9,11 @@ from typing import Any
 from workbench.calibration import CalibrationConfig
 from workbench.evaluation import EvaluationConfig
 from workbench.foxp2.method import VARIANTS, Foxp2Error, Foxp2MethodConfig
+from workbench.foxp2.pairs import PairDataConfig
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig
-from workbench.foxp2.spectra import PairDataConfig, SpectralReport
+from workbench.foxp2.spectra import SpectralReport
 from workbench.foxp2.trust import TrustRegionConfig
+from workbench.foxp2.window import WindowSearchConfig
 from workbench.interventions import PositionRule
 from workbench.spectral import SpectralConfig
 
@@ -40,6 +42,14 @@ class Foxp2Config:
     """Positions the shift edits: ``all``, or ``final+8`` (the prompt-final position and 8 decoding steps)."""
     beta: float = 1.0
     """Weight of the English-feature suppression."""
+    units: str = "residual-norm"
+    """Strength units (``residual-norm``: each layer's median residual norm, strength / |W|; ``raw``: the
+    paper-literal multiple of ``v_tgt``)."""
+    window: tuple[int, int] | None = None
+    """A fixed (first, last) window (None: chosen on dev by ``window_search``)."""
+    window_search: WindowSearchConfig | None = field(default_factory=WindowSearchConfig)
+    """The candidates tried on dev and the strength they are tried at (None: stage II's own window, the
+    paper-literal choice with ``spectral.window_score="mass-x-stability"``)."""
     gate: bool = False
     """Fit the instruction gate and run FOXP2 behind it."""
     controls: tuple[str, ...] = CONTROLS
@@ -80,7 +90,8 @@ class Foxp2Config:
     def method_config(self) -> Foxp2MethodConfig:
         """What the FOXP2 method (and its controls) are built with."""
         return Foxp2MethodConfig(pairs=self.pairs, spectral=self.spectral, localise=self.localise, beta=self.beta,
-                                 gate=self.gate, seed=self.seed, strengths=self.trust.strengths)
+                                 gate=self.gate, seed=self.seed, strengths=self.trust.strengths, units=self.units,
+                                 window=self.window, window_search=self.window_search)
 
     def trust_calibration(self) -> CalibrationConfig:
         """Stage III as a calibration: the trust-region strategy over ``trust.strengths`` on the dev prompts."""
@@ -113,3 +124,5 @@ class Foxp2Result:
     gate: dict[str, Any] | None
     seconds: dict[str, float]
     out_dir: Path
+    window_search: list[dict[str, Any]] = field(default_factory=list)
+    """One row per candidate window tried on dev (origin, dev costs, J); empty when the window was fixed."""

@@ -3,11 +3,12 @@
     method = get_method("foxp2")                     # or "foxp2-positive-only", "foxp2-random-support", ...
     treatment = method.treatment(model, "hi", "en", layer=None, strength=0.2, rule=ALL_POSITIONS)
 
-On first use for a (model, target, source) the method prepares its stages through the store: stage II (spectra and
-window, :func:`.spectra.spectral_stage`) and stage I at the window (SAEs and the English-promoting features,
-:func:`.sae_features.localise`), then builds its :class:`.shift.ShiftPlan`. Its treatment is the plan's
-interventions at the given strength (``lambda``, a multiple of the whole shift); the window is the method's own
-choice, so calibration searches strengths only, by the trust-region strategy (:mod:`workbench.calibration`).
+On first use for a (model, target, source) the method prepares its stages through the store: stage II (spectra,
+scores and windows, :func:`.spectra.spectral_stage`) and stage I at the window (SAEs and the English-promoting
+features, :func:`.sae_features.localise`), then builds its :class:`.shift.ShiftPlan`. Its treatment is the plan's
+interventions at the given strength (``lambda``, in the config's ``units``). Calibration first asks the method for
+its dev choices (:meth:`Foxp2Method.dev_choices`: the window by J among stage II's windows and a coarse grid,
+:mod:`.window`), then searches strengths by the trust-region strategy (:mod:`workbench.calibration`).
 
 Variants (METHODS section 3's controls): ``positive-only`` (no English-feature suppression), ``negative-only`` (no
 target vector), ``random-support`` (a random direction of the same norm and as many random latents),
@@ -25,15 +26,20 @@ from workbench.activations import token_activations
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.foxp2.gate import GateReport, fit_gate, gated
+from workbench.foxp2.pairs import PairDataConfig
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig, localise
 from workbench.foxp2.shift import LayerShift, ShiftPlan, negative_only, positive_only, random_support, vector_plan
-from workbench.foxp2.spectra import PairDataConfig, SpectralReport, spectral_stage
+from workbench.foxp2.spectra import SpectralReport, spectral_stage
 from workbench.foxp2.trust import TrustRegionConfig
+from workbench.foxp2.window import WindowSearchConfig, search_window
 from workbench.interventions import ALL_POSITIONS, PositionRule
 from workbench.methods import Treatment, get_method
 from workbench.sites import Site, resolve_site
 from workbench.spectral import SpectralConfig
 
+UNITS: tuple[str, ...] = ("residual-norm", "raw")
+"""Strength units: ``residual-norm`` (``v_tgt`` rescaled to each layer's median residual norm, the strength divided
+by the window width) or ``raw`` (the paper-literal ``v_tgt`` at its own norm, one strength for every layer)."""
 VARIANTS: tuple[str, ...] = ("foxp2", "positive-only", "negative-only", "random-support", "shifted-window",
                              "diffmean-window")
 """FOXP2 itself and its controls."""
@@ -61,7 +67,20 @@ class Foxp2MethodConfig:
     seed: int = 0
     """Seed of the random-support control."""
     strengths: tuple[float, ...] = TrustRegionConfig().strengths
-    """Strengths calibration may pick (``lambda``, multiples of the whole shift)."""
+    """Strengths calibration may pick (``lambda``, in ``units``)."""
+    units: str = "residual-norm"
+    """What one unit of strength is (one of :data:`UNITS`)."""
+    window: tuple[int, int] | None = None
+    """(first, last) layer of the shift; None: chosen on dev by ``window_search`` when calibrated, else stage II's
+    own window (``spectral.window_score``)."""
+    window_search: WindowSearchConfig | None = field(default_factory=WindowSearchConfig)
+    """How calibration chooses the window on dev by J (None: stage II's window, the paper-literal choice)."""
+
+    def __post_init__(self) -> None:
+        if self.units not in UNITS:
+            raise Foxp2Error(f"unknown strength units {self.units!r}; use one of {', '.join(UNITS)}")
+        if self.window is not None and not 0 <= self.window[0] <= self.window[1]:
+            raise Foxp2Error(f"a window is (first, last) with 0 <= first <= last, got {self.window}")
 
 
 def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
@@ -75,19 +94,33 @@ def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
     raise Foxp2Error(f"no room for a window of width {width} outside layers {first}-{last} of {n_layers}")
 
 
-def foxp2_plan(model: Model, spectral: SpectralReport, localisation: Localisation, layers: list[int], *,
-               beta: float = 1.0, name: str = "foxp2") -> ShiftPlan:
-    """The signed sparse shift at ``layers``: ``v_tgt`` from stage II, ``N_en`` from stage I's SAEs there (BOS,
-    which the SAEs never saw, is left unedited)."""
+def foxp2_plan(model: Model, spectral: SpectralReport, localisation: Localisation | None, layers: list[int], *,
+               beta: float = 1.0, name: str = "foxp2", units: str = "residual-norm") -> ShiftPlan:
+    """The signed sparse shift at ``layers``: ``v_tgt`` from stage II (in ``units``), ``N_en`` from stage I's SAEs
+    there (None: no negative term); BOS, which the SAEs never saw, is left unedited."""
     hooks = [resolve_site(model, Site(layer, "resid_post")).hook_name for layer in layers]
     bos_id = model.tokenizer.bos_token_id
     bos = token_activations(model, [bos_id], hooks) if bos_id is not None else {}
     parts = []
+    normalised = units == "residual-norm"
     for layer, hook in zip(layers, hooks, strict=True):
-        parts.append(LayerShift(layer, hook, spectral.target_vector(layer), localisation.saes[hook],
-                                localisation.english_features(hook), bos.get(hook)))
-    return ShiftPlan(name, tuple(parts), beta, description=f"v_tgt (rank-r projection of the pooled mean difference) "
-                     f"minus beta={beta:g} x English-promoting SAE features, layers {layers[0]}-{layers[-1]}")
+        vector = spectral.normalised_target_vector(layer) if normalised else spectral.target_vector(layer)
+        sae, features = ((localisation.saes[hook], localisation.english_features(hook)) if localisation is not None
+                         else (None, ()))
+        parts.append(LayerShift(layer, hook, vector, sae, features, bos.get(hook)))
+    units_text = ", at each layer's median residual norm, strength / |W|" if normalised else ""
+    return ShiftPlan(name, tuple(parts), beta, scale=1 / len(layers) if normalised else 1.0,
+                     description=f"v_tgt (rank-r projection of the mean English->target difference{units_text}) "
+                                 f"minus beta={beta:g} x English-promoting SAE features, layers "
+                                 f"{layers[0]}-{layers[-1]}")
+
+
+def window_layers(spectral: SpectralReport, window: tuple[int, int] | None, n_layers: int) -> list[int]:
+    """The layers of ``window`` (None: stage II's own), checked against the model's depth."""
+    first, last = window if window is not None else spectral.window
+    if last >= n_layers:
+        raise Foxp2Error(f"window {first}-{last} is outside the model's {n_layers} layers")
+    return list(range(first, last + 1))
 
 
 @dataclass
@@ -126,7 +159,22 @@ class Foxp2Method:
             raise Foxp2Error(f"unknown FOXP2 variant {self.variant!r}; known: {', '.join(VARIANTS)}")
 
     def layer_grid(self, model: Model) -> list[int | None]:
-        return [None]  # the window is stage II's choice, not a calibration parameter
+        return [None]  # the window is chosen by dev_choices, not as a calibration layer
+
+    def dev_choices(self, model: Model, target: str, source: str, runs: Any, bounds: dict[str, float], *,
+                    rule: PositionRule, progress: bool = True) -> dict[str, Any]:
+        """The window by J on the dev prompts of ``runs`` (:mod:`.window`); nothing when the window is fixed."""
+        if self.config.window is not None or self.config.window_search is None:
+            return {}
+        return search_window(self, model, target, source, runs, bounds, rule=rule, config=self.config.window_search,
+                             progress=progress).choices()
+
+    def with_choices(self, choices: dict[str, Any]) -> Foxp2Method:
+        """This method with its dev choices applied (the window)."""
+        if "window" not in choices:
+            return self
+        return replace(self, config=replace(self.config, window=(int(choices["window"][0]),
+                                                                 int(choices["window"][1]))))
 
     def strength_grid(self) -> list[float]:
         return list(self.config.strengths)
@@ -153,39 +201,54 @@ class Foxp2Method:
         """Stages II and I and this variant's plan, once per (model, target, source)."""
         if target == source:
             raise Foxp2Error(f"the target language must differ from the source ({source!r})")
-        return self._memo(("plan", id(model), target, source, self.variant), lambda: self._prepare(
-            model, target, source))
+        config = self.config
+        key = ("plan", id(model), target, source, self.variant, config.window, config.units, config.beta)
+        return self._memo(key, lambda: self._prepare(model, target, source))
 
     def _prepare(self, model: Model, target: str, source: str) -> Preparation:
         config = self.config
         spectral = self.spectral(model, target, source)
-        layers = list(range(spectral.window[0], spectral.window[1] + 1))
+        layers = window_layers(spectral, config.window, model.cfg.n_layers)
         if self.variant == "shifted-window":
-            moved = shifted_window(spectral.window, model.cfg.n_layers)
+            moved = shifted_window((layers[0], layers[-1]), model.cfg.n_layers)
             localisation = self.localisation(model, target, list(range(moved[0], moved[1] + 1)))
             plan = foxp2_plan(model, spectral, localisation, localisation.layers, beta=config.beta,
-                              name="shifted-window")
+                              name="shifted-window", units=config.units)
             return Preparation(spectral, localisation, plan)
         if self.variant == "diffmean-window":
-            diffmean = get_method("diffmean").directions(model, target, source)
-            plan = vector_plan("diffmean-window", {layer: diffmean.vector(layer) for layer in layers}, diffmean.site,
-                               f"the token-level DiffMean vectors (natural scale) at layers {layers[0]}-{layers[-1]}")
-            return Preparation(spectral, None, plan)
+            return Preparation(spectral, None, self._diffmean_plan(model, spectral, target, source, layers))
+        if self.variant == "positive-only":  # beta = 0 never reads the SAEs: no stage I (the window search's probe)
+            return Preparation(spectral, None, positive_only(foxp2_plan(model, spectral, None, layers,
+                                                                        units=config.units)))
         localisation = self.localisation(model, target, layers)
-        plan = self._memo(("window-plan", id(model), target, source), lambda: foxp2_plan(
-            model, spectral, localisation, layers, beta=config.beta))
-        controls = {"positive-only": positive_only, "negative-only": negative_only,
-                    "random-support": partial(random_support, seed=config.seed)}
+        plan = self._memo(("window-plan", id(model), target, source, tuple(layers), config.units, config.beta),
+                          lambda: foxp2_plan(model, spectral, localisation, layers, beta=config.beta,
+                                             units=config.units))
+        controls = {"negative-only": negative_only, "random-support": partial(random_support, seed=config.seed)}
         gate = fit_gate(model) if config.gate and self.variant == "foxp2" else None
         variant_plan = plan if self.variant == "foxp2" else controls[self.variant](plan)
         return Preparation(spectral, localisation, variant_plan, gate)
+
+    def _diffmean_plan(self, model: Model, spectral: SpectralReport, target: str, source: str, layers: list[int]
+                       ) -> ShiftPlan:
+        """The token-level DiffMean vectors at ``layers``, in the same units as FOXP2's target vectors."""
+        diffmean = get_method("diffmean").directions(model, target, source)
+        if self.config.units == "raw":
+            return vector_plan("diffmean-window", {layer: diffmean.vector(layer) for layer in layers}, diffmean.site,
+                               f"the token-level DiffMean vectors (natural scale) at layers {layers[0]}-{layers[-1]}")
+        norms = spectral.frame["median_norm"]
+        vectors = {layer: diffmean.vector(layer) / diffmean.vector(layer).norm() * float(norms[layer])
+                   for layer in layers}
+        return vector_plan("diffmean-window", vectors, diffmean.site, "the token-level DiffMean directions at each "
+                           f"layer's median residual norm, strength / |W|, layers {layers[0]}-{layers[-1]}",
+                           scale=1 / len(layers))
 
     def treatment(self, model: Model, target: str, source: str, *, layer: int | None, strength: float,
                   rule: PositionRule) -> Treatment:
         prepared = self.prepare(model, target, source)
         steers = prepared.plan.interventions(strength, rule)
         probe = prepared.gate.probe if prepared.gate is not None else None
-        window = prepared.spectral.window
+        window = (prepared.plan.layers[0].layer, prepared.plan.layers[-1].layer)
         return Treatment(
             interventions=gated(steers, probe),
             description=f"{self.name}: {prepared.plan.description}, x{strength:g}, positions {rule}"

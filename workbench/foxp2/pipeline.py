@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from workbench.backends import Model
-from workbench.calibration import calibrate, calibration_runs
+from workbench.calibration import calibrate, calibration_bounds, calibration_runs
 from workbench.evaluation.evaluate import UtilityContexts
 from workbench.evaluation.runs import EvaluationRuns
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
@@ -65,15 +65,20 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
 
     method = Foxp2Method(config=config.method_config(), progress=progress)
     spectral = method.spectral(model, target, source)
-    lap("stage II (spectra, window)")
-    variants = {"foxp2": method, **{name: method.variant_of(name) for name in config.controls}}
-    prepared = {name: variant.prepare(model, target, source) for name, variant in variants.items()}
-    lap("stage I (SAEs, features)")
-
+    lap("stage II (spectra, scores, windows)")
     rule = PositionRule.parse(config.rule)
     trust = config.trust_calibration()
     dev = calibration_runs(model, target, source, trust)
     dev.export_dir = out_dir / "runs"
+    choices = method.dev_choices(model, target, source, dev, calibration_bounds(dev, trust), rule=rule,
+                                 progress=progress)
+    method = method.with_choices(choices)
+    window = method.config.window or spectral.window
+    lap("window by J on dev")
+    variants = {"foxp2": method, **{name: method.variant_of(name) for name in config.controls}}
+    prepared = {name: variant.prepare(model, target, source) for name, variant in variants.items()}
+    lap("stage I (SAEs, features)")
+
     calibration = calibrate(model, method, target, source, rule=rule, config=trust, progress=progress, runs=dev)
     strength = calibration.strength
     switching = [row["strength"] for row in calibration.sweep
@@ -107,10 +112,10 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
     lap("evaluation (eval split)")
 
     gate = prepared["foxp2"].gate
-    result = Foxp2Result(target, spectral.window, strength, calibration.admissible, calibration.bounds,
+    result = Foxp2Result(target, window, strength, calibration.admissible, calibration.bounds,
                          calibration.sweep,
                          {name: {k: v for k, v in m.items() if k != "records"} for name, m in metrics.items()},
                          settings, spectral, prepared["foxp2"].localisation, gate.summary() if gate else None,
-                         seconds, out_dir)
+                         seconds, out_dir, choices.get("window_search", []))
     write_foxp2_report(result, config, model_metadata(model))
     return result

@@ -101,6 +101,24 @@ def comparison_figure(frame: pd.DataFrame, target: str) -> go.Figure:
     return figure
 
 
+def window_search_figure(rows: list[dict[str, Any]], target: str) -> go.Figure:
+    """Each candidate window as a bar from its first to its last layer at its J (the winner highlighted)."""
+    best = max(rows, key=lambda r: r["objective"])
+    figure = go.Figure()
+    for row in rows:
+        chosen = row is best
+        figure.add_trace(go.Scatter(
+            x=[row["first"] - 0.4, row["last"] + 0.4], y=[row["objective"]] * 2, mode="lines",
+            line={"width": 8 if chosen else 4, "color": language_colour(target) if chosen else "#999999"},
+            name=f"{row['first']}-{row['last']} ({row['origin']})", hovertext=(
+                f"DEFAULT {row['default_rate']:.2f}, dM {row['delta_mass']:+.2f}, KL {row['kl']:.2f}, "
+                f"NLL {row['nll_delta']:+.2f}, leak {row['leakage_max']:.3f}")))
+    figure.update_layout(template=TEMPLATE, xaxis_title="layer", yaxis_title="J on dev",
+                         title=f"FOXP2 → {target}: candidate windows by J (chosen: {best['first']}-{best['last']})",
+                         legend_title="window (origin)")
+    return figure
+
+
 def _cell(metrics: dict[str, Any], key: str) -> str:
     value = metrics[key]
     if isinstance(value, float) and math.isnan(value):
@@ -125,17 +143,33 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
     name = get_language(result.target).name
     frame = result.spectral.frame
     first, last = result.window
-    alternative = result.spectral.config.get("null_corrected_window")
+    windows = result.spectral.windows()
+    layers = slice(first, last + 1)
     lines = [f"# Neural FOXP2 → {name} ({result.target}) on {model.get('name')}", "",
              "## Stage II: steering subspace and window", "",
-             f"Window: layers **{first}–{last}** (contiguous run maximising captured mass × stability, width "
-             f"{config.spectral.min_width}–{config.spectral.max_width}). Chosen ranks in the window: "
-             f"{', '.join(str(int(r)) for r in frame['rank'][first:last + 1])}; mass "
-             f"{frame['mass'][first:last + 1].mean():.2f}, stability {frame['stability'][first:last + 1].mean():.2f}, "
-             f"content-contrast null mass {frame['contrast_mass'][first:last + 1].mean():.2f}.",
-             f"The null-corrected score (mass − content-contrast mass) × stability would pick layers "
-             f"{alternative[0]}–{alternative[1]}." if alternative else "", "",
-             "## Stage I: English-promoting SAE features at the window", "",
+             f"Rows: {config.pairs.positions} representations ({result.spectral.config.get('n_rows')} rows per "
+             f"language, {config.pairs.kind}). Window per score: "
+             + ", ".join(f"{score} {w[0]}–{w[1]}" for score, w in windows.items()) + ".",
+             f"Window used: layers **{first}–{last}**"
+             + (" (best J on dev)." if result.window_search else f" ({'fixed' if config.window else 'stage II'}).")
+             + f" In it: chosen ranks {', '.join(str(int(r)) for r in frame['rank'][layers])}; mass "
+             f"{frame['mass'][layers].mean():.2f} (shuffled pairing {frame['shuffled_mass'][layers].mean():.2f}), "
+             f"stability {frame['stability'][layers].mean():.2f}, centred mass "
+             f"{frame['centred_mass'][layers].mean():.2f} "
+             f"(shuffled {frame['centred_shuffled_mass'][layers].mean():.2f}), Fisher ratio "
+             f"{frame['fisher'][layers].mean():.2f} (swapped sides {frame['fisher_null'][layers].mean():.3f}). "
+             f"Strength units: {config.units}.", ""]
+    if result.window_search:
+        lines += [f"Candidate windows on dev (positive term only, λ = {config.window_search.strength:g}; "
+                  "J = 0.5 (gain dM + gain DEFAULT) − 2 leak excess − KL excess − 2 util excess − 0.05 instability):",
+                  "", "| window | origin | J | DEFAULT | dM | KL | NLL Δ | leak max |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in sorted(result.window_search, key=lambda r: -r["objective"]):
+            lines.append(f"| {row['first']}–{row['last']} | {row['origin']} | {row['objective']:+.3f} "
+                         f"| {row['default_rate']:.2f} | {row['delta_mass']:+.2f} | {row['kl']:.2f} "
+                         f"| {row['nll_delta']:+.2f} | {row['leakage_max']:.3f} |")
+        lines.append("")
+    lines += ["## Stage I: English-promoting SAE features at the window", "",
              "| site | FOXP2 target features | English features (N_en) | feature-space rank | mass | stability |",
              "|---|---|---|---|---|---|"]
     spectra = result.localisation.feature_spectra.set_index("site")
@@ -186,12 +220,17 @@ def write_foxp2_report(result: Foxp2Result, config: Foxp2Config, model: dict[str
         "model": model, "target": result.target, "source": config.source, "window": list(result.window),
         "strength": result.strength, "within_bounds": result.within_bounds, "bounds": result.bounds,
         "gate": result.gate, "seconds": result.seconds, "stage1": result.localisation.summary(),
-        "plans": result.plans, "trust_region": result.sweep, "config": asdict(config)})
+        "plans": result.plans, "trust_region": result.sweep, "window_search": result.window_search,
+        "config": asdict(config)})
     frame = write_results(result_rows(result), {result.target: json_safe(result.metrics)}, out,
                           title=f"FOXP2 → {get_language(result.target).name}: eval split",
                           intro="FOXP2 at its trust-region λ, its controls at the same λ, the baselines at their "
                                 "calibrated setting; 95% intervals.", extra=extra)
     atomic_write_text(out / "trust_region.csv", pd.DataFrame(result.sweep).to_csv(index=False))
+    if result.window_search:
+        atomic_write_text(out / "window_search.csv", pd.DataFrame(result.window_search).to_csv(index=False))
+        atomic_write_text(out / "window_search.html",
+                          window_search_figure(result.window_search, result.target).to_html(include_plotlyjs="cdn"))
     atomic_write_text(out / "trust_region.html", trust_region_figure(result.sweep, result.bounds, result.strength,
                                                                      result.target).to_html(include_plotlyjs="cdn"))
     atomic_write_text(out / "comparison.html", comparison_figure(frame, result.target).to_html(include_plotlyjs="cdn"))

@@ -2,12 +2,16 @@
 
 Inside the window, at each layer ``l``::
 
-    h <- h + strength * (v_tgt[l] - beta * sum_{j in N_en} z_j(h) d_j)
+    h <- h + scale * strength * (v_tgt[l] - beta * sum_{j in N_en} z_j(h) d_j)
 
 ``v_tgt[l]`` is the target direction on the layer's rank-r steering subspace (stage II), ``N_en`` the
 English-promoting SAE features of the layer's site (stage I), ``z_j(h)`` their activations on the current
-``h`` and ``d_j`` their decoder vectors. With ``beta = 1`` and strength 1 the English features' contribution to
-the reconstruction is removed exactly (the SAE error term is kept, as in feature ablation).
+``h`` and ``d_j`` their decoder vectors. ``scale`` is the plan's per-layer factor: 1 with raw units (the paper's
+form, ``v_tgt`` at its own norm), ``1 / |W|`` with residual-norm units, where ``v_tgt[l]`` is rescaled to the
+layer's median residual norm (the revision's ``lambda / |W|``: one unit of strength is the same relative change at
+every depth, and the whole window adds about one median residual norm at strength 1, whatever its width). With
+``beta = 1`` and ``scale * strength = 1`` the English features' contribution to the reconstruction is removed
+exactly (the SAE error term is kept, as in feature ablation).
 
 A :class:`ShiftPlan` holds one :class:`LayerShift` per window layer; the controls are plans too (positive term
 only, negative term only, random support of the same size, another window, DiffMean at the same layers), so
@@ -121,16 +125,18 @@ class ShiftPlan:
     """Weight of the negative term."""
     description: str = ""
     """One line for reports."""
+    scale: float = 1.0
+    """Per-layer factor on the strength (``1 / |W|`` with residual-norm units, 1 with raw units)."""
 
     def __post_init__(self) -> None:
         if not self.layers:
             raise ShiftError(f"shift plan {self.name!r} has no layers")
 
     def interventions(self, strength: float, rule: PositionRule) -> tuple[Intervention, ...]:
-        """One :class:`Intervention` per layer, all at ``strength``."""
+        """One :class:`Intervention` per layer, each at ``scale * strength``."""
         return tuple(Intervention(part.site, SignedShift(part.target, part.sae,
                                                          torch.tensor(part.features, dtype=torch.long), self.beta,
-                                                         strength, part.outside), rule)
+                                                         self.scale * strength, part.outside), rule)
                      for part in self.layers)
 
     @property
@@ -139,7 +145,7 @@ class ShiftPlan:
 
     def summary(self) -> dict[str, Any]:
         """Layers, sites, target-vector norms and feature counts (JSON-ready)."""
-        return {"name": self.name, "beta": self.beta, "description": self.description,
+        return {"name": self.name, "beta": self.beta, "scale": self.scale, "description": self.description,
                 "layers": [{"layer": p.layer, "site": p.site, "target_norm": float(p.target.norm()),
                             "n_features": len(p.features), "features": list(p.features),
                             "skips_bos": p.outside is not None} for p in self.layers]}
@@ -175,7 +181,9 @@ def random_support(plan: ShiftPlan, seed: int = 0) -> ShiftPlan:
                    description="random direction of the same norm and as many random latents, same layers")
 
 
-def vector_plan(name: str, vectors: dict[int, Float[Tensor, " d"]], site_of: Any, description: str) -> ShiftPlan:
-    """A positive-only plan adding ``vectors[layer]`` at ``site_of(layer)`` (e.g. DiffMean at the same layers)."""
+def vector_plan(name: str, vectors: dict[int, Float[Tensor, " d"]], site_of: Any, description: str,
+                scale: float = 1.0) -> ShiftPlan:
+    """A positive-only plan adding ``scale * vectors[layer]`` at ``site_of(layer)`` (e.g. DiffMean at the same
+    layers)."""
     layers = tuple(LayerShift(layer, site_of(layer), vector) for layer, vector in sorted(vectors.items()))
-    return ShiftPlan(name, layers, beta=0.0, description=description)
+    return ShiftPlan(name, layers, beta=0.0, description=description, scale=scale)

@@ -20,67 +20,28 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench import corpus
-from workbench.activations import pooled_means
 from workbench.artifacts import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
 from workbench.backends import Model
-from workbench.errors import WorkbenchError
+from workbench.foxp2.pairs import PairDataConfig, pair_representations
 from workbench.languages import get_language
 from workbench.models import model_key, model_metadata
 from workbench.plots import TEMPLATE, language_colour
-from workbench.sites import Site, resolve_site
 from workbench.spectral import (
+    WINDOW_SCORES,
     SpectralConfig,
     SpectralError,
+    centred_mass,
     choose_window,
     content_contrast,
     difference_matrix,
+    fisher_ratio,
     layer_spectrum,
     random_support_mass,
     shuffled_pairing,
+    swapped_sides,
     top_subspace,
 )
 from workbench.store import SPECTRA, Store
-
-
-@dataclass(frozen=True)
-class PairDataConfig:
-    """Which parallel pairs the difference matrices are built from, and how each sentence is represented."""
-
-    n_pairs: int = 256
-    """Parallel English/target pairs (fewer if the split has fewer)."""
-    split: str = "discovery"
-    """Corpus split (stage II never sees dev or eval text)."""
-    kind: str = "resid_post"
-    """Site kind; every layer is read in one pass."""
-    max_length: int = 96
-    """Tokens per sentence at most (BOS included)."""
-    batch_size: int = 16
-    """Sentences per forward pass."""
-
-    def __post_init__(self) -> None:
-        if self.split not in corpus.SPLITS:
-            raise WorkbenchError(f"unknown split {self.split!r}; use one of {', '.join(corpus.SPLITS)}")
-        if self.n_pairs < 2:
-            raise WorkbenchError(f"n_pairs must be >= 2, got {self.n_pairs}")
-
-
-def pooled_sentences(model: Model, texts: list[str], config: PairDataConfig, *, progress: bool = True,
-                     description: str = "pool") -> Float[Tensor, "layer text d"]:
-    """Each text's mean activation over its tokens (BOS and padding excluded) at every layer of ``config.kind``."""
-    names = [resolve_site(model, Site(layer, config.kind)).hook_name for layer in range(model.cfg.n_layers)]
-    return pooled_means(model, texts, names, batch_size=config.batch_size, max_length=config.max_length,
-                        progress=progress, description=description)
-
-
-def pair_representations(model: Model, target: str, source: str = "en", config: PairDataConfig = PairDataConfig(),
-                         *, progress: bool = True) -> dict[str, Float[Tensor, "layer pair d"]]:
-    """Pooled representations of aligned ``source``/``target`` sentences at every layer, keyed by language."""
-    rows = corpus.parallel([source, target], split=config.split, n=config.n_pairs)
-    if len(rows) < 2:
-        raise WorkbenchError(f"fewer than 2 parallel {source}/{target} pairs in the {config.split} split")
-    return {code: pooled_sentences(model, [row.text[code] for row in rows], config, progress=progress,
-                                   description=f"pool {config.kind} [{code}]") for code in (source, target)}
 
 
 @dataclass
@@ -90,13 +51,14 @@ class SpectralReport:
     target: str
     source: str
     frame: pd.DataFrame
-    """One row per layer: ranks, mass, stability, their product (``score``) and the null models' values."""
+    """One row per layer: ranks, mass, stability, their product (``score``), the centred masses, the Fisher ratio,
+    every score's null model, and the source rows' median norm (``median_norm``)."""
     values: Float[Tensor, "layer k"]
     """Singular values per layer, largest first."""
     bases: dict[int, Float[Tensor, "d rank"]]
     """Layer -> orthonormal basis of its chosen-rank subspace (the steering subspace)."""
     window: tuple[int, int]
-    """(first, last) layer of the intervention window."""
+    """(first, last) layer of the window ``SpectralConfig.window_score`` picks."""
     mean_differences: Float[Tensor, "layer d"]
     """Per layer, the mean over pairs of ``target - source`` (the pooled DiffMean the target vector comes from)."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +75,16 @@ class SpectralReport:
             raise SpectralError(f"layer {layer} is not in the report (layers 0..{len(self.bases) - 1})")
         basis = self.bases[layer]
         return basis @ (basis.T @ self.mean_differences[layer])
+
+    def normalised_target_vector(self, layer: int) -> Float[Tensor, " d"]:
+        """``v_tgt[layer]`` rescaled to the layer's median residual norm (``median_norm``, measured on the source
+        rows), so one unit of strength is the same relative change at every depth."""
+        vector = self.target_vector(layer)
+        return vector / vector.norm().clamp_min(1e-12) * float(self.frame.loc[layer, "median_norm"])
+
+    def windows(self) -> dict[str, tuple[int, int]]:
+        """Each score's window (:data:`workbench.spectral.WINDOW_SCORES`)."""
+        return {name: (int(w[0]), int(w[1])) for name, w in self.config.get("windows", {}).items()}
 
     def write(self, out_dir: str | Path) -> Path:
         """``spectral.json``, ``spectral.csv``, ``spectral.safetensors`` and the two figures."""
@@ -165,35 +137,50 @@ def spectral_stage(model: Model, target: str, source: str = "en", data: PairData
     return report
 
 
+def layer_record(target: Float[Tensor, "pair d"], english: Float[Tensor, "pair d"], config: SpectralConfig,
+                 generator: torch.Generator
+                 ) -> tuple[dict[str, float | int], Float[Tensor, " k"], Float[Tensor, "d rank"]]:
+    """One layer's scores and null models, its singular values and its steering subspace."""
+    difference = difference_matrix(target, english)
+    real = layer_spectrum(difference, config, generator)
+    shuffled = shuffled_pairing(target, english, generator)
+    shuffled_spectrum = layer_spectrum(shuffled, config, generator, rank=real.rank)
+    contrast = content_contrast(english, generator)
+    contrast_spectrum = layer_spectrum(contrast, config, generator, rank=real.rank)
+    centred_real, centred_rank = centred_mass(difference, max_gap_rank=config.max_gap_rank)
+    centred_shuffled, _ = centred_mass(shuffled, centred_rank)
+    record = {"effective_rank": real.effective_rank, "eigengap_rank": real.eigengap_rank, "rank": real.rank,
+              "mass": real.mass, "stability": real.stability, "score": real.mass * real.stability,
+              "shuffled_mass": shuffled_spectrum.mass, "shuffled_stability": shuffled_spectrum.stability,
+              "contrast_mass": contrast_spectrum.mass, "contrast_stability": contrast_spectrum.stability,
+              "random_support_mass": random_support_mass(difference, real.rank, generator),
+              "centred_rank": centred_rank, "centred_mass": centred_real, "centred_shuffled_mass": centred_shuffled,
+              "centred_contrast_mass": centred_mass(contrast, centred_rank)[0],
+              "mass_excess": centred_real - centred_shuffled, "fisher": fisher_ratio(target, english),
+              "fisher_null": fisher_ratio(*swapped_sides(target, english, generator)),
+              "median_norm": float(english.norm(dim=-1).median())}
+    return record, real.values, top_subspace(difference, real.rank)
+
+
 def analyse_pairs(target_rows: Float[Tensor, "layer pair d"], source_rows: Float[Tensor, "layer pair d"],
                   config: SpectralConfig = SpectralConfig(), *, target: str = "target", source: str = "en",
                   progress: bool = False) -> SpectralReport:
-    """Per-layer spectra of ``target - source`` with the null models at the same rank, and the window."""
+    """Per-layer spectra of ``target - source``, the scores that can separate from chance with their nulls, a
+    window per score (:data:`WINDOW_SCORES`) and the one ``config.window_score`` picks."""
     generator = torch.Generator().manual_seed(config.seed)
     records, values, bases, means = [], [], {}, []
     for layer in tqdm(range(target_rows.shape[0]), desc="spectra", disable=not progress, unit="layer"):
-        difference = difference_matrix(target_rows[layer], source_rows[layer])
-        real = layer_spectrum(difference, config, generator)
-        shuffled = layer_spectrum(shuffled_pairing(target_rows[layer], source_rows[layer], generator), config,
-                                  generator, rank=real.rank)
-        contrast = layer_spectrum(content_contrast(source_rows[layer], generator), config, generator, rank=real.rank)
-        records.append({"layer": layer, "effective_rank": real.effective_rank, "eigengap_rank": real.eigengap_rank,
-                        "rank": real.rank, "mass": real.mass, "stability": real.stability,
-                        "score": real.mass * real.stability, "shuffled_mass": shuffled.mass,
-                        "shuffled_stability": shuffled.stability, "contrast_mass": contrast.mass,
-                        "contrast_stability": contrast.stability,
-                        "random_support_mass": random_support_mass(difference, real.rank, generator)})
-        values.append(real.values)
-        bases[layer] = top_subspace(difference, real.rank)
-        means.append(difference.mean(0))
+        record, layer_values, basis = layer_record(target_rows[layer], source_rows[layer], config, generator)
+        records.append({"layer": layer, **record})
+        values.append(layer_values)
+        bases[layer] = basis
+        means.append((target_rows[layer].double() - source_rows[layer].double()).mean(0).float())
     frame = pd.DataFrame(records)
-    window = choose_window(torch.tensor(frame["score"].to_numpy()), config.min_width, config.max_width)
-    null_corrected = (frame["mass"] - frame["contrast_mass"]).clip(lower=0) * frame["stability"]
-    frame["null_corrected_score"] = null_corrected
-    alternative = choose_window(torch.tensor(null_corrected.to_numpy()), config.min_width, config.max_width)
-    return SpectralReport(target, source, frame, torch.stack(values), bases, window, torch.stack(means),
-                          {"spectral": asdict(config), "n_pairs": int(target_rows.shape[1]),
-                           "null_corrected_window": list(alternative)})
+    windows = {name: choose_window(torch.tensor(frame[column].to_numpy()), config.min_width, config.max_width)
+               for name, column in WINDOW_SCORES.items()}
+    return SpectralReport(target, source, frame, torch.stack(values), bases, windows[config.window_score],
+                          torch.stack(means), {"spectral": asdict(config), "n_rows": int(target_rows.shape[1]),
+                                               "windows": {name: list(w) for name, w in windows.items()}})
 
 
 def spectra_figure(report: SpectralReport, n_values: int = 32) -> Any:
@@ -215,31 +202,44 @@ def spectra_figure(report: SpectralReport, n_values: int = 32) -> Any:
 
 
 def spectral_profile_figure(report: SpectralReport) -> Any:
-    """Captured mass and stability by layer, against the null models, with ranks and the window marked."""
+    """Every stage II score by layer against its null models (the literal captured mass and stability, the centred
+    mass, the Fisher ratio), the ranks, and the window shaded (each score's own window in the title)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     frame = report.frame
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           subplot_titles=("captured mass and stability (real vs null models)", "ranks"))
+    figure = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=(
+        "captured mass and stability, uncentred (paper-literal) vs null models",
+        "captured mass of the centred differences vs centred null models",
+        "Fisher ratio |mean difference|^2 / tr(within-language covariance) vs swapped sides", "ranks"))
     colour = language_colour(report.target)
-    lines = [("mass", "mass", colour, "solid"), ("stability", "stability", colour, "dot"),
-             ("shuffled_mass", "mass, shuffled pairing", "#999999", "solid"),
-             ("contrast_mass", "mass, content contrast", "#666666", "dash"),
-             ("random_support_mass", "mass, random support", "#BBBBBB", "dashdot"),
-             ("shuffled_stability", "stability, shuffled pairing", "#999999", "dot")]
-    for column, name, line_colour, dash in lines:
-        figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers",
-                                    line={"color": line_colour, "dash": dash}), row=1, col=1)
-    for column, name in (("effective_rank", "effective rank"), ("eigengap_rank", "eigengap rank"),
-                         ("rank", "chosen rank")):
-        figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers"), row=2, col=1)
+    panels = {1: [("mass", "mass", colour, "solid"), ("stability", "stability", colour, "dot"),
+                  ("shuffled_mass", "mass, shuffled pairing", "#999999", "solid"),
+                  ("contrast_mass", "mass, content contrast", "#666666", "dash"),
+                  ("random_support_mass", "mass, random support", "#BBBBBB", "dashdot"),
+                  ("shuffled_stability", "stability, shuffled pairing", "#999999", "dot")],
+              2: [("centred_mass", "centred mass", colour, "solid"),
+                  ("centred_shuffled_mass", "centred mass, shuffled pairing", "#999999", "solid"),
+                  ("centred_contrast_mass", "centred mass, content contrast", "#666666", "dash")],
+              3: [("fisher", "Fisher ratio", colour, "solid"), ("fisher_null", "Fisher ratio, swapped sides",
+                                                                "#999999", "solid")],
+              4: [("effective_rank", "effective rank", None, "solid"), ("eigengap_rank", "eigengap rank", None, "dot"),
+                  ("rank", "chosen rank", None, "dash")]}
+    for row, lines in panels.items():
+        for column, name, line_colour, dash in lines:
+            if column in frame:
+                figure.add_trace(go.Scatter(x=frame["layer"], y=frame[column], name=name, mode="lines+markers",
+                                            line={"color": line_colour, "dash": dash}), row=row, col=1)
     first, last = report.window
-    for row in (1, 2):
+    for row in panels:
         figure.add_vrect(x0=first - 0.5, x1=last + 0.5, fillcolor="rgba(0,0,0,0.07)", line_width=0, row=row, col=1)
-    figure.update_layout(template=TEMPLATE, title=f"{report.source}->{report.target}: intervention window "
-                         f"{first}-{last} (shaded)", legend_title="curve")
-    figure.update_xaxes(title_text="layer (block index)", row=2, col=1)
-    figure.update_yaxes(title_text="share (0-1)", row=1, col=1)
-    figure.update_yaxes(title_text="rank", row=2, col=1)
+    windows = "; ".join(f"{name} {w[0]}-{w[1]}" for name, w in report.config.get("windows", {}).items())
+    figure.update_layout(template=TEMPLATE, height=1000, legend_title="curve",
+                         title=f"{report.source}->{report.target}: window {first}-{last} (shaded)"
+                               + (f"; by score: {windows}" if windows else ""))
+    figure.update_xaxes(title_text="layer (block index)", row=4, col=1)
+    for row in (1, 2):
+        figure.update_yaxes(title_text="share (0-1)", row=row, col=1)
+    figure.update_yaxes(title_text="ratio (log)", type="log", row=3, col=1)
+    figure.update_yaxes(title_text="rank", row=4, col=1)
     return figure

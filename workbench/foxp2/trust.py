@@ -10,6 +10,7 @@ for it (:meth:`workbench.foxp2.config.Foxp2Config.trust_calibration` turns them 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from workbench.errors import WorkbenchError
 
@@ -18,8 +19,9 @@ from workbench.errors import WorkbenchError
 class TrustRegionConfig:
     """The strengths tried on dev and the fixed bounds."""
 
-    strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
-    """Candidate ``lambda`` values (multiples of the whole shift)."""
+    strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+    """Candidate ``lambda`` values, log-spaced (in the method's strength units: with residual-norm units, strength
+    1 adds about one median residual norm over the whole window)."""
     max_leakage: float = 0.08
     """Bound on the increase of mass on the other languages' token sets (``leakage_max``)."""
     max_kl: float = 0.08
@@ -34,3 +36,20 @@ class TrustRegionConfig:
             raise WorkbenchError(f"trust-region strengths must be positive, got {self.strengths}")
         if min(self.max_leakage, self.max_kl, self.max_nll_delta) < 0:
             raise WorkbenchError("trust-region bounds must be >= 0")
+
+
+def window_objective(row: dict[str, Any], unsteered: dict[str, Any], bounds: dict[str, float],
+                     instability: float) -> float:
+    """The revision's objective for a window, from one dev evaluation ``row`` and the unsteered one::
+
+        J = 0.5 (gain dM + gain DEFAULT) - 2 leak_excess - KL_excess - 2 util_excess - 0.05 instability
+
+    gains are differences from ``unsteered``; each excess is how far the cost is above its bound (0 inside);
+    ``instability`` is 1 - the window's mean stage II stability."""
+    def excess(key: str) -> float:
+        return max(0.0, float(row[key]) - bounds[key]) if key in bounds else 0.0
+
+    gain = (float(row["delta_mass"]) - float(unsteered["delta_mass"])
+            + float(row["default_rate"]) - float(unsteered["default_rate"]))
+    return (0.5 * gain - 2 * excess("leakage_max") - excess("kl") - 2 * excess("nll_delta")
+            - 0.05 * instability)
