@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import workbench.methods
-from workbench.activations import HarvestError, activations_at
+from workbench.activations import HarvestError
 from workbench.bench import BenchConfig, run_bench
 from workbench.calibration import CalibrationConfig
 from workbench.demo import DemoConfig, write_demo_results
@@ -31,6 +31,7 @@ from workbench.foxp2.window import WindowSearchConfig
 from workbench.interventions import PositionRule, hooks_for
 from workbench.methods import DirectionMethod
 from workbench.prompting import with_instruction
+from workbench.readouts import activations_at
 from workbench.saes.config import SAETrainConfig
 from workbench.spectral import SpectralConfig
 

@@ -22,10 +22,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from workbench.activations import pooled_means
 from workbench.backends import Model
 from workbench.evaluation.encoder import EncoderRelevance, check_items
 from workbench.evaluation.utility import continuation_nll, final_logits, sequence_nll
+from workbench.readouts import pooled_means
 
 Judge = Callable[[Sequence[str], Sequence[str]], list[bool]]
 

@@ -22,13 +22,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import corpus
-from workbench.activations import pooled_means, token_activations
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.evaluation.token_sets import DEFAULT_LANGUAGES
 from workbench.interventions import Hook, Steer, declared_prompt_ends
 from workbench.languages import get_language
 from workbench.prompting import QA_TEMPLATE, english_instruction, native_instruction, with_instruction
+from workbench.readouts import pooled_means, token_activations
 
 GATE_SITE = "blocks.0.hook_resid_pre"
 """Where the probe reads the prompt: the input embeddings of the first block."""

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from workbench.activations import token_activations
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.foxp2.gate import GateReport, fit_gate, gated
@@ -34,6 +33,7 @@ from workbench.foxp2.trust import TrustRegionConfig
 from workbench.foxp2.window import WindowSearchConfig, search_window
 from workbench.interventions import ALL_POSITIONS, PositionRule
 from workbench.methods import Treatment, get_method
+from workbench.readouts import token_activations
 from workbench.sites import Site, resolve_site
 from workbench.spectral import SpectralConfig
 

@@ -20,10 +20,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import corpus
-from workbench.activations import activations_at, pooled_means
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
 from workbench.prompting import QA_TEMPLATE
+from workbench.readouts import activations_at, pooled_means
 from workbench.sites import Site, resolve_site
 
 POSITIONS: tuple[str, ...] = ("response", "pooled")

@@ -20,10 +20,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import corpus
-from workbench.activations import TokenBatch, pooled_means, texts_with_budget
+from workbench.activations import TokenBatch, texts_with_budget
 from workbench.backends import Model
 from workbench.neurons.gating import activation_function, activation_name, require_gated
 from workbench.neurons.masks import NeuronError, check_languages
+from workbench.readouts import pooled_means
 
 
 @dataclass(frozen=True)
