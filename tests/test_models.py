@@ -118,6 +118,19 @@ def test_every_backend_matches_hf_logits(gemma_hooked, gemma_bridge, gemma_fast,
 
 
 @pytest.mark.model
+def test_hooked_weights_are_not_copied_per_call(gemma_hooked):
+    """TransformerLens computes ``F.linear(x, W.T.contiguous())`` for the unembedding and the MLP matrices: the
+    loader stores them so that this copies nothing (670 MB per generated token for the unembedding otherwise),
+    shapes unchanged (the logits equal HF's: the test above)."""
+    mlp = gemma_hooked.blocks[3].mlp
+    for weight, shape in ((gemma_hooked.unembed.W_U, (gemma_hooked.cfg.d_model, gemma_hooked.cfg.d_vocab)),
+                          (mlp.W_gate, (gemma_hooked.cfg.d_model, gemma_hooked.cfg.d_mlp)),
+                          (mlp.W_out, (gemma_hooked.cfg.d_mlp, gemma_hooked.cfg.d_model))):
+        assert weight.shape == shape
+        assert weight.T.contiguous().data_ptr() == weight.data_ptr()
+
+
+@pytest.mark.model
 def test_padded_batches_match_hf_at_real_positions(gemma_bridge, gemma_hf):
     hf_model, tokenizer = gemma_hf
     encoded = tokenizer(["English: Good morning, how are you?\nHindi:", "Hola"], return_tensors="pt",

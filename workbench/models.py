@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
@@ -364,11 +365,31 @@ def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Mo
     from transformer_lens import HookedTransformer
 
     if resolved.checkpoint is None:
-        return HookedTransformer.from_pretrained_no_processing(resolved.tl_name, device=device, dtype=dtype)
-    hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
-    return HookedTransformer.from_pretrained_no_processing(
-        resolved.tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-    )
+        model = HookedTransformer.from_pretrained_no_processing(resolved.tl_name, device=device, dtype=dtype)
+    else:
+        hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+        model = HookedTransformer.from_pretrained_no_processing(
+            resolved.tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    return _weights_stored_transposed(model)
+
+
+def _weights_stored_transposed(model: Any) -> Any:
+    """Store each weight that TransformerLens multiplies as ``F.linear(x, W.T.contiguous())`` (the unembedding and
+    the MLP's gate, in and out matrices) as the transpose of a contiguous matrix, so that ``.contiguous()`` copies
+    nothing.
+
+    Otherwise every call copies the weight: 670 MB for Gemma 3's 262k-row unembedding, ~0.8 s per generated token
+    on 2 CPU cores, and a third of the MLP time. Same values and shapes; outputs are bit-identical.
+    """
+    modules = [(model.unembed, ("W_U",)), *((block.mlp, ("W_gate", "W_in", "W_out")) for block in model.blocks)]
+    for module, names in modules:
+        for name in names:
+            weight = getattr(module, name, None)
+            if isinstance(weight, nn.Parameter) and weight.dim() == 2 and not weight.T.is_contiguous():
+                setattr(module, name, nn.Parameter(weight.detach().T.contiguous().T,
+                                                   requires_grad=weight.requires_grad))
+    return model
 
 
 def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
