@@ -273,3 +273,11 @@ def test_module_imports_on_its_own(module):
     assert result.returncode == 0, result.stderr[-2000:]
     if module.endswith(".cli"):
         assert result.stdout.strip() == "False"
+
+
+def test_lift_config_names_the_english_scorings():
+    from workbench.features.analysis import LiftConfig
+
+    assert LiftConfig().english == "ablate"
+    with pytest.raises(FeatureError, match="ablate, add"):
+        LiftConfig(english="remove")

@@ -13,6 +13,7 @@ from workbench.activations import batch_texts
 from workbench.features import (
     FeatureSteer,
     encode_texts,
+    measure_ablation_lift,
     measure_lift,
     selectivity,
     top_neurons,
@@ -92,3 +93,21 @@ def test_the_hindi_feature_lifts_hindi_mass(gemma_fast, gemma_sae, hindi_feature
     assert torch.allclose(cached, full, atol=1e-4)
     steer = FeatureSteer(gemma_sae, feature, scale=0.0, rule=PositionRule.parse("final"))
     assert steer.hooks(gemma_fast)[0][0] == SITE
+
+
+def test_ablating_english_features_raises_the_target_gap_row_by_row(gemma_fast, gemma_sae, hindi_feature):
+    """FOXP2's English-side score: removing the most English-selective features' own contributions from English
+    prompts moves next-token mass from English towards Hindi; each feature's row is independent of its batch."""
+    from workbench.evaluation import EvaluationConfig, token_sets_for
+
+    _, encoded = hindi_feature
+    sets = token_sets_for(gemma_fast.tokenizer, EvaluationConfig().candidate_languages("hi", "en"))
+    masks = torch.stack([sets.mask("hi"), sets.mask("en")])
+    sel = selectivity(encoded.pooled[SITE][encoded.rows("hi")], encoded.pooled[SITE][encoded.rows("en")])
+    english = sel.argsort()[:6].tolist()
+    prompts = [f"Q: {p.prompt}\nA:" for p in corpus.prompts("discovery", n=4)]
+    lifts, base = measure_ablation_lift(gemma_fast, gemma_sae, english, prompts, masks, max_rows=8, progress=False)
+    assert lifts.shape == (6,) and base.shape == (4,)
+    assert lifts.sum() > 0, (lifts, base)
+    alone, _ = measure_ablation_lift(gemma_fast, gemma_sae, english[3:4], prompts, masks, progress=False)
+    assert torch.allclose(alone[0], lifts[3], atol=1e-5)

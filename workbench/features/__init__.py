@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "language_batches": "workbench.features.ablation",
     "lift_slopes": "workbench.features.scores",
     "measure_lift": "workbench.features.lift",
+    "measure_ablation_lift": "workbench.features.lift",
     "mlp_writer": "workbench.features.tracing",
     "natural_activation": "workbench.features.scores",
     "neuron_contributions": "workbench.features.tracing",

@@ -6,7 +6,8 @@
    (mean activation where the feature fires, over both languages' tokens);
 2. the ``lift.n_candidates`` most selective features per side and site get the causal lift (prompt-final
    position, scales in units of the natural activation, the corpus' weak English prompts in ``Q: ...\\nA:`` form,
-   token sets of :func:`workbench.evaluation.token_sets_for`); joint scores; the top features per side are kept
+   token sets of :func:`workbench.evaluation.token_sets_for`); English-side candidates by default by the gap their
+   ablation gains on those prompts instead (``lift.english``); joint scores; the top features per side are kept
    (across sites);
 3. LangFIR: features firing on >= ``min_target_rate`` of target monolingual tokens, minus those firing on
    >= ``max_random_rate`` of random-token positions;
@@ -15,8 +16,8 @@
 5. single-feature ablation of the top features: per-language CE change (a heatmap).
 
 Everything is returned in a :class:`FeatureReport`; :func:`write_report` writes ``features.json``
-(``target``, ``features`` [{``site``, ``index``, ``selectivity``, ``lift``, ``score``, ``side``}], ``neurons``
-[{``layer``, ``index``, ``weight``}], ...), CSV tables, the figures and the snippet dashboard.
+(``target``, ``features`` [{``site``, ``index``, ``selectivity``, ``lift``, ``ablation_lift``, ``score``,
+``side``}], ``neurons`` [{``layer``, ``index``, ``weight``}], ...), CSV tables, the figures and the snippet dashboard.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from workbench.features.encode import (
     random_token_batches,
     top_snippets,
 )
-from workbench.features.lift import measure_lift
+from workbench.features.lift import measure_ablation_lift, measure_lift
 from workbench.features.scores import (
     FeatureError,
     joint_scores,
@@ -59,6 +60,8 @@ from workbench.saes.io import check_sae_fits
 from workbench.sites import Site
 
 SIDES = ("target", "english")
+ENGLISH_LIFTS = ("ablate", "add")
+"""How English-side candidates' lift is measured (:attr:`LiftConfig.english`)."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,16 @@ class LiftConfig:
     """Weak English prompts (``Q: ...\\nA:``) the lift is averaged over."""
     prompt_split: str = "discovery"
     """Corpus split of the prompts."""
+    english: str = "ablate"
+    """How English-side candidates are scored: ``ablate`` (the gap gained by removing the feature's contribution on
+    the prompts, what FOXP2's negative term does) or ``add`` (the first version: the slope of adding it, which
+    saturates on English prompts)."""
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1 or self.n_prompts < 1 or not self.scales or 0 in self.scales:
             raise FeatureError("lift needs n_candidates >= 1, n_prompts >= 1 and non-zero scales")
+        if self.english not in ENGLISH_LIFTS:
+            raise FeatureError(f"LiftConfig.english must be one of {', '.join(ENGLISH_LIFTS)}, got {self.english!r}")
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,12 @@ def _score_site(model: Model, name: str, sae: Any, encoded: EncodedTexts, config
                             progress=progress)
     slopes = lift_slopes(delta, torch.tensor(config.lift.scales))
     target_score, english_score = joint_scores(sel[candidates], slopes)
+    removal = torch.full((len(candidates),), float("nan"))
+    if config.lift.english == "ablate" and len(english_side):
+        english_rows = slice(len(target_side), len(candidates))
+        removal[english_rows], _ = measure_ablation_lift(model, sae, english_side.tolist(), prompts, masks,
+                                                         progress=progress)
+        english_score[english_rows] = (-sel[english_side]).clamp_min(0) * removal[english_rows].clamp_min(0)
     rate_target = encoded.firing_rate(name, config.target)
     rate_english = encoded.firing_rate(name, "en")
     site = Site.parse(name)
@@ -242,7 +257,7 @@ def _score_site(model: Model, name: str, sae: Any, encoded: EncodedTexts, config
         side = "target" if target_score[i] > 0 else "english" if english_score[i] > 0 else None
         records.append({
             "site": name, "layer": site.layer, "kind": site.kind, "index": int(index),
-            "selectivity": float(sel[index]), "lift": float(slopes[i]),
+            "selectivity": float(sel[index]), "lift": float(slopes[i]), "ablation_lift": float(removal[i]),
             "score": float(max(target_score[i], english_score[i])), "side": side,
             "natural_activation": float(natural[index]), "firing_rate_target": float(rate_target[index]),
             "firing_rate_en": float(rate_english[index]),

@@ -1,4 +1,6 @@
-"""Causal logit-mass lift of SAE features: add ``a * natural_j * d_j`` at the prompt-final position.
+"""Causal logit-mass lift of SAE features: add ``a * natural_j * d_j`` at the prompt-final position
+(:func:`measure_lift`), or remove the feature's own contribution ``z_j(h) d_j`` at every prompt position
+(:func:`measure_ablation_lift`, how English-promoting features are scored for FOXP2's negative term).
 
 For each (feature, scale) the prompts are run with the feature's decoder vector added at the SAE's site at each
 prompt's last token, and ``M_tgt - M_en`` of the next-token distribution there is compared with the unsteered
@@ -130,3 +132,60 @@ def measure_lift(model: Model, sae: Any, features: Sequence[int], natural: Float
     delta = einops.rearrange((gaps - base.unsqueeze(0)).mean(-1), "(feature scale) -> feature scale",
                              scale=len(scales))
     return delta, base
+
+
+def measure_ablation_lift(model: Model, sae: Any, features: Sequence[int], prompts: Sequence[str],
+                          masks: Bool[Tensor, "2 vocab"], *, max_length: int = 64, max_rows: int = 64,
+                          progress: bool = True) -> tuple[Float[Tensor, " feature"], Float[Tensor, " prompt"]]:
+    """What removing each feature does: the change of ``M_tgt - M_en`` at each prompt's last token (mean over
+    prompts) when ``z_j(h) d_j`` is subtracted at every prompt position but BOS (the SAE's error term kept), and
+    the unablated gap per prompt.
+
+    This is the edit FOXP2's negative term makes, so it scores English-promoting features where they act (adding
+    an English feature on English prompts, where English mass is already saturated, moves almost nothing). A
+    feature that never fires on the prompts scores 0.
+    """
+    if not prompts:
+        raise FeatureError("no prompts to measure the ablation lift on")
+    site = check_sae_fits(sae, model)
+    encoded = model.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_length, padding_side="right")
+    tokens, mask = encoded["input_ids"], encoded["attention_mask"]
+    n_prompts = tokens.shape[0]
+    bos = model.tokenizer.bos_token_id
+    editable = mask.bool() & (tokens != bos if bos is not None else torch.ones_like(mask, dtype=torch.bool))
+    at_final = torch.zeros_like(mask, dtype=torch.bool)
+    at_final[torch.arange(n_prompts), mask.sum(-1) - 1] = True
+
+    def gap(rows: int, hooks: list[Any]) -> Tensor:
+        with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+            logits = position_logits(model, tokens.repeat(rows, 1), mask.repeat(rows, 1), at_final.repeat(rows, 1),
+                                     lambda chunk, _: chunk.float().cpu())
+        mass = language_mass(logits, masks)
+        return mass[..., 0] - mass[..., 1]
+
+    base = gap(1, [])
+    if not features:
+        return torch.zeros(0), base
+    index = torch.as_tensor(list(features), dtype=torch.long)
+    decoder = decoder_vectors(sae, index).float()
+    per_batch = max(1, max_rows // n_prompts)
+    lifts = []
+    for start in tqdm(range(0, len(index), per_batch), desc="ablation lift", disable=not progress, unit="batch"):
+        chunk = index[start:start + per_batch]
+        row_features = chunk.repeat_interleave(n_prompts)  # row = feature * n_prompts + prompt
+        row_decoder = decoder[start:start + len(chunk)].repeat_interleave(n_prompts, dim=0)
+        row_editable = editable.repeat(len(chunk), 1)
+
+        def ablate(activation: Tensor, hook: Any, row_features: Tensor = row_features,
+                   row_decoder: Tensor = row_decoder, row_editable: Tensor = row_editable) -> Tensor:
+            latents = sae.encode(activation.to(sae.dtype))
+            chosen = latents.gather(-1, row_features.to(latents.device).view(-1, 1, 1).expand(
+                -1, latents.shape[1], 1)).float()
+            removal = chosen * row_decoder.to(chosen.device).unsqueeze(1) * row_editable.to(chosen.device).unsqueeze(-1)
+            return activation - removal.to(activation)
+
+        ablated = gap(len(chunk), [(site.hook_name, ablate)])
+        lifts.append(einops.rearrange(ablated, "(feature prompt) -> feature prompt", prompt=n_prompts)
+                     - base.unsqueeze(0))
+    return torch.cat(lifts).mean(-1), base
