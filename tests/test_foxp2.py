@@ -21,6 +21,7 @@ from workbench.foxp2.shift import (
     negative_only,
     positive_only,
     random_support,
+    rate_matched_latents,
     vector_plan,
 )
 from workbench.foxp2.trust import TrustRegionConfig, window_objective
@@ -84,6 +85,21 @@ def test_controls_keep_sizes_and_change_only_their_part(sae):
         ShiftPlan("empty", ())
     vectors = vector_plan("diffmean-window", {3: torch.ones(D), 2: torch.zeros(D)}, "blocks.{}.x".format, "")
     assert [p.layer for p in vectors.layers] == [2, 3] and vectors.beta == 0
+
+
+def test_random_support_latents_fire_as_often_as_the_english_features(sae):
+    rates = torch.logspace(-5, 0, 24)  # latent j fires at 10^(-5 + 5j/23)
+    features = (20, 21, 3)
+    drawn = rate_matched_latents(rates, features, torch.Generator().manual_seed(0), n_nearest=4)
+    assert len(set(drawn)) == 3 and not set(drawn) & set(features)
+    ratios = (torch.log10(rates[list(drawn)]) - torch.log10(rates[list(features)])).abs()
+    assert (ratios < 1.0).all(), ratios  # within the 4 nearest rates (steps of ~0.22 decades)
+    target = torch.randn(D)
+    plan = ShiftPlan("foxp2", (LayerShift(0, "blocks.0.hook_resid_post", target, sae, features),))
+    control = random_support(plan, seed=2, firing_rates={"blocks.0.hook_resid_post": rates})
+    assert "matched on English firing rate" in control.description
+    gaps = (torch.log10(rates[list(control.layers[0].features)]) - torch.log10(rates[list(features)])).abs()
+    assert gaps.max() < 2.0, gaps  # the default 8 nearest, with 2 of them taken: at most 9 steps of ~0.22 decades
 
 
 def test_trust_region_takes_the_largest_strength_within_bounds_raised_to_prompting():

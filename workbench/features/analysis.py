@@ -206,6 +206,8 @@ class FeatureReport:
     """``"site/index"`` -> top-activating snippets."""
     config: dict[str, Any]
     provenance: dict[str, Any]
+    firing_rates_en: dict[str, list[float]] = field(default_factory=dict)
+    """Site -> every latent's firing rate on the English side of the pairs (what random controls are matched on)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -379,7 +381,8 @@ def run_feature_analysis(model: Model, saes: dict[str, Any], config: FeatureAnal
                   "sae_sites": list(saes)}
     return FeatureReport(config.target, kept, candidates, neuron_sets.get("target", []),
                          neuron_sets.get("english", []), langfir, checks, ablation_rows, counts, snippets,
-                         config.to_dict(), provenance)
+                         config.to_dict(), provenance,
+                         {name: encoded.firing_rate(name, "en").tolist() for name in saes})
 
 
 def report_tables(report: FeatureReport) -> dict[str, pd.DataFrame]:

@@ -11,7 +11,8 @@ its dev choices (:meth:`Foxp2Method.dev_choices`: the window by J among stage II
 :mod:`.window`), then searches strengths by the trust-region strategy (:mod:`workbench.calibration`).
 
 Variants (METHODS section 3's controls): ``positive-only`` (no English-feature suppression), ``negative-only`` (no
-target vector), ``random-support`` (a random direction of the same norm and as many random latents),
+target vector), ``random-support`` (a random direction of the same norm and as many random latents, matched on English
+firing rate),
 ``shifted-window`` (the same construction at a window of the same width outside the chosen one, with its own SAEs)
 and ``diffmean-window`` (the token-level DiffMean vectors at the window's layers).
 """
@@ -224,7 +225,8 @@ class Foxp2Method:
         plan = self._memo(("window-plan", id(model), target, source, tuple(layers), config.units, config.beta),
                           lambda: foxp2_plan(model, spectral, localisation, layers, beta=config.beta,
                                              units=config.units))
-        controls = {"negative-only": negative_only, "random-support": partial(random_support, seed=config.seed)}
+        controls = {"negative-only": negative_only, "random-support": partial(
+            random_support, seed=config.seed, firing_rates=localisation.report.firing_rates_en)}
         gate = fit_gate(model) if config.gate and self.variant == "foxp2" else None
         variant_plan = plan if self.variant == "foxp2" else controls[self.variant](plan)
         return Preparation(spectral, localisation, variant_plan, gate)

@@ -14,8 +14,8 @@ every depth, and the whole window adds about one median residual norm at strengt
 exactly (the SAE error term is kept, as in feature ablation).
 
 A :class:`ShiftPlan` holds one :class:`LayerShift` per window layer; the controls are plans too (positive term
-only, negative term only, random support of the same size, another window, DiffMean at the same layers), so
-every variant runs through the same edit and hooks.
+only, negative term only, random support of the same size and firing rate, another window, DiffMean at the same
+layers), so every variant runs through the same edit and hooks.
 """
 
 from __future__ import annotations
@@ -164,21 +164,46 @@ def negative_only(plan: ShiftPlan) -> ShiftPlan:
                    description="only the English-feature suppression (no target vector)")
 
 
-def random_support(plan: ShiftPlan, seed: int = 0) -> ShiftPlan:
+def rate_matched_latents(rates: Float[Tensor, " latent"], features: tuple[int, ...], generator: torch.Generator,
+                         n_nearest: int = 8) -> tuple[int, ...]:
+    """For each of ``features``, a latent drawn at random among the ``n_nearest`` others (not in ``features``, not
+    drawn yet) whose firing rate is closest on a log scale: a random support that fires as often as ``N_en``
+    (uniformly drawn latents of a TopK SAE are mostly silent, so their negative term is ~0)."""
+    log_rate = torch.log10(rates.double().clamp_min(1e-6))
+    taken = set(features)
+    chosen = []
+    for feature in features:
+        distance = (log_rate - log_rate[feature]).abs()
+        distance[list(taken)] = float("inf")
+        nearest = distance.argsort()[:n_nearest]
+        nearest = nearest[torch.isfinite(distance[nearest])]
+        pick = int(nearest[torch.randint(len(nearest), (1,), generator=generator)])
+        chosen.append(pick)
+        taken.add(pick)
+    return tuple(chosen)
+
+
+def random_support(plan: ShiftPlan, seed: int = 0, firing_rates: dict[str, Tensor] | None = None) -> ShiftPlan:
     """Same sizes, random support: a random direction with ``v_tgt``'s norm and as many random latents (not
-    among the English-promoting ones) at each layer."""
+    among the English-promoting ones) at each layer, matched on firing rate where ``firing_rates`` (site ->
+    per-latent rate on English text) has the site (:func:`rate_matched_latents`), else drawn uniformly."""
     generator = torch.Generator().manual_seed(seed)
+    firing_rates = firing_rates or {}
     layers = []
     for part in plan.layers:
         direction = torch.randn(part.target.shape[-1], generator=generator, dtype=torch.float64)
         target = (direction / direction.norm() * part.target.double().norm()).to(part.target.dtype)
         features: tuple[int, ...] = ()
-        if part.sae is not None and part.features:
+        if part.sae is not None and part.features and part.site in firing_rates:
+            features = rate_matched_latents(torch.as_tensor(firing_rates[part.site]), part.features, generator)
+        elif part.sae is not None and part.features:
             pool = torch.tensor([j for j in range(int(part.sae.cfg.d_sae)) if j not in set(part.features)])
             features = tuple(pool[torch.randperm(len(pool), generator=generator)[:len(part.features)]].tolist())
         layers.append(replace(part, target=target, features=features))
+    matched = all(part.site in firing_rates for part in plan.layers if part.features)
     return replace(plan, name="random-support", layers=tuple(layers),
-                   description="random direction of the same norm and as many random latents, same layers")
+                   description="random direction of the same norm and as many random latents"
+                               f"{' matched on English firing rate' if matched else ''}, same layers")
 
 
 def vector_plan(name: str, vectors: dict[int, Float[Tensor, " d"]], site_of: Any, description: str,
