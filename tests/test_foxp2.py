@@ -11,6 +11,7 @@ from workbench.errors import WorkbenchError
 from workbench.features.steer import LatentEdit
 from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import GateProbe, instructed_prompts
+from workbench.foxp2.matching import MatchingError, rescale_to, search_to
 from workbench.foxp2.method import Foxp2Error, Foxp2MethodConfig, shifted_window
 from workbench.foxp2.report import trust_region_figure
 from workbench.foxp2.shift import (
@@ -192,3 +193,22 @@ def test_residual_norm_units_spread_the_strength_over_the_window(sae):
     assert [float(s.edit(h)[0, 0]) for s in steers] == pytest.approx([0.5, 1.0, 1.5])
     with pytest.raises(Foxp2Error, match="units"):
         Foxp2MethodConfig(units="percent")
+
+
+def test_matching_rescales_a_linear_edit_and_bisects_a_monotone_cost():
+    calls = []
+
+    def norm(strength: float) -> float:
+        calls.append(strength)
+        return 3.0 * strength * (1 + 0.01 * strength)  # linear up to a small non-linearity
+    strength, value, steps = rescale_to(norm, 6.0, 0.5)
+    assert value == pytest.approx(6.0, rel=1e-3) and steps == len(calls) == 3
+    kl = lambda s: 0.02 * s ** 2  # noqa: E731 - a convex, increasing cost
+    strength, value, steps = search_to(kl, 0.5, 0.1, tolerance=0.05)
+    assert abs(value - 0.5) <= 0.025 and strength == pytest.approx(5.0, rel=0.05) and steps <= 10
+    strength, value, steps = search_to(kl, 0.5, 100.0, tolerance=0.05, max_steps=3)  # budget spent: the closest
+    assert steps == 3 and strength == 25.0
+    with pytest.raises(MatchingError, match="nothing to rescale"):
+        rescale_to(lambda s: 0.0, 1.0, 1.0)
+    with pytest.raises(Foxp2Error, match="unknown matching"):
+        Foxp2Config(matchings=("norm",))

@@ -20,6 +20,7 @@ from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
 from workbench.evaluation.results import COLUMNS
 from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import fit_gate, gated
+from workbench.foxp2.matching import MatchConfig
 from workbench.foxp2.method import Foxp2Method
 from workbench.foxp2.pairs import PairDataConfig, response_sequences
 from workbench.foxp2.pipeline import run_foxp2
@@ -81,7 +82,7 @@ def test_response_rows_share_the_prompt_and_differ_from_the_first_answer_token(g
 
 TINY = dict(
     pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
-    window_search=WindowSearchConfig(grid=False, strength=2.0),
+    window_search=WindowSearchConfig(grid=False, strength=2.0), match=MatchConfig(n_prompts=3, n_contexts=3, max_steps=4),
     trust=TrustRegionConfig(strengths=(0.1, 2.0), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
     n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_contexts=3, utility_split="dev"),
     n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
@@ -134,8 +135,21 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
     assert sweep[2.0]["delta_mass"] > sweep[0.1]["delta_mass"]
     # a random direction of the same norm and random latents break the model; the language direction does not
     assert metrics["random-support"]["nll_delta"] > metrics["foxp2"]["nll_delta"] + 1.0
-    assert set(metrics) == {"foxp2", "positive-only", "negative-only", "random-support", "shifted-window",
-                            "diffmean-window", "none", "prompt-en", "prompt-native", "diffmean"}
+    controls = {"positive-only", "negative-only", "random-support", "shifted-window", "diffmean-window"}
+    matched = {f"{control}@{on}" for control in controls for on in ("edit-norm", "kl")}
+    assert set(metrics) == {"foxp2", *controls, *matched, "none", "prompt-en", "prompt-native", "diffmean"}
+    # each control also ran at the strength where its mean edit norm (exactly, up to the negative term's
+    # non-linearity) or its dev KL (within 10%, or the closest of the 4 tries) equals FOXP2's
+    for row in result.matched:
+        assert row["strength"] > 0 and result.plans[f"{row['control']}@{row['matched_on']}"]["strength"] == \
+            row["strength"]
+        if row["matched_on"] == "edit-norm":
+            assert row["value"] == pytest.approx(row["reference"], rel=0.05), row
+        else:
+            assert abs(row["value"] - row["reference"]) <= 0.1 * row["reference"] or row["steps"] == 4, row
+    positive = next(row for row in result.matched if row["control"] == "positive-only" and
+                    row["matched_on"] == "edit-norm")
+    assert positive["value"] == pytest.approx(positive["reference"], rel=1e-3)  # a linear edit: exact
 
 
 def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
@@ -152,6 +166,7 @@ def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
     report = (out / "report.md").read_text()
     assert "## Stage III: trust region" in report and "| random-support |" in report
     assert "Candidate windows on dev" in report and payload["window_search"] == result.window_search
+    assert "Controls at matched cost" in report and payload["matched_controls"] == result.matched
     assert again.metrics == result.metrics and again.strength == result.strength
     assert second_seconds < first_seconds / 3
 

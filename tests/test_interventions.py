@@ -13,6 +13,7 @@ from workbench.interventions import (
     SetComponent,
     SetUnits,
     hooks_for,
+    mean_edit_norm,
     prompt_ends,
     steering,
 )
@@ -139,3 +140,21 @@ def test_interventions_compose_in_order(tiny_model):
     composed = tiny_model.run_with_hooks(tokens, fwd_hooks=[*both, ("blocks.0.hook_resid_post", record)])
     assert composed.shape == (1, 4, 64)
     assert torch.allclose(cache_hooks[0] @ (vector / vector.norm()), torch.zeros(1, 4), atol=1e-5)
+
+
+@pytest.mark.model
+def test_mean_edit_norm_is_the_edit_size_per_token_under_the_rule(gemma_fast):
+    """|delta h| of adding s * v: |s v| on every token under `all`; under `final+8` on a prompt-only forward only
+    the prompt-final token is edited, so the mean is |s v| / tokens; two sites add up."""
+    vector = torch.ones(gemma_fast.cfg.d_model)
+    prompts = ["Q: hello there\nA:", "Q: a longer question about many things\nA:"]
+    every = Intervention("blocks.3.hook_resid_post", AddVector(vector, 2.0))
+    assert mean_edit_norm(gemma_fast, [every], prompts) == pytest.approx(2 * float(vector.norm()), rel=1e-5)
+    final = Intervention("blocks.3.hook_resid_post", AddVector(vector, 2.0), PositionRule.parse("final+8"))
+    tokens = len(gemma_fast.tokenizer(prompts[0])["input_ids"])
+    assert mean_edit_norm(gemma_fast, [final], prompts[:1]) == pytest.approx(2 * float(vector.norm()) / tokens,
+                                                                           rel=1e-5)
+    second = Intervention("blocks.5.hook_resid_post", AddVector(vector, 1.0))
+    assert mean_edit_norm(gemma_fast, [every, second], prompts) == pytest.approx(3 * float(vector.norm()), rel=1e-5)
+    with pytest.raises(InterventionError, match="at least one prompt"):
+        mean_edit_norm(gemma_fast, [every], [])

@@ -343,3 +343,36 @@ def add_vector(model: Model, site: str, vector: Float[Tensor, " d"], strength: f
     """One hook adding ``strength * vector`` at ``site`` (the common case, as a single hook)."""
     (hook,) = Intervention(site, AddVector(vector, strength), rule).hooks(model)
     return hook
+
+
+def mean_edit_norm(model: Model, interventions: Sequence[Steer], prompts: Sequence[str], *, batch_size: int = 16,
+                   max_length: int = 128) -> float:
+    """``|delta h|``: the norm of what the interventions change, summed over their hooks, averaged over the prompts'
+    tokens (padding excluded; a token a rule leaves alone counts as 0). Each hook's change is its own edit at its
+    site, not what earlier edits propagated there. The prompts end where the rules' prompts end."""
+    from workbench.backends import device_of, forward_to
+
+    if not prompts:
+        raise InterventionError("mean_edit_norm needs at least one prompt")
+    total, count = 0.0, 0
+    for start in range(0, len(prompts), batch_size):
+        encoded = model.tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
+                                  truncation=True, max_length=max_length, padding_side="right")
+        mask = encoded["attention_mask"]
+        real = mask.to(device_of(model)).bool()
+        sizes: list[Tensor] = []
+        hooks = [(name, _recording_edit_size(fn, real, sizes)) for name, fn in hooks_for(model, interventions)]
+        with torch.inference_mode(), prompt_ends(mask.sum(-1) - 1):
+            forward_to(model, encoded["input_ids"], mask, hooks)
+        total += float(torch.stack(sizes).sum()) if sizes else 0.0
+        count += int(mask.sum())
+    return total / count
+
+
+def _recording_edit_size(fn: Any, real: Bool[Tensor, "batch pos"], sizes: list[Tensor]) -> Any:
+    """``fn`` as a hook that also appends the summed norm of its change over the ``real`` positions to ``sizes``."""
+    def recorded(activation: Tensor, hook: Any) -> Tensor:
+        edited = fn(activation, hook)
+        sizes.append(((edited - activation).float().norm(dim=-1) * real).sum())
+        return edited
+    return recorded

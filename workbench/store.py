@@ -79,9 +79,10 @@ RELEVANCE_CALIBRATIONS = Kind("relevance-calibrations", 1,
 UNIT_STATISTICS = Kind("unit-statistics", 1, "every unit of one site (SAE latents, MLP neurons) over held-out text: "
                        "firing counts, value reservoirs, top texts (what cards read)")
 HELD_OUT_CE = Kind("held-out-ce", 1, "held-out cross-entropy per language without any edit (cards' ablations)")
+MATCHED_STRENGTHS = Kind("matched-strengths", 1, "FOXP2 controls' strengths matched to FOXP2's edit norm or dev KL")
 KINDS: dict[str, Kind] = _kinds(DIRECTIONS, CALIBRATIONS, RUNS, NEURON_HARVESTS, NEURON_POOLED, NEURON_GATES,
                                 NEURON_MASKS, SPECTRA, SAES, FEATURES, SAE_STEERING, TOKEN_SETS,
-                                RELEVANCE_CALIBRATIONS, UNIT_STATISTICS, HELD_OUT_CE)
+                                RELEVANCE_CALIBRATIONS, UNIT_STATISTICS, HELD_OUT_CE, MATCHED_STRENGTHS)
 """Every kind of cached artifact, by name."""
 
 

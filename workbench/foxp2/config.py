@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.calibration import CalibrationConfig
 from workbench.evaluation import EvaluationConfig
+from workbench.foxp2.matching import MATCHINGS, MatchConfig
 from workbench.foxp2.method import VARIANTS, Foxp2Error, Foxp2MethodConfig
 from workbench.foxp2.pairs import PairDataConfig
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig
@@ -54,6 +55,11 @@ class Foxp2Config:
     """Fit the instruction gate and run FOXP2 behind it."""
     controls: tuple[str, ...] = CONTROLS
     """Controls evaluated at FOXP2's strength."""
+    matchings: tuple[str, ...] = MATCHINGS
+    """Each control is also evaluated at the strength matching FOXP2's mean edit norm (``edit-norm``) and its dev
+    KL (``kl``) at FOXP2's strength (:mod:`.matching`; empty: only at FOXP2's strength)."""
+    match: MatchConfig = field(default_factory=MatchConfig)
+    """How the matched strengths are searched on dev."""
     baselines: tuple[str, ...] = BASELINES
     """Registered methods evaluated beside FOXP2."""
     n_dev_prompts: int = 48
@@ -76,6 +82,9 @@ class Foxp2Config:
 
     def __post_init__(self) -> None:
         PositionRule.parse(self.rule)
+        if set(self.matchings) - set(MATCHINGS):
+            raise Foxp2Error(f"unknown matching(s) {sorted(set(self.matchings) - set(MATCHINGS))}; known: "
+                             f"{', '.join(MATCHINGS)}")
         unknown = set(self.controls) - set(CONTROLS)
         if unknown:
             raise Foxp2Error(f"unknown control(s) {sorted(unknown)}; known: {', '.join(CONTROLS)}")
@@ -126,3 +135,6 @@ class Foxp2Result:
     out_dir: Path
     window_search: list[dict[str, Any]] = field(default_factory=list)
     """One row per candidate window tried on dev (origin, dev costs, J); empty when the window was fixed."""
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    """One row per (control, matching): the matched strength and the measure at it vs FOXP2's
+    (:class:`.matching.MatchedStrength`)."""

@@ -1,6 +1,7 @@
 """Neural FOXP2 end to end for one target language, stage by stage: stage II (spectra, window), stage I (SAEs and
 English-promoting features at the window's layers), stage III (the shift's strength by the trust-region calibration
-on dev), then FOXP2, its controls and the baselines on the eval split, with a report.
+on dev), then FOXP2, its controls (at FOXP2's strength, and at the strengths matching its edit norm and its dev KL)
+and the baselines on the eval split, with a report.
 
     result = run_foxp2(model, "hi", "figures/foxp2/hi")
     result.metrics["foxp2"]["lid_success"], result.strength, result.window
@@ -16,7 +17,7 @@ evaluation in progress. Each evaluation is also exported to ``out_dir/runs/``.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from workbench.calibration import calibrate, calibration_bounds, calibration_run
 from workbench.evaluation.evaluate import UtilityContexts
 from workbench.evaluation.runs import EvaluationRuns
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
+from workbench.foxp2.matching import match_controls
 from workbench.foxp2.method import Foxp2Error, Foxp2Method
 from workbench.foxp2.report import write_foxp2_report
 from workbench.interventions import PositionRule
@@ -93,10 +95,15 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
     evaluated = [(name, variant, strength) for name, variant in variants.items()]
     if switch is not None:
         evaluated.insert(1, ("foxp2@switch", method, switch))
+    matched = match_controls(model, method, config.controls, target, source, strength, rule,
+                             matchings=config.matchings, config=config.match, split=trust.split, progress=progress)
+    evaluated += [(f"{row.control}@{row.matched_on}", variants[row.control], row.strength) for row in matched]
+    lap("controls matched on dev (edit norm, KL)")
     for name, variant, variant_strength in evaluated:
         metrics[name], _ = runner.run_method(variant, layer=None, strength=variant_strength, rule=rule,
                                              name=f"eval-{name}-s{variant_strength:g}")
-        settings[name] = {**prepared[variant.variant].plan.summary(), "strength": variant_strength, "rule": str(rule)}
+        settings[name] = {**prepared[variant.variant].plan.summary(), "strength": variant_strength, "rule": str(rule),
+                          "variant": variant.variant}
         if progress:
             console.print(f"  eval {target} {name}: {_brief(metrics[name])}")
     for name in config.baselines:
@@ -116,6 +123,6 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
                          calibration.sweep,
                          {name: {k: v for k, v in m.items() if k != "records"} for name, m in metrics.items()},
                          settings, spectral, prepared["foxp2"].localisation, gate.summary() if gate else None,
-                         seconds, out_dir, choices.get("window_search", []))
+                         seconds, out_dir, choices.get("window_search", []), [asdict(row) for row in matched])
     write_foxp2_report(result, config, model_metadata(model))
     return result

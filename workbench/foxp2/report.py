@@ -27,6 +27,9 @@ LABELS = {"steering_score": "score", "lid_success": "LID", "relevance": "relevan
           "delta_mass": "dM", "leakage_max": "leak max", "kl": "KL", "nll_delta": "NLL Δ", "en_ppl_delta": "en ppl Δ"}
 
 
+MATCHED_ON = {"edit-norm": "mean |δh|", "kl": "KL"}
+
+
 def _selection(name: str, result: Foxp2Result) -> str:
     if name == "foxp2":
         return SELECTIONS["trust-region"]
@@ -34,6 +37,9 @@ def _selection(name: str, result: Foxp2Result) -> str:
         return "smallest dev λ that switches the language"
     if name in CONTROLS:
         return "at FOXP2's λ"
+    control, _, matched_on = name.partition("@")
+    if control in CONTROLS:
+        return f"matched to FOXP2's {MATCHED_ON[matched_on]} on dev"
     setting = result.plans[name]
     return "fixed" if setting["description"].startswith(("prompt", "no steering")) else SELECTIONS["grid"]
 
@@ -205,6 +211,14 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
         lines += ["", f"`foxp2@switch` is the same shift at λ = {result.plans['foxp2@switch']['strength']:g}, the "
                       f"smallest dev strength whose LID success reached {config.switch_lid:g}: outside the trust "
                       "region, shown for what the shift does once it switches the language."]
+    if result.matched:
+        lines += ["", "Controls at matched cost: each control's λ rescaled so that its mean edit norm |δh| on "
+                      f"{config.match.n_prompts} dev prompts, or its KL on {config.match.n_contexts} dev utility "
+                      "contexts, equals FOXP2's at its λ (`<control>@edit-norm`, `<control>@kl` above).", "",
+                  "| control | matched on | λ | control's value | FOXP2's value | measurements |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {row['control']} | {MATCHED_ON[row['matched_on']]} | {row['strength']:.3g} | {row['value']:.3g} "
+                  f"| {row['reference']:.3g} | {row['steps']} |" for row in result.matched]
     lines += ["", "## Time per stage (seconds)", "",
               *[f"- {stage}: {value:.0f}" + (" (loaded from the cache)" if value < 1 else "")
                 for stage, value in result.seconds.items()], ""]
@@ -221,11 +235,12 @@ def write_foxp2_report(result: Foxp2Result, config: Foxp2Config, model: dict[str
         "strength": result.strength, "within_bounds": result.within_bounds, "bounds": result.bounds,
         "gate": result.gate, "seconds": result.seconds, "stage1": result.localisation.summary(),
         "plans": result.plans, "trust_region": result.sweep, "window_search": result.window_search,
-        "config": asdict(config)})
+        "matched_controls": result.matched, "config": asdict(config)})
     frame = write_results(result_rows(result), {result.target: json_safe(result.metrics)}, out,
                           title=f"FOXP2 → {get_language(result.target).name}: eval split",
-                          intro="FOXP2 at its trust-region λ, its controls at the same λ, the baselines at their "
-                                "calibrated setting; 95% intervals.", extra=extra)
+                          intro="FOXP2 at its trust-region λ, its controls at the same λ and at the λ matching FOXP2's "
+                                "edit norm and dev KL, the baselines at their calibrated setting; 95% intervals.",
+                          extra=extra)
     atomic_write_text(out / "trust_region.csv", pd.DataFrame(result.sweep).to_csv(index=False))
     if result.window_search:
         atomic_write_text(out / "window_search.csv", pd.DataFrame(result.window_search).to_csv(index=False))
