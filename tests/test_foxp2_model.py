@@ -82,7 +82,8 @@ def test_response_rows_share_the_prompt_and_differ_from_the_first_answer_token(g
 
 TINY = dict(
     pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
-    window_search=WindowSearchConfig(grid=False, strength=2.0), match=MatchConfig(n_prompts=3, n_contexts=3, max_steps=4),
+    window_search=WindowSearchConfig(grid=False, strength=2.0),
+    match=MatchConfig(n_prompts=3, n_contexts=3, max_steps=4),
     trust=TrustRegionConfig(strengths=(0.1, 2.0), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
     n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_contexts=3, utility_split="dev"),
     n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
