@@ -212,3 +212,17 @@ def test_matching_rescales_a_linear_edit_and_bisects_a_monotone_cost():
         rescale_to(lambda s: 0.0, 1.0, 1.0)
     with pytest.raises(Foxp2Error, match="unknown matching"):
         Foxp2Config(matchings=("norm",))
+
+
+def test_dev_choices_fix_the_window_and_beta_so_they_are_not_searched_again():
+    from workbench.foxp2.method import Foxp2Method
+
+    method = Foxp2Method(progress=False)
+    assert method.config.beta_search is not None and method.with_choices({}) is method
+    chosen = method.with_choices({"window": [2, 4], "beta": 0.5, "window_search": [], "beta_search": []})
+    assert chosen.config.window == (2, 4) and chosen.config.beta == 0.5 and chosen.config.beta_search is None
+    assert chosen.variant_of("positive-only").config.beta == 0.5  # the controls inherit the choices
+    with pytest.raises(WorkbenchError, match="beta candidates"):
+        from workbench.foxp2.beta import BetaSearchConfig
+
+        BetaSearchConfig(betas=(-1.0,))

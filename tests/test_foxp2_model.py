@@ -18,6 +18,7 @@ from workbench.demo import DemoConfig, write_demo_results
 from workbench.directions import DirectionDataConfig
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
 from workbench.evaluation.results import COLUMNS
+from workbench.foxp2.beta import BetaSearchConfig
 from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import fit_gate, gated
 from workbench.foxp2.matching import MatchConfig
@@ -83,7 +84,7 @@ def test_response_rows_share_the_prompt_and_differ_from_the_first_answer_token(g
 TINY = dict(
     pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
     window_search=WindowSearchConfig(grid=False, strength=2.0),
-    match=MatchConfig(n_prompts=3, n_contexts=3, max_steps=4),
+    match=MatchConfig(n_prompts=3, n_contexts=3, max_steps=4), beta_search=BetaSearchConfig(betas=(0.0, 1.0)),
     trust=TrustRegionConfig(strengths=(0.1, 2.0), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
     n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_contexts=3, utility_split="dev"),
     n_prompts=4, evaluation=EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
@@ -126,7 +127,13 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
     best = search.loc[search["objective"].idxmax()]
     assert (best["first"], best["last"]) == result.window
     assert [p["layer"] for p in result.plans["foxp2"]["layers"]] == list(range(first, last + 1))
-    assert result.plans["foxp2"]["beta"] == 1.0 and sum(p["n_features"] for p in result.plans["foxp2"]["layers"])
+    # beta chosen with lambda on dev: each beta's strongest admissible point, the best J among them
+    betas = pd.DataFrame(result.beta_search)
+    assert set(betas["beta"]) == {0.0, 1.0} and betas["within_bounds"].all()  # the relaxed bounds admit all
+    points = betas[betas["point"]]
+    assert len(points) == 2 and (points["strength"] == 2.0).all()
+    assert result.plans["foxp2"]["beta"] == points.loc[points["objective"].idxmax(), "beta"]
+    assert sum(p["n_features"] for p in result.plans["foxp2"]["layers"])
     shifted = [p["layer"] for p in result.plans["shifted-window"]["layers"]]
     assert not set(shifted) & set(range(first, last + 1)) and len(shifted) == last - first + 1
     metrics = result.metrics
@@ -138,7 +145,9 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
     assert metrics["random-support"]["nll_delta"] > metrics["foxp2"]["nll_delta"] + 1.0
     controls = {"positive-only", "negative-only", "random-support", "shifted-window", "diffmean-window"}
     matched = {f"{control}@{on}" for control in controls for on in ("edit-norm", "kl")}
-    assert set(metrics) == {"foxp2", *controls, *matched, "none", "prompt-en", "prompt-native", "diffmean"}
+    assert set(metrics) == {"foxp2", "foxp2@final+8", *controls, *matched, "none", "prompt-en", "prompt-native",
+                            "diffmean"}
+    assert result.plans["foxp2@final+8"]["rule"] == "final+8" and result.plans["foxp2"]["rule"] == "all"
     # each control also ran at the strength where its mean edit norm (exactly, up to the negative term's
     # non-linearity) or its dev KL (within 10%, or the closest of the 4 tries) equals FOXP2's
     for row in result.matched:
@@ -157,7 +166,7 @@ def test_foxp2_writes_every_artifact_and_a_rerun_loads_them(foxp2_run):
     result, again, first_seconds, second_seconds, _ = foxp2_run
     out = result.out_dir
     for name in ("report.md", "metrics.json", "results.csv", "trust_region.csv", "trust_region.html",
-                 "window_search.csv", "window_search.html",
+                 "window_search.csv", "window_search.html", "beta_search.csv",
                  "comparison.html", "spectral/spectral.json", "spectral/spectral_profile.html",
                  "features/features.json"):
         assert (out / name).is_file(), name

@@ -15,7 +15,12 @@ def foxp2_command(
         out: Path = typer.Option(Path("figures/foxp2"), help="Output directory (a subdirectory per target)."),
         source: str = typer.Option("en", help="Language steered away from."),
         positions: str = typer.Option("all", help="all, or final+K (the prompt-final position and K decoding steps)."),
-        beta: float = typer.Option(1.0, help="Weight of the English-feature suppression."),
+        positions_also: str = typer.Option("final+8", "--also-positions", help="Comma-separated position rules "
+                                           "FOXP2 is also calibrated and evaluated under (empty: none)."),
+        betas: str = typer.Option("0,0.25,0.5,0.75,1", help="Weights β of the English-feature suppression tried on "
+                                  "dev jointly with λ; one value fixes β."),
+        matchings: str = typer.Option("edit-norm,kl", help="Controls are also run at the λ matching FOXP2's mean edit "
+                                      "norm and/or dev KL (comma-separated; empty: only at FOXP2's λ)."),
         gate: bool = typer.Option(False, help="Fit the instruction gate and run FOXP2 behind it."),
         strengths: str = typer.Option("0.05,0.1,0.2,0.5,1,2,4,8", help="Comma-separated λ tried on dev."),
         units: str = typer.Option("residual-norm", help="Strength units: residual-norm (v_tgt at each layer's median "
@@ -52,6 +57,7 @@ def foxp2_command(
     from dataclasses import replace
 
     from workbench.evaluation import EvaluationConfig
+    from workbench.foxp2.beta import BetaSearchConfig
     from workbench.foxp2.config import Foxp2Config
     from workbench.foxp2.method import UNITS
     from workbench.foxp2.pairs import POSITIONS
@@ -83,11 +89,14 @@ def foxp2_command(
         from workbench.saes.io import checked_sae_directories
 
         checked_sae_directories(saes)
+    beta_values = numbers(betas, "--betas", minimum=0)
     defaults = Foxp2Config()
     n_pairs = positive(pairs, "--pairs") if pairs is not None else defaults.pairs.n_pairs
     sae = defaults.localise.sae
     config = Foxp2Config(
-        source=source, rule=positions, beta=finite(beta, "--beta"), gate=gate, units=units, window=fixed,
+        source=source, rule=positions, other_rules=_names(positions_also), beta=beta_values[0],
+        beta_search=BetaSearchConfig(beta_values) if len(beta_values) > 1 else None, matchings=_names(matchings),
+        gate=gate, units=units, window=fixed,
         window_search=None if window_search == "none" else WindowSearchConfig(grid=window_search == "grid"),
         pairs=replace(defaults.pairs, n_pairs=n_pairs, positions=rows),
         spectral=replace(defaults.spectral, window_score=window_score,
@@ -103,8 +112,7 @@ def foxp2_command(
                                 max_leakage=finite(max_leakage, "--max-leakage", minimum=0),
                                 max_kl=finite(max_kl, "--max-kl", minimum=0),
                                 max_nll_delta=finite(max_nll_delta, "--max-nll-delta", minimum=0)),
-        controls=tuple(part.strip() for part in controls.split(",") if part.strip()),
-        baselines=tuple(part.strip() for part in baselines.split(",") if part.strip()),
+        controls=_names(controls), baselines=_names(baselines),
         n_dev_prompts=positive(n_dev_prompts, "--n-dev-prompts"),
         n_prompts=None if n_prompts is None else positive(n_prompts, "--n-prompts"),
         evaluation=EvaluationConfig(max_new_tokens=positive(max_new_tokens, "--max-new-tokens")))
@@ -112,3 +120,8 @@ def foxp2_command(
     result = run_foxp2(load_model(model, backend=backend), code, out / code, config)
     console.print((result.out_dir / "report.md").read_text())
     console.print(f"report.md, metrics.json, results.csv and figures written to {result.out_dir}/")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The comma-separated names of ``text`` (empty: none)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())

@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.calibration import CalibrationConfig
 from workbench.evaluation import EvaluationConfig
+from workbench.foxp2.beta import BetaSearchConfig
 from workbench.foxp2.matching import MATCHINGS, MatchConfig
 from workbench.foxp2.method import VARIANTS, Foxp2Error, Foxp2MethodConfig
 from workbench.foxp2.pairs import PairDataConfig
@@ -41,8 +42,11 @@ class Foxp2Config:
     """Stage III: the strengths tried on dev and the bounds."""
     rule: str = "all"
     """Positions the shift edits: ``all``, or ``final+8`` (the prompt-final position and 8 decoding steps)."""
+    other_rules: tuple[str, ...] = ("final+8",)
+    """Position rules FOXP2 is also calibrated (strength on dev, the window and beta of ``rule`` kept) and evaluated
+    under, reported as ``foxp2@<rule>`` (the paper's default ``final+8`` beside ``all``)."""
     beta: float = 1.0
-    """Weight of the English-feature suppression."""
+    """Weight of the English-feature suppression (when ``beta_search`` is None)."""
     units: str = "residual-norm"
     """Strength units (``residual-norm``: each layer's median residual norm, strength / |W|; ``raw``: the
     paper-literal multiple of ``v_tgt``)."""
@@ -51,6 +55,8 @@ class Foxp2Config:
     window_search: WindowSearchConfig | None = field(default_factory=WindowSearchConfig)
     """The candidates tried on dev and the strength they are tried at (None: stage II's own window, the
     paper-literal choice with ``spectral.window_score="mass-x-stability"``)."""
+    beta_search: BetaSearchConfig | None = field(default_factory=BetaSearchConfig)
+    """The ``beta`` values tried on dev jointly with the strength (None: ``beta`` as set)."""
     gate: bool = False
     """Fit the instruction gate and run FOXP2 behind it."""
     controls: tuple[str, ...] = CONTROLS
@@ -81,7 +87,10 @@ class Foxp2Config:
     """Seed of the random-support control."""
 
     def __post_init__(self) -> None:
-        PositionRule.parse(self.rule)
+        for rule in (self.rule, *self.other_rules):
+            PositionRule.parse(rule)
+        if self.rule in self.other_rules:
+            raise Foxp2Error(f"other_rules repeats the main rule {self.rule!r}")
         if set(self.matchings) - set(MATCHINGS):
             raise Foxp2Error(f"unknown matching(s) {sorted(set(self.matchings) - set(MATCHINGS))}; known: "
                              f"{', '.join(MATCHINGS)}")
@@ -100,7 +109,8 @@ class Foxp2Config:
         """What the FOXP2 method (and its controls) are built with."""
         return Foxp2MethodConfig(pairs=self.pairs, spectral=self.spectral, localise=self.localise, beta=self.beta,
                                  gate=self.gate, seed=self.seed, strengths=self.trust.strengths, units=self.units,
-                                 window=self.window, window_search=self.window_search)
+                                 window=self.window, window_search=self.window_search,
+                                 beta_search=self.beta_search)
 
     def trust_calibration(self) -> CalibrationConfig:
         """Stage III as a calibration: the trust-region strategy over ``trust.strengths`` on the dev prompts."""
@@ -138,3 +148,5 @@ class Foxp2Result:
     matched: list[dict[str, Any]] = field(default_factory=list)
     """One row per (control, matching): the matched strength and the measure at it vs FOXP2's
     (:class:`.matching.MatchedStrength`)."""
+    beta_search: list[dict[str, Any]] = field(default_factory=list)
+    """One row per (beta, lambda) tried on dev (:mod:`.beta`); empty when beta was fixed."""

@@ -8,7 +8,8 @@ scores and windows, :func:`.spectra.spectral_stage`) and stage I at the window (
 features, :func:`.sae_features.localise`), then builds its :class:`.shift.ShiftPlan`. Its treatment is the plan's
 interventions at the given strength (``lambda``, in the config's ``units``). Calibration first asks the method for
 its dev choices (:meth:`Foxp2Method.dev_choices`: the window by J among stage II's windows and a coarse grid,
-:mod:`.window`), then searches strengths by the trust-region strategy (:mod:`workbench.calibration`).
+:mod:`.window`; then ``beta`` jointly with the strength, :mod:`.beta`), then searches strengths by the trust-region
+strategy at that ``beta`` (:mod:`workbench.calibration`).
 
 Variants (METHODS section 3's controls): ``positive-only`` (no English-feature suppression), ``negative-only`` (no
 target vector), ``random-support`` (a random direction of the same norm and as many random latents, matched on English
@@ -25,6 +26,7 @@ from typing import Any
 
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
+from workbench.foxp2.beta import BetaSearchConfig, search_beta
 from workbench.foxp2.gate import GateReport, fit_gate, gated
 from workbench.foxp2.pairs import PairDataConfig
 from workbench.foxp2.sae_features import Localisation, LocaliseConfig, localise
@@ -76,6 +78,8 @@ class Foxp2MethodConfig:
     own window (``spectral.window_score``)."""
     window_search: WindowSearchConfig | None = field(default_factory=WindowSearchConfig)
     """How calibration chooses the window on dev by J (None: stage II's window, the paper-literal choice)."""
+    beta_search: BetaSearchConfig | None = field(default_factory=BetaSearchConfig)
+    """How calibration chooses ``beta`` on dev jointly with the strength (:mod:`.beta`; None: ``beta`` as set)."""
 
     def __post_init__(self) -> None:
         if self.units not in UNITS:
@@ -164,18 +168,27 @@ class Foxp2Method:
 
     def dev_choices(self, model: Model, target: str, source: str, runs: Any, bounds: dict[str, float], *,
                     rule: PositionRule, progress: bool = True) -> dict[str, Any]:
-        """The window by J on the dev prompts of ``runs`` (:mod:`.window`); nothing when the window is fixed."""
-        if self.config.window is not None or self.config.window_search is None:
-            return {}
-        return search_window(self, model, target, source, runs, bounds, rule=rule, config=self.config.window_search,
-                             progress=progress).choices()
+        """The window by J on the dev prompts of ``runs`` (:mod:`.window`), then FOXP2's ``beta`` jointly with the
+        strength there (:mod:`.beta`); nothing for what is already fixed."""
+        choices: dict[str, Any] = {}
+        method = self
+        if self.config.window is None and self.config.window_search is not None:
+            choices.update(search_window(self, model, target, source, runs, bounds, rule=rule,
+                                         config=self.config.window_search, progress=progress).choices())
+            method = self.with_choices(choices)
+        if self.variant == "foxp2" and self.config.beta_search is not None:
+            choices.update(search_beta(method, model, target, source, runs, bounds, rule=rule,
+                                       config=self.config.beta_search, progress=progress).choices())
+        return choices
 
     def with_choices(self, choices: dict[str, Any]) -> Foxp2Method:
-        """This method with its dev choices applied (the window)."""
-        if "window" not in choices:
-            return self
-        return replace(self, config=replace(self.config, window=(int(choices["window"][0]),
-                                                                 int(choices["window"][1]))))
+        """This method with its dev choices applied (the window; ``beta``, which then is no longer searched)."""
+        config = self.config
+        if "window" in choices:
+            config = replace(config, window=(int(choices["window"][0]), int(choices["window"][1])))
+        if "beta" in choices:
+            config = replace(config, beta=float(choices["beta"]), beta_search=None)
+        return self if config == self.config else replace(self, config=config)
 
     def strength_grid(self) -> list[float]:
         return list(self.config.strengths)

@@ -76,7 +76,7 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
                                  progress=progress)
     method = method.with_choices(choices)
     window = method.config.window or spectral.window
-    lap("window by J on dev")
+    lap("window, then beta with lambda, by J on dev (stage I at the window included)")
     variants = {"foxp2": method, **{name: method.variant_of(name) for name in config.controls}}
     prepared = {name: variant.prepare(model, target, source) for name, variant in variants.items()}
     lap("stage I (SAEs, features)")
@@ -92,18 +92,22 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
                                        config=config.evaluation, export_dir=out_dir / "runs")
     metrics: dict[str, dict[str, Any]] = {}
     settings: dict[str, dict[str, Any]] = {}
-    evaluated = [(name, variant, strength) for name, variant in variants.items()]
+    evaluated = [(name, variant, strength, rule) for name, variant in variants.items()]
     if switch is not None:
-        evaluated.insert(1, ("foxp2@switch", method, switch))
+        evaluated.insert(1, ("foxp2@switch", method, switch, rule))
+    for other in config.other_rules:
+        other_rule = PositionRule.parse(other)
+        setting = calibrate(model, method, target, source, rule=other_rule, config=trust, progress=progress, runs=dev)
+        evaluated.append((f"foxp2@{other}", method, setting.strength, other_rule))
     matched = match_controls(model, method, config.controls, target, source, strength, rule,
                              matchings=config.matchings, config=config.match, split=trust.split, progress=progress)
-    evaluated += [(f"{row.control}@{row.matched_on}", variants[row.control], row.strength) for row in matched]
+    evaluated += [(f"{row.control}@{row.matched_on}", variants[row.control], row.strength, rule) for row in matched]
     lap("controls matched on dev (edit norm, KL)")
-    for name, variant, variant_strength in evaluated:
-        metrics[name], _ = runner.run_method(variant, layer=None, strength=variant_strength, rule=rule,
+    for name, variant, variant_strength, variant_rule in evaluated:
+        metrics[name], _ = runner.run_method(variant, layer=None, strength=variant_strength, rule=variant_rule,
                                              name=f"eval-{name}-s{variant_strength:g}")
-        settings[name] = {**prepared[variant.variant].plan.summary(), "strength": variant_strength, "rule": str(rule),
-                          "variant": variant.variant}
+        settings[name] = {**prepared[variant.variant].plan.summary(), "strength": variant_strength,
+                          "rule": str(variant_rule), "variant": variant.variant}
         if progress:
             console.print(f"  eval {target} {name}: {_brief(metrics[name])}")
     for name in config.baselines:
@@ -123,6 +127,7 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
                          calibration.sweep,
                          {name: {k: v for k, v in m.items() if k != "records"} for name, m in metrics.items()},
                          settings, spectral, prepared["foxp2"].localisation, gate.summary() if gate else None,
-                         seconds, out_dir, choices.get("window_search", []), [asdict(row) for row in matched])
+                         seconds, out_dir, choices.get("window_search", []), [asdict(row) for row in matched],
+                         choices.get("beta_search", []))
     write_foxp2_report(result, config, model_metadata(model))
     return result

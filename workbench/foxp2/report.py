@@ -35,6 +35,8 @@ def _selection(name: str, result: Foxp2Result) -> str:
         return SELECTIONS["trust-region"]
     if name == "foxp2@switch":
         return "smallest dev λ that switches the language"
+    if name.startswith("foxp2@"):
+        return f"{SELECTIONS['trust-region']} under {name.partition('@')[2]}"
     if name in CONTROLS:
         return "at FOXP2's λ"
     control, _, matched_on = name.partition("@")
@@ -175,6 +177,18 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
                          f"| {row['default_rate']:.2f} | {row['delta_mass']:+.2f} | {row['kl']:.2f} "
                          f"| {row['nll_delta']:+.2f} | {row['leakage_max']:.3f} |")
         lines.append("")
+    if result.beta_search:
+        lines += [f"β jointly with λ on dev (each β's λ climbed to the first setting outside the bounds; its point is "
+                  f"the strongest inside; the best J wins): β = **{result.plans['foxp2']['beta']:g}**.", "",
+                  "| β | λ | J | DEFAULT | LID | dM | KL | NLL Δ | leak max | within bounds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in result.beta_search:
+            point = " ◀" if row["point"] else ""
+            lines.append(f"| {row['beta']:g} | {row['strength']:g} | {row['objective']:+.3f}{point}"
+                         f" | {row['default_rate']:.2f} | {row['lid_success']:.2f} | {row['delta_mass']:+.2f} "
+                         f"| {row['kl']:.2f} | {row['nll_delta']:+.2f} | {row['leakage_max']:.3f} "
+                         f"| {'yes' if row['within_bounds'] else 'no'} |")
+        lines.append("")
     lines += ["## Stage I: English-promoting SAE features at the window", "",
              "| site | FOXP2 target features | English features (N_en) | feature-space rank | mass | stability |",
              "|---|---|---|---|---|---|"]
@@ -188,7 +202,7 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
               f"Bounds (each max(fixed, cost of prompting \"Answer in {name}.\")): {bound_text}. "
               f"Chosen λ = **{result.strength:g}**" + ("" if result.within_bounds else
                                                        " — no strength met every bound; the smallest is reported") +
-              f". Positions: `{config.rule}`; β = {config.beta:g}.", "",
+              f". Positions: `{config.rule}`; β = {result.plans['foxp2']['beta']:g}.", "",
               "| λ | LID | relevance | score | dM | leak max | KL | NLL Δ |", "|---|---|---|---|---|---|---|---|"]
     for row in result.sweep:
         lines.append(f"| {row['strength']:g} | {row['lid_success']:.2f} | {row['relevance']:.2f} "
@@ -235,13 +249,16 @@ def write_foxp2_report(result: Foxp2Result, config: Foxp2Config, model: dict[str
         "strength": result.strength, "within_bounds": result.within_bounds, "bounds": result.bounds,
         "gate": result.gate, "seconds": result.seconds, "stage1": result.localisation.summary(),
         "plans": result.plans, "trust_region": result.sweep, "window_search": result.window_search,
-        "matched_controls": result.matched, "config": asdict(config)})
+        "matched_controls": result.matched, "beta_search": result.beta_search,
+        "config": asdict(config)})
     frame = write_results(result_rows(result), {result.target: json_safe(result.metrics)}, out,
                           title=f"FOXP2 → {get_language(result.target).name}: eval split",
                           intro="FOXP2 at its trust-region λ, its controls at the same λ and at the λ matching FOXP2's "
                                 "edit norm and dev KL, the baselines at their calibrated setting; 95% intervals.",
                           extra=extra)
     atomic_write_text(out / "trust_region.csv", pd.DataFrame(result.sweep).to_csv(index=False))
+    if result.beta_search:
+        atomic_write_text(out / "beta_search.csv", pd.DataFrame(result.beta_search).to_csv(index=False))
     if result.window_search:
         atomic_write_text(out / "window_search.csv", pd.DataFrame(result.window_search).to_csv(index=False))
         atomic_write_text(out / "window_search.html",
