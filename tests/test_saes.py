@@ -28,7 +28,7 @@ from workbench.saes import (
     reconstruction_metrics,
     train_saes,
 )
-from workbench.saes.data import shuffled_batches
+from workbench.saes.data import corpus_batches, shuffled_batches
 from workbench.saes.metrics import json_safe
 
 
@@ -321,3 +321,38 @@ def test_config_validation_is_early_and_clear():
         SAETrainConfig(languages=("xx",))
     with pytest.raises(SAEError, match="baseline"):
         SAEEvalConfig(baselines=("median",))
+
+
+def test_expansion_factor_sets_each_sites_width(tiny_model, tmp_path):
+    buffer = harvest_buffer(tiny_model, random_batches(), ["0.resid_post", "0.mlp_post"], exclude_bos=False,
+                            progress=False)
+    config = make_train_cfg(expansion_factor=1.5, k=4)
+    with one_thread():
+        trained = train_saes(tiny_model, ["0.resid_post", "0.mlp_post"], tmp_path, config, buffer=buffer,
+                             progress=False)
+    for name, site in trained.items():
+        d_in = int(buffer.activations[name].shape[-1])
+        assert site.sae.cfg.d_sae == site.record["d_sae"] == round(1.5 * d_in)
+    assert trained["blocks.0.mlp.hook_post"].sae.cfg.d_sae > trained["blocks.0.hook_resid_post"].sae.cfg.d_sae
+    with pytest.raises(SAEError, match="expansion_factor must be > 0"):
+        SAETrainConfig(expansion_factor=0.0)
+    with pytest.raises(SAEError, match="exceeds the 8 latents"):
+        SAETrainConfig(expansion_factor=0.5, k=16).width(16)
+
+
+def test_qa_share_takes_that_share_of_each_language_from_question_answer_contexts():
+    from transformers import AutoTokenizer
+
+    from workbench.models import ensure_embedded_checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
+    batches, counts = corpus_batches(tokenizer, ["hi", "es"], "discovery", 4000, qa_share=0.5, max_length=64)
+    texts = [tokenizer.decode(row[mask.bool()], skip_special_tokens=True)
+             for batch in batches for row, mask in zip(batch.tokens, batch.attention_mask, strict=True)]
+    qa = [text for text in texts if text.startswith("Q: ") and "\nA: " in text]
+    assert qa and len(qa) < len(texts)  # both kinds of text
+    assert all(count >= 2000 for count in counts.values()), counts
+    plain, _ = corpus_batches(tokenizer, ["hi"], "discovery", 2000, max_length=64)
+    assert not any(tokenizer.decode(row, skip_special_tokens=True).startswith("Q: ") for b in plain for row in b.tokens)
+    # fields added later leave older SAEs' cache keys unchanged at their defaults
+    assert "qa_share" not in SAETrainConfig().to_dict() and SAETrainConfig(qa_share=0.25).to_dict()["qa_share"] == 0.25

@@ -33,6 +33,10 @@ def train(sites: str = typer.Option(..., "--sites", help="Comma-separated sites,
           out: Path = typer.Option(..., "--out", help="Output directory (one SAELens directory per site)."),
           architecture: str = typer.Option(_TRAIN.architecture, help="topk, jumprelu or standard (L1)."),
           d_sae: int = typer.Option(_TRAIN.d_sae, help="Latents per SAE."),
+          expansion_factor: float | None = typer.Option(None, help="Latents per SAE as a multiple of the site's "
+                                                        "width (replaces --d-sae)."),
+          qa_share: float = typer.Option(0.0, help="Share of each language's tokens from question/answer contexts "
+                                         "(Q: <English question> A: <answer in the language>)."),
           k: int = typer.Option(_TRAIN.k, help="TopK: active latents per token."),
           tokens: int = typer.Option(_TRAIN.n_tokens, help="Distinct corpus tokens harvested (shared by all sites)."),
           samples: int = typer.Option(_TRAIN.training_samples, help="Training samples per SAE (epochs over buffer)."),
@@ -56,7 +60,12 @@ def train(sites: str = typer.Option(..., "--sites", help="Comma-separated sites,
         positive(value, option)
     for value, option in ((lr, "--lr"), (l1_coefficient, "--l1-coefficient"), (l0_coefficient, "--l0-coefficient")):
         finite(value, option, minimum=0)
+    if expansion_factor is not None and not finite(expansion_factor, "--expansion-factor") > 0:
+        raise typer.BadParameter(f"{expansion_factor:g}; give a multiple > 0", param_hint="--expansion-factor")
+    if not 0 <= finite(qa_share, "--qa-share") <= 1:
+        raise typer.BadParameter(f"{qa_share:g}; give a share in [0, 1]", param_hint="--qa-share")
     config = SAETrainConfig(architecture=architecture, d_sae=d_sae, k=k, n_tokens=tokens, training_samples=samples,
+                            expansion_factor=expansion_factor, qa_share=qa_share,
                             batch_size=batch_size, lr=lr, l1_coefficient=l1_coefficient,
                             l0_coefficient=l0_coefficient, languages=tuple(_split_list(languages)))
     loaded = load_model(model, backend="hf")

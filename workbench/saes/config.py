@@ -21,6 +21,10 @@ class SAEError(WorkbenchError):
     """An SAE that does not fit the model (hook, width), a bad training/eval setting, or missing data."""
 
 
+LATER_FIELDS: dict[str, Any] = {"expansion_factor": None, "qa_share": 0.0}
+""":class:`SAETrainConfig` fields added after the first cached SAEs, with their defaults."""
+
+
 @dataclass(frozen=True)
 class SAETrainConfig:
     """How one SAE per site is trained with SAELens on activations of the shipped corpus.
@@ -33,6 +37,8 @@ class SAETrainConfig:
     """``topk`` (default), ``jumprelu`` or ``standard`` (L1)."""
     d_sae: int = 2048
     """Number of latents (3.2x a 640-wide site; 4096 left ~55% of latents dead at this training budget)."""
+    expansion_factor: float | None = None
+    """When set, the width is ``round(expansion_factor x d_in)`` of each site and ``d_sae`` is ignored."""
     k: int = 32
     """TopK: active latents per token."""
     l1_coefficient: float = 2.0
@@ -69,6 +75,9 @@ class SAETrainConfig:
     """Initial decoder bias: the data ``mean`` (recommended) or ``zero`` (SAELens' default)."""
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
     """Languages of the monolingual training text."""
+    qa_share: float = 0.0
+    """Share of each language's token budget taken from question/answer contexts (``Q: <English question>\nA:
+    <answer in the language>``, :func:`workbench.corpus.qa_pairs`): the format the steered prompts have."""
     split: str = "discovery"
     """Corpus split of the training text."""
     max_length: int = 128
@@ -89,6 +98,10 @@ class SAETrainConfig:
             raise SAEError(f"unknown SAE architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
         if self.d_sae < 1 or self.k < 1 or (self.architecture == "topk" and self.k > self.d_sae):
             raise SAEError(f"need d_sae >= 1 and 1 <= k <= d_sae, got d_sae={self.d_sae}, k={self.k}")
+        if self.expansion_factor is not None and not self.expansion_factor > 0:
+            raise SAEError(f"expansion_factor must be > 0, got {self.expansion_factor}")
+        if not 0.0 <= self.qa_share <= 1.0:
+            raise SAEError(f"qa_share must be in [0, 1], got {self.qa_share}")
         if self.n_tokens < self.batch_size:
             raise SAEError(f"n_tokens ({self.n_tokens}) must be at least one batch ({self.batch_size})")
         if self.training_samples < self.batch_size:
@@ -106,12 +119,25 @@ class SAETrainConfig:
         for code in self.languages:
             get_language(code)
 
+    def width(self, d_in: int) -> int:
+        """Latents of an SAE on a site of width ``d_in`` (``expansion_factor x d_in``, else ``d_sae``)."""
+        width = round(self.expansion_factor * d_in) if self.expansion_factor is not None else self.d_sae
+        if self.architecture == "topk" and self.k > width:
+            raise SAEError(f"k={self.k} exceeds the {width} latents of an SAE on a width-{d_in} site")
+        return width
+
     @property
     def total_steps(self) -> int:
         return self.training_samples // self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings (JSON-ready). Fields added after SAEs were first cached are left out at their defaults, so
+        those cache entries keep their keys."""
+        payload = asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if payload[name] == default:
+                del payload[name]
+        return payload
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> SAETrainConfig:

@@ -24,13 +24,17 @@ from workbench.sites import Site, resolve_site, validate_hook_name
 
 
 def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_tokens: int, *, max_length: int = 128,
-                   batch_size: int = 16, exclude_bos: bool = True) -> tuple[list[TokenBatch], dict[str, int]]:
-    """Token batches of shipped monolingual text, ``n_tokens / len(languages)`` usable tokens per language.
+                   batch_size: int = 16, exclude_bos: bool = True, qa_share: float = 0.0
+                   ) -> tuple[list[TokenBatch], dict[str, int]]:
+    """Token batches of shipped monolingual text, ``n_tokens / len(languages)`` usable tokens per language, the share
+    ``qa_share`` of them from question/answer contexts in the QA template (an English help heading as the question,
+    the paragraph after it in the language as the answer; where a language has fewer, monolingual text fills in).
 
     Returns the batches (labelled by language) and the usable token count taken per language; a language with
     less text in the split gives all it has.
     """
     from workbench import corpus
+    from workbench.prompting import QA_TEMPLATE
 
     if not languages:
         raise SAEError("no languages given")
@@ -38,8 +42,15 @@ def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_token
     chosen: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     for lang in languages:
+        qa_texts, qa_count = [], 0
+        if qa_share > 0:
+            contexts = [f"{QA_TEMPLATE.format(prompt=pair.question)} {pair.answer}"
+                        for pair in corpus.qa_pairs(lang, split=split)]
+            qa_texts, qa_count = texts_with_budget(tokenizer, contexts, round(per_language * qa_share), max_length,
+                                                   exclude_bos)
         texts = [row.text for row in corpus.monolingual(lang, split=split)]
-        chosen[lang], counts[lang] = texts_with_budget(tokenizer, texts, per_language, max_length, exclude_bos)
+        plain, count = texts_with_budget(tokenizer, texts, per_language - qa_count, max_length, exclude_bos)
+        chosen[lang], counts[lang] = qa_texts + plain, qa_count + count
         if not chosen[lang]:
             raise SAEError(f"no {lang!r} text in split {split!r}")
     return batch_texts(tokenizer, chosen, batch_size=batch_size, max_length=max_length), counts

@@ -53,7 +53,7 @@ def build_training_sae(config: SAETrainConfig, d_in: int, hook_name: str, model_
     from sae_lens.saes.sae import SAEMetadata
 
     metadata = SAEMetadata(hook_name=hook_name, model_name=model_name, prepend_bos=True, context_size=None)
-    common = {"d_in": d_in, "d_sae": config.d_sae, "device": config.device, "dtype": "float32",
+    common = {"d_in": d_in, "d_sae": config.width(d_in), "device": config.device, "dtype": "float32",
               "normalize_activations": config.normalize_activations, "metadata": metadata}
     torch.manual_seed(config.seed)
     if config.architecture == "topk":
@@ -185,7 +185,7 @@ def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, c
         started = time.perf_counter()
         batches, token_counts = corpus_batches(model.tokenizer, config.languages, config.split, config.n_tokens,
                                                max_length=config.max_length, batch_size=config.text_batch_size,
-                                               exclude_bos=config.exclude_bos)
+                                               exclude_bos=config.exclude_bos, qa_share=config.qa_share)
         buffer = harvest_buffer(model, batches, todo, exclude_bos=config.exclude_bos,
                                 max_gib=config.max_buffer_gib, progress=progress,
                                 description=f"harvest {len(todo)} site(s)")
@@ -211,7 +211,7 @@ def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, c
             fit = reconstruction_metrics(sample, sae.decode(latents), latents)
         record = {
             "site": site.hook_name, "architecture": config.architecture, "d_in": int(data.shape[-1]),
-            "d_sae": config.d_sae, "tokens": buffer.n_tokens, "tokens_per_language": token_counts,
+            "d_sae": config.width(int(data.shape[-1])), "tokens": buffer.n_tokens, "tokens_per_language": token_counts,
             "training_samples": trainer.n_training_samples, "steps": trainer.n_training_steps,
             "epochs": trainer.n_training_samples / buffer.n_tokens,
             "harvest_seconds_shared": round(harvest_seconds, 2), "train_seconds": round(train_seconds, 2),
