@@ -134,6 +134,10 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
     assert len(points) == 2 and (points["strength"] == 2.0).all()
     assert result.plans["foxp2"]["beta"] == points.loc[points["objective"].idxmax(), "beta"]
     assert sum(p["n_features"] for p in result.plans["foxp2"]["layers"])
+    # stage II in SAE-feature space at the window: the same response rows, encoded; Hindi and English separate
+    spectra = result.localisation.feature_spectra
+    assert list(spectra["layer"]) == list(range(first, last + 1))
+    assert (spectra["fisher"] > 5 * spectra["fisher_null"]).all(), spectra[["layer", "fisher", "fisher_null"]]
     shifted = [p["layer"] for p in result.plans["shifted-window"]["layers"]]
     assert not set(shifted) & set(range(first, last + 1)) and len(shifted) == last - first + 1
     metrics = result.metrics

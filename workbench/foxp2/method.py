@@ -209,7 +209,7 @@ class Foxp2Method:
     def localisation(self, model: Model, target: str, layers: list[int]) -> Localisation:
         """Stage I for ``target`` at ``layers`` (SAEs and features from the store after the first run)."""
         return self._memo(("localise", id(model), target, tuple(layers)), lambda: localise(
-            model, target, layers, self.config.localise, progress=self.progress))
+            model, target, layers, self.config.localise, pairs=self.config.pairs, progress=self.progress))
 
     def prepare(self, model: Model, target: str, source: str) -> Preparation:
         """Stages II and I and this variant's plan, once per (model, target, source)."""

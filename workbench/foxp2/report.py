@@ -190,13 +190,15 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
                          f"| {'yes' if row['within_bounds'] else 'no'} |")
         lines.append("")
     lines += ["## Stage I: English-promoting SAE features at the window", "",
-             "| site | FOXP2 target features | English features (N_en) | feature-space rank | mass | stability |",
-             "|---|---|---|---|---|---|"]
+             "| site | FOXP2 target features | English features (N_en) | feature-space rank | mass | stability "
+             "| Fisher (swapped sides) | centred mass excess |", "|---|---|---|---|---|---|---|---|"]
     spectra = result.localisation.feature_spectra.set_index("site")
     for count in result.localisation.report.site_counts:
         site = count["site"]
         lines.append(f"| {site} | {count['target']} | {count['english']} | {int(spectra.loc[site, 'rank'])} "
-                     f"| {spectra.loc[site, 'mass']:.2f} | {spectra.loc[site, 'stability']:.2f} |")
+                     f"| {spectra.loc[site, 'mass']:.2f} | {spectra.loc[site, 'stability']:.2f} "
+                     f"| {spectra.loc[site, 'fisher']:.2f} ({spectra.loc[site, 'fisher_null']:.3f}) "
+                     f"| {spectra.loc[site, 'mass_excess']:+.3f} |")
     bound_text = ", ".join(f"{LABELS[k]} ≤ {v:.3g}" for k, v in result.bounds.items())
     lines += ["", "## Stage III: trust region (dev split)", "",
               f"Bounds (each max(fixed, cost of prompting \"Answer in {name}.\")): {bound_text}. "

@@ -1,5 +1,5 @@
 """FOXP2 stage I for the pipeline: SAEs at the window's residual sites, the language features there (selectivity x
-causal lift, traced to neurons) and the feature-space spectra, all cached.
+causal lift, traced to neurons) and stage II in SAE-feature space (the same rows, encoded), all cached.
 
 SAEs are language-independent and shared with the other SAE methods (:func:`workbench.saes.cache.residual_saes`). The
 feature analysis of a target at a window is one :data:`workbench.store.FEATURES` entry.
@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from workbench import corpus
 from workbench.artifacts import atomic_write_json
 from workbench.backends import Model
+from workbench.errors import WorkbenchError
 from workbench.features.analysis import (
     FeatureAnalysisConfig,
     FeatureReport,
@@ -25,14 +25,15 @@ from workbench.features.analysis import (
     TracingConfig,
     run_feature_analysis,
 )
-from workbench.features.encode import encode_texts
+from workbench.foxp2.pairs import PairDataConfig, pair_representations
+from workbench.foxp2.spectra import layer_record
 from workbench.models import model_key
 from workbench.saes.cache import residual_saes
 from workbench.saes.config import SAETrainConfig
 from workbench.saes.io import load_sae_dir, sae_weights_digests
 from workbench.saes.metrics import json_safe
 from workbench.sites import Site
-from workbench.spectral import SpectralConfig, difference_matrix, layer_spectrum
+from workbench.spectral import SpectralConfig
 from workbench.store import FEATURES, Store
 
 
@@ -64,22 +65,23 @@ class LocaliseConfig:
                                      lift=LiftConfig(n_candidates=self.n_lift_candidates))
 
 
-def feature_spectra(model: Model, saes: dict[str, Any], target: str, source: str = "en", n_pairs: int = 256,
-                    config: SpectralConfig = SpectralConfig(), *, progress: bool = True) -> pd.DataFrame:
-    """Stage II in SAE-feature space at each SAE's site: ranks, captured mass and stability of the difference of
-    the pairs' mean feature activations (one row per site)."""
-    rows = corpus.parallel([source, target], split="discovery", n=n_pairs)
-    texts = {code: [row.text[code] for row in rows] for code in (target, source)}
-    encoded = encode_texts(model, saes, texts, progress=progress, description="encode pairs (feature spectra)")
+def feature_spectra(model: Model, saes: dict[str, Any], target: str, source: str = "en",
+                    pairs: PairDataConfig = PairDataConfig(), config: SpectralConfig = SpectralConfig(), *,
+                    progress: bool = True) -> pd.DataFrame:
+    """Stage II in SAE-feature space at each SAE's site: stage II's rows (``pairs``: the first response positions
+    of shared questions by default) encoded by the site's SAE, with the same scores and null models as in residual
+    space (:func:`workbench.foxp2.spectra.layer_record`; one row per site)."""
+    if any(Site.parse(name).kind != pairs.kind for name in saes):
+        raise WorkbenchError(f"feature spectra need SAEs at {pairs.kind} sites, got {', '.join(saes)}")
+    rows = pair_representations(model, target, source, pairs, progress=progress)
     generator = torch.Generator().manual_seed(config.seed)
     records = []
-    for name in saes:
-        pooled = encoded.pooled[name]
-        spectrum = layer_spectrum(difference_matrix(pooled[encoded.rows(target)], pooled[encoded.rows(source)]),
-                                  config, generator)
-        records.append({"site": name, "layer": Site.parse(name).layer, "effective_rank": spectrum.effective_rank,
-                        "eigengap_rank": spectrum.eigengap_rank, "rank": spectrum.rank, "mass": spectrum.mass,
-                        "stability": spectrum.stability, "score": spectrum.mass * spectrum.stability})
+    for name, sae in saes.items():
+        layer = Site.parse(name).layer
+        with torch.inference_mode():
+            latents = {code: sae.encode(rows[code][layer].to(sae.dtype)).float() for code in (source, target)}
+        record, _, _ = layer_record(latents[target], latents[source], config, generator)
+        records.append({"site": name, "layer": layer, **record})
     return pd.DataFrame(records)
 
 
@@ -107,8 +109,9 @@ class Localisation:
 
 
 def localise(model: Model, target: str, layers: list[int], config: LocaliseConfig = LocaliseConfig(), *,
-             use_cache: bool = True, progress: bool = True) -> Localisation:
-    """Stage I for ``target`` at ``layers`` (SAEs and the analysis cached; a re-run loads them)."""
+             pairs: PairDataConfig = PairDataConfig(), use_cache: bool = True, progress: bool = True) -> Localisation:
+    """Stage I for ``target`` at ``layers`` (SAEs and the analysis cached; a re-run loads them); the feature-space
+    spectra read stage II's ``pairs``."""
     started = time.perf_counter()
     if config.sae_dir is None:
         saes = residual_saes(model, layers, config.sae, progress=progress)
@@ -120,7 +123,8 @@ def localise(model: Model, target: str, layers: list[int], config: LocaliseConfi
     sae_seconds = time.perf_counter() - started
     analysis = config.analysis(target)
     entry = Store().entry(FEATURES, {"model": model_key(model), "target": target, "layers": layers,
-                                     "analysis": analysis.to_dict(), "sae": sae_identity},
+                                     "analysis": analysis.to_dict(), "sae": sae_identity,
+                                     "feature_spectra_rows": asdict(pairs)},
                           scope=model_key(model), label=f"{target}-L{'_'.join(map(str, layers))}")
     if use_cache and entry.ready():
         payload = json.loads((entry / "stage1.json").read_text())
@@ -130,7 +134,7 @@ def localise(model: Model, target: str, layers: list[int], config: LocaliseConfi
     report = run_feature_analysis(model, saes, analysis, progress=progress)
     analysis_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    spectra = feature_spectra(model, saes, target, n_pairs=config.n_pairs, progress=progress)
+    spectra = feature_spectra(model, saes, target, pairs=pairs, progress=progress)
     seconds = {"saes": round(sae_seconds, 1), "features": round(analysis_seconds, 1),
                "feature_spectra": round(time.perf_counter() - clock, 1)}
     atomic_write_json(entry.prepare() / "stage1.json", json_safe({
