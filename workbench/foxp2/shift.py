@@ -183,7 +183,8 @@ def rate_matched_latents(rates: Float[Tensor, " latent"], features: tuple[int, .
     return tuple(chosen)
 
 
-def random_support(plan: ShiftPlan, seed: int = 0, firing_rates: dict[str, Tensor] | None = None) -> ShiftPlan:
+def random_support(plan: ShiftPlan, seed: int = 0, firing_rates: dict[str, list[float] | Tensor] | None = None
+                   ) -> ShiftPlan:
     """Same sizes, random support: a random direction with ``v_tgt``'s norm and as many random latents (not
     among the English-promoting ones) at each layer, matched on firing rate where ``firing_rates`` (site ->
     per-latent rate on English text) has the site (:func:`rate_matched_latents`), else drawn uniformly."""
