@@ -58,10 +58,12 @@ class DemoConfig:
         pairs=PairDataConfig(n_pairs=128), spectral=SpectralConfig(n_bootstrap=16),
         localise=LocaliseConfig(sae=DEMO_SAES, n_lift_candidates=16),
         trust=TrustRegionConfig(strengths=(0.2, 0.5, 1.0, 2.0, 4.0, 8.0)), window_search=WindowSearchConfig(grid=False),
-        n_dev_prompts=8,
+        beta_search=None, other_rules=(), matchings=(), n_dev_prompts=8,
         dev_evaluation=EvaluationConfig(max_new_tokens=12, n_utility_contexts=6, utility_split="dev"),
         n_prompts=16, evaluation=DEMO_EVALUATION, calibration=DEMO_CALIBRATION))
-    """FOXP2 per target (see :class:`workbench.foxp2.Foxp2Config`)."""
+    """FOXP2 per target (see :class:`workbench.foxp2.Foxp2Config`). Sized for the budget: β fixed at 1, positions
+    ``all`` only, the controls at FOXP2's λ only; ``workbench foxp2`` adds β on dev, ``final+8`` and the controls at
+    matched edit norm and KL."""
     bench: BenchConfig = field(default_factory=lambda: BenchConfig(
         methods=("none", "pca", "lda", "probe"), targets=("hi", "es"), n_prompts=16, evaluation=DEMO_EVALUATION,
         calibration=DEMO_CALIBRATION))
