@@ -55,7 +55,8 @@ if SMALL:  # a smoke run: 32 pairs, a 3-layer window, tiny SAEs, 4 prompts, few 
             sae=wb.saes.SAETrainConfig(d_sae=256, k=16, n_tokens=4096, training_samples=8192, batch_size=256),
             n_pairs=24, n_lift_candidates=6, n_target_keep=8, n_english_keep=8),
         trust=wb.foxp2.TrustRegionConfig(strengths=(0.1, 2.0)),
-        window_search=wb.foxp2.WindowSearchConfig(grid=False),
+        window_search=wb.foxp2.WindowSearchConfig(grid=False), beta_search=wb.foxp2.BetaSearchConfig(betas=(0.5, 1.0)),
+        other_rules=(), matchings=("edit-norm",), match=wb.foxp2.MatchConfig(n_prompts=3, n_contexts=3),
         controls=("random-support",), baselines=("none", "prompt-en", "diffmean"),
         n_dev_prompts=4, dev_evaluation=wb.EvaluationConfig(max_new_tokens=6, n_utility_contexts=3,
                                                             utility_split="dev"),
@@ -109,6 +110,20 @@ result.seconds
 from IPython.display import Markdown
 
 Markdown((OUT / "foxp2" / "report.md").read_text())
+
+# %% [markdown]
+# ### β with λ on dev, and the controls at matched cost
+#
+# Each β's λ is climbed to the trust region's edge (`point`: its strongest admissible setting); the best J wins.
+# Each control also ran at the λ where its mean edit norm |δh| (or its dev KL) equals FOXP2's.
+
+# %%
+import pandas as pd
+
+pd.DataFrame(result.beta_search)
+
+# %%
+pd.DataFrame(result.matched)
 
 # %% [markdown]
 # ### Trust region on dev

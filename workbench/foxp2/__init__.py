@@ -1,8 +1,9 @@
 """Neural FOXP2 end to end (METHODS section 3): stage II rows (:mod:`.pairs`), spectra, scores and windows
 (:mod:`.spectra`), the window chosen on dev by J (:mod:`.window`), stage I SAE features at the window
-(:mod:`.sae_features`), stage III the signed sparse shift (:mod:`.shift`) in a trust region (:mod:`.trust`)
-with an optional instruction gate (:mod:`.gate`); the registered steering method ``foxp2`` and its controls
-(:mod:`.method`), and the stage-by-stage run with controls, baselines and a report, :func:`run_foxp2`.
+(:mod:`.sae_features`), stage III the signed sparse shift (:mod:`.shift`) in a trust region (:mod:`.trust`), its
+``beta`` chosen on dev with the strength (:mod:`.beta`), with an optional instruction gate (:mod:`.gate`); the
+registered steering method ``foxp2`` and its controls (:mod:`.method`), the controls at matched cost
+(:mod:`.matching`), and the stage-by-stage run with controls, baselines and a report, :func:`run_foxp2`.
 
     from workbench.foxp2 import run_foxp2, Foxp2Config
     result = run_foxp2(model, "hi", "figures/foxp2/hi")
@@ -22,8 +23,11 @@ _LAZY = {
     **dict.fromkeys(("LocaliseConfig", "Localisation", "localise", "feature_spectra"),
                     "workbench.foxp2.sae_features"),
     **dict.fromkeys(("SignedShift", "LayerShift", "ShiftPlan", "positive_only", "negative_only", "random_support",
-                     "vector_plan"), "workbench.foxp2.shift"),
+                     "rate_matched_latents", "vector_plan"), "workbench.foxp2.shift"),
     **dict.fromkeys(("TrustRegionConfig", "window_objective"), "workbench.foxp2.trust"),
+    **dict.fromkeys(("BetaSearchConfig", "BetaSearch", "search_beta"), "workbench.foxp2.beta"),
+    **dict.fromkeys(("MatchConfig", "MatchedStrength", "MATCHINGS", "match_controls", "rescale_to", "search_to"),
+                    "workbench.foxp2.matching"),
     **dict.fromkeys(("Foxp2Method", "Foxp2MethodConfig", "Foxp2Error", "VARIANTS", "foxp2_plan", "shifted_window"),
                     "workbench.foxp2.method"),
     **dict.fromkeys(("GateProbe", "GateReport", "GatedSteer", "fit_gate", "gated"), "workbench.foxp2.gate"),
