@@ -136,7 +136,8 @@ def match_controls(model: Model, method: Foxp2Method, controls: Sequence[str], t
                    config: MatchConfig = MatchConfig(), split: str = "dev", use_cache: bool = True,
                    progress: bool = True) -> list[MatchedStrength]:
     """Each control's strength matched to ``method`` (FOXP2) at ``strength`` on each of ``matchings``, measured on
-    the ``split`` prompts and utility contexts (cached in the store)."""
+    the ``split`` prompts and utility contexts (cached in the store). A control that cannot be matched (its edit is
+    zero, or FOXP2's KL is) is left out with a warning."""
     unknown = set(matchings) - set(MATCHINGS)
     if unknown:
         raise MatchingError(f"unknown matching(s) {sorted(unknown)}; known: {', '.join(MATCHINGS)}")
@@ -175,7 +176,11 @@ def match_controls(model: Model, method: Foxp2Method, controls: Sequence[str], t
             variant = method.variant_of(control)
             search = (partial(rescale_to, corrections=1) if matched_on == "edit-norm" else
                       partial(search_to, tolerance=config.kl_tolerance, max_steps=config.max_steps))
-            value, achieved, steps = search(partial(measure, variant), reference, strength)
+            try:
+                value, achieved, steps = search(partial(measure, variant), reference, strength)
+            except MatchingError as error:  # e.g. a negative-only control with no English features: no edit
+                console.print(f"[yellow]  {control} not matched on {matched_on}: {error}[/yellow]")
+                continue
             matched.append(MatchedStrength(control, matched_on, value, reference, achieved, steps))
             if progress:
                 console.print(f"  {control} matched on {matched_on}: x{value:.3g} ({achieved:.3g} vs FOXP2 "
