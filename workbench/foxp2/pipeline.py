@@ -102,7 +102,7 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
     matched = match_controls(model, method, config.controls, target, source, strength, rule,
                              matchings=config.matchings, config=config.match, split=trust.split, progress=progress)
     evaluated += [(f"{row.control}@{row.matched_on}", variants[row.control], row.strength, rule) for row in matched]
-    lap("controls matched on dev (edit norm, KL)")
+    lap("other position rules calibrated, controls matched (dev)")
     for name, variant, variant_strength, variant_rule in evaluated:
         metrics[name], _ = runner.run_method(variant, layer=None, strength=variant_strength, rule=variant_rule,
                                              name=f"eval-{name}-s{variant_strength:g}")
