@@ -30,14 +30,18 @@ LAYERS: dict[str, int] = {
     # 4 methods and the data they prepare
     "workbench.directions": 4, "workbench.directions.data": 4, "workbench.methods": 4, "workbench.neurons.cache": 4,
     "workbench.neurons.methods": 4, "workbench.features.analysis": 4, "workbench.foxp2": 4,
+    "workbench.transfer.tasks": 1, "workbench.transfer.loaders": 1,
+    "workbench.transfer.probe": 2, "workbench.transfer.lora": 2, "workbench.transfer.translate": 2,
+    "workbench.transfer.interventions": 4,
     "workbench.features.sae_method": 4, "workbench.features.sae_diffmean": 4, "workbench.features.langfir": 4,
     # 5 evaluation and calibration
     "workbench.evaluation": 5, "workbench.evaluation.evaluate": 5, "workbench.evaluation.runs": 5,
-    "workbench.calibration": 5,
+    "workbench.calibration": 5, "workbench.transfer": 5,
     # 6 orchestration, reports, the command line
     "workbench.bench": 6, "workbench.demo": 6, "workbench.figures": 6, "workbench.cli": 6, "workbench.store_cli": 6,
     "workbench.neurons.pipeline": 6, "workbench.foxp2.pipeline": 6, "workbench.foxp2.report": 6,
-    "workbench.foxp2.config": 6,
+    "workbench.foxp2.config": 6, "workbench.transfer.report": 6,
+    "workbench.transfer.run": 6,
 }
 """Module (or package prefix) -> layer; a module takes the layer of its longest listed prefix. CLI modules of any
 package are at the top."""

@@ -102,6 +102,30 @@ def _final_hidden(model: Model, tokens: Tensor, mask: Tensor) -> Float[Tensor, "
     return None
 
 
+def final_hidden_states(model: Model, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]
+                        ) -> Float[Tensor, "batch pos d_model"]:
+    """The final-norm residual stream (what the unembedding reads) with active hooks applied, gradients kept."""
+    hidden = _final_hidden(model, tokens.to(device_of(model)), mask.to(device_of(model)))
+    if hidden is None:
+        raise BackendError(f"{type(model).__name__} offers no final-norm residual stream; use backend='hf' or "
+                           "'hooked'")
+    return hidden
+
+
+def adapted_copy(model: Model, adapt: Callable[[nn.Module], nn.Module]) -> Model:
+    """A new ``hf``-backend model with ``model``'s weights, after ``adapt`` changed its HF module (e.g. injected
+    LoRA adapters) and before the hook points are attached, so every hook sees the adapted projections."""
+    if not _is_hf_backend(model):
+        raise BackendError(f"adapting a model's weights needs the hf backend (load_model(backend='hf')), got "
+                           f"{type(model).__name__}")
+    from workbench.hf_backend import HFHookedModel
+
+    source = model.hf_model
+    copy = type(source)(source.config)
+    copy.load_state_dict(source.state_dict())
+    return HFHookedModel(adapt(copy.eval()), model.tokenizer, model.cfg.model_name)
+
+
 def final_norm(model: Model, residual: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
     """The model's own final norm (with its learned scale) applied to residual-stream vectors: what the
     unembedding reads after the last block (the logit lens applies it after every block)."""

@@ -15,6 +15,7 @@ from workbench.foxp2.cli import foxp2_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
 from workbench.store_cli import cache_app
+from workbench.transfer.cli import transfer_command
 from workbench.views.cli import view_app
 
 app = typer.Typer(help="Study and steer which language a multilingual LLM speaks.", no_args_is_help=True,
@@ -228,6 +229,7 @@ app.add_typer(view_app, name="view")
 app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)
+app.command("transfer")(transfer_command)
 
 
 def _split(text: str) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ from torch import Tensor
 from workbench.errors import WorkbenchError
 from workbench.features.steer import decoder_vectors
 from workbench.interventions import Intervention, PositionRule
+from workbench.neurons.interventions import rate_matched_units as rate_matched_latents
 
 
 class ShiftError(WorkbenchError):
@@ -162,25 +163,6 @@ def negative_only(plan: ShiftPlan) -> ShiftPlan:
     layers = tuple(replace(part, target=torch.zeros_like(part.target)) for part in plan.layers)
     return replace(plan, name="negative-only", layers=layers,
                    description="only the English-feature suppression (no target vector)")
-
-
-def rate_matched_latents(rates: Float[Tensor, " latent"], features: tuple[int, ...], generator: torch.Generator,
-                         n_nearest: int = 8) -> tuple[int, ...]:
-    """For each of ``features``, a latent drawn at random among the ``n_nearest`` others (not in ``features``, not
-    drawn yet) whose firing rate is closest on a log scale: a random support that fires as often as ``N_en``
-    (uniformly drawn latents of a TopK SAE are mostly silent, so their negative term is ~0)."""
-    log_rate = torch.log10(rates.double().clamp_min(1e-6))
-    taken = set(features)
-    chosen = []
-    for feature in features:
-        distance = (log_rate - log_rate[feature]).abs()
-        distance[list(taken)] = float("inf")
-        nearest = distance.argsort()[:n_nearest]
-        nearest = nearest[torch.isfinite(distance[nearest])]
-        pick = int(nearest[torch.randint(len(nearest), (1,), generator=generator)])
-        chosen.append(pick)
-        taken.add(pick)
-    return tuple(chosen)
 
 
 def random_support(plan: ShiftPlan, seed: int = 0, firing_rates: dict[str, list[float] | Tensor] | None = None

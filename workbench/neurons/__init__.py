@@ -24,6 +24,7 @@ from workbench.neurons.interventions import (
     clas_rescale,
     deactivate,
     random_like,
+    rate_matched_units,
     set_gate,
 )
 from workbench.neurons.lape import LapeConfig, lape, lape_entropy, lape_select
@@ -45,6 +46,7 @@ __all__ = [
     "SetGate", "TokenDataConfig", "activation_probability_90p", "actprob_scores", "actprob_select",
     "average_precision", "boost_gate", "bridge_masks", "categorize", "clas", "clas_rescale", "deactivate",
     "expertise", "expertise_select", "gate_statistics", "jaccard", "jaccard_matrix", "lape", "lape_entropy",
-    "lape_select", "pooled_gate_means", "random_like", "require_gated", "select_bridge_layers", "set_gate",
+    "lape_select", "pooled_gate_means", "random_like", "rate_matched_units", "require_gated",
+    "select_bridge_layers", "set_gate",
     *_LAZY,
 ]

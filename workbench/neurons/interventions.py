@@ -238,11 +238,41 @@ def clas_rescale(partial: Bool[Tensor, "layer neuron"], specific: Bool[Tensor, "
             for layer in layers]
 
 
+def rate_matched_units(rates: Float[Tensor, " unit"], units: Sequence[int], generator: torch.Generator,
+                       n_nearest: int = 8, exclude: Sequence[int] = ()) -> tuple[int, ...]:
+    """For each of ``units``, another unit drawn at random among the ``n_nearest`` (not in ``units`` or
+    ``exclude``, not drawn yet) whose rate (firing rate, activation probability) is closest on a log scale: a
+    random control that is as active as what it controls for (uniformly drawn units are mostly the quiet ones)."""
+    log_rate = torch.log10(rates.double().clamp_min(1e-6))
+    taken = {*units, *exclude}
+    chosen = []
+    for unit in units:
+        distance = (log_rate - log_rate[unit]).abs()
+        distance[list(taken)] = float("inf")
+        nearest = distance.argsort()[:n_nearest]
+        nearest = nearest[torch.isfinite(distance[nearest])]
+        if not len(nearest):
+            raise InterventionError(f"no unit left to match unit {unit}: all {len(rates)} are selected or excluded")
+        pick = int(nearest[torch.randint(len(nearest), (1,), generator=generator)])
+        chosen.append(pick)
+        taken.add(pick)
+    return tuple(chosen)
+
+
 def random_like(selected: Bool[Tensor, "layer neuron"], *, exclude: Bool[Tensor, "layer neuron"] | None = None,
-                generator: torch.Generator | None = None) -> Bool[Tensor, "layer neuron"]:
-    """Random neurons with the same count in every layer, drawn from those not in ``exclude`` (default: selected)."""
+                generator: torch.Generator | None = None, rates: Float[Tensor, "layer neuron"] | None = None,
+                n_nearest: int = 8) -> Bool[Tensor, "layer neuron"]:
+    """Random neurons with the same count in every layer, drawn from those not in ``exclude`` (default: selected);
+    with ``rates``, each one also matched on activation probability (:func:`rate_matched_units`)."""
     exclude = selected if exclude is None else exclude | selected
     result = torch.zeros_like(selected)
+    if rates is not None:
+        generator = generator or torch.Generator().manual_seed(0)
+        for layer in range(selected.shape[0]):
+            units = selected[layer].nonzero().flatten().tolist()
+            excluded = exclude[layer].nonzero().flatten().tolist()
+            result[layer, list(rate_matched_units(rates[layer], units, generator, n_nearest, excluded))] = True
+        return result
     for layer, count in enumerate(selected.sum(-1).tolist()):
         pool = (~exclude[layer]).nonzero().flatten()
         if count > pool.numel():

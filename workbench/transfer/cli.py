@@ -1,0 +1,64 @@
+"""``workbench transfer``: zero-shot cross-lingual transfer with and without neuron interventions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def transfer_command(
+        task: str = typer.Option("module", help="module (help-module classification, paired accuracy) or translate "
+                                 "(few-shot en -> X, chrF / BLEU)."),
+        targets: str = typer.Option("hi,es,de,zh,ko,ja,ar", help="Comma-separated target languages."),
+        methods: str = typer.Option("none,clas,lape-mean,lape-zero,random-lape-mean,random-lape-zero",
+                                    help="Comma-separated test-time interventions: none, clas, "
+                                    "<lape|ap90>-<mean|p90|p10|zero>, random-<lape|ap90>-<value>."),
+        adapt: str = typer.Option("probe", help="Module task: probe (frozen model), lora or masked-lora."),
+        mask: str = typer.Option("lape", help="Masked LoRA's neurons: lape, ap90, random-lape or random-ap90."),
+        out: Path = typer.Option(Path("figures/transfer"), help="Output directory."),
+        n_train: int = typer.Option(1024, help="English training rows (module task)."),
+        n_dev: int = typer.Option(128, help="Dev rows per language (probe layer, CLAS alpha)."),
+        n_eval: int = typer.Option(256, help="Eval rows per target."),
+        lora_steps: int = typer.Option(200, help="LoRA optimiser steps."),
+        neuron_tokens: int = typer.Option(200_000, help="Monolingual tokens per language of the neuron statistics "
+                                          "(the default shares `workbench neurons`' cache)."),
+        model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
+) -> None:
+    """Adapt on English only, evaluate in each target on the same rows, with and without each intervention;
+    writes results.csv, leaderboard.md and figures."""
+    from dataclasses import replace
+
+    from workbench.inputs import positive, unique
+    from workbench.languages import get_language
+    from workbench.neurons.data import TokenDataConfig
+    from workbench.transfer.interventions import TransferInterventionConfig
+    from workbench.transfer.lora import LoraTrainConfig
+    from workbench.transfer.study import TransferConfig, check_config
+
+    codes = tuple(get_language(code).code for code in unique(_split(targets), "--targets"))
+    config = TransferConfig(
+        task=task, targets=codes, interventions=tuple(dict.fromkeys(("none", *unique(_split(methods), "--methods")))),
+        adaptation=adapt, mask=mask, n_train=positive(n_train, "--n-train"), n_dev=positive(n_dev, "--n-dev"),
+        n_eval=positive(n_eval, "--n-eval"),
+        lora=LoraTrainConfig(steps=positive(lora_steps, "--lora-steps")),
+        neurons=replace(TransferInterventionConfig(), tokens=TokenDataConfig(
+            tokens_per_language=positive(neuron_tokens, "--neuron-tokens"))))
+    check_config(config)
+
+    from workbench.models import load_model
+    from workbench.transfer.report import write_transfer
+    from workbench.transfer.run import run_transfer
+
+    loaded = load_model(model, backend="hf")
+    rows = run_transfer(loaded, config)
+    write_transfer(rows, config, out)
+    console.print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    console.print(f"results.csv, leaderboard.md, config.json and figures in {out}/")

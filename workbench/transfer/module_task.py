@@ -1,0 +1,125 @@
+"""The ``module`` task of the transfer study: English-only adaptation (probe, LoRA or masked LoRA), then paired
+English / target accuracy on identical eval rows, with and without each test-time intervention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from workbench.backends import Model, adapted_copy
+from workbench.interventions import Steer
+from workbench.transfer.interventions import build_intervention
+from workbench.transfer.lora import attach_lora, classify, train_classifier
+from workbench.transfer.probe import fit_probe, pooled_features, probe_layers
+from workbench.transfer.study import (
+    TransferConfig,
+    TransferRow,
+    interval,
+    intervention_rows,
+    paired_interval,
+)
+from workbench.transfer.tasks import MODULES, ModuleExample, module_rows, module_training_rows
+
+__all__ = ["module_study"]
+
+Classifier = Callable[[Sequence[str], Sequence[Steer]], list[str]]
+"""(texts, interventions) -> predicted classes."""
+
+
+def _texts(rows: Sequence[ModuleExample], language: str) -> list[str]:
+    return [row.text[language] for row in rows]
+
+
+def _labels(rows: Sequence[ModuleExample]) -> list[str]:
+    return [row.label for row in rows]
+
+
+def _probe_classifier(model: Model, config: TransferConfig, progress: bool) -> tuple[Classifier, str]:
+    train, dev = module_training_rows(config.n_train), module_training_rows(config.n_dev, split="dev")
+    layers = probe_layers(model, config.probe)
+    probe = fit_probe(pooled_features(model, _texts(train, "en"), layers, config.probe, progress=progress,
+                                      description="pool train [en]"), _labels(train),
+                      pooled_features(model, _texts(dev, "en"), layers, config.probe, progress=progress,
+                                      description="pool dev [en]"), _labels(dev), layers, config.probe)
+
+    def predict(texts: Sequence[str], interventions: Sequence[Steer]) -> list[str]:
+        features = pooled_features(model, texts, [probe.layer], config.probe, interventions=interventions,
+                                   progress=False)[0]
+        return list(probe.classifier.predict(features.numpy()))
+
+    return predict, f"probe at layer {probe.layer} (English dev accuracy {probe.dev_accuracy[probe.layer]:.3f})"
+
+
+def _lora_classifier(model: Model, config: TransferConfig, neurons: torch.Tensor | None, progress: bool
+                     ) -> Classifier:
+    train = module_training_rows(config.n_train)
+    adapted = adapted_copy(model, lambda hf_model: attach_lora(hf_model, config.lora, neurons))
+    classifier = train_classifier(adapted, _texts(train, "en"), _labels(train), MODULES, config.lora,
+                                  progress=progress)
+
+    def predict(texts: Sequence[str], interventions: Sequence[Steer]) -> list[str]:
+        return classify(classifier, texts, interventions=interventions, max_length=config.lora.max_length)
+
+    return predict
+
+
+def _mask_neurons(model: Model, config: TransferConfig, target: str, progress: bool) -> tuple[torch.Tensor, int]:
+    """The neurons masked LoRA may change for ``target`` (a zero-valued intervention plan's selection)."""
+    plan = build_intervention(model, f"{config.mask}-zero", target, config.neurons, progress=progress)
+    selected = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.bool)
+    for intervention in plan.interventions:
+        selected[intervention.layer, intervention.edit.units] = True
+    return selected, plan.n_neurons
+
+
+def _target_rows(model: Model, predict: Classifier, target: str, config: TransferConfig, adaptation: str,
+                 setting: str, progress: bool) -> list[TransferRow]:
+    rows = {"dev": module_rows(target, "dev", n=config.n_dev), "eval": module_rows(target, "eval", n=config.n_eval)}
+    source = rows["eval"][0].source
+
+    unintervened: dict[str, np.ndarray] = {}
+
+    def correct(split: str, interventions: Sequence[Steer]) -> np.ndarray:
+        if not interventions and split in unintervened:
+            return unintervened[split]
+        result = np.asarray(predict(_texts(rows[split], target), interventions)) == np.asarray(_labels(rows[split]))
+        if not interventions:
+            unintervened[split] = result
+        return result
+
+    base = {"task": "module", "adaptation": adaptation}
+    results = intervention_rows(correct, model, target, config, base, "accuracy", progress)
+    english = np.asarray(predict(_texts(rows["eval"], "en"), ())) == np.asarray(_labels(rows["eval"]))
+    target_none = correct("eval", ())
+    n = len(english)
+    results.append(TransferRow(**base, method="none", language=target, metric="english_accuracy",
+                               value=float(english.mean()), ci_low=interval(english, config)[0],
+                               ci_high=interval(english, config)[1], n=n))
+    low, high = paired_interval(english, target_none, config)
+    results.append(TransferRow(**base, method="none", language=target, metric="transfer_gap",
+                               value=float(english.mean() - target_none.mean()), ci_low=low, ci_high=high, n=n))
+    return [TransferRow(**{**row.__dict__, "setting": "; ".join(part for part in (row.setting, setting,
+                                                                                   f"rows: {source}") if part)})
+            for row in results]
+
+
+def module_study(model: Model, config: TransferConfig, *, progress: bool = True) -> list[TransferRow]:
+    """Every row of the module task for ``config.targets``."""
+    rows: list[TransferRow] = []
+    shared: Classifier | None = None
+    setting = ""
+    if config.adaptation == "probe":
+        shared, setting = _probe_classifier(model, config, progress)
+    elif config.adaptation == "lora":
+        shared, setting = _lora_classifier(model, config, None, progress), "LoRA on every MLP neuron"
+    for target in tqdm(config.targets, desc="module", disable=not progress, unit="language"):
+        predict, adaptation, target_setting = shared, config.adaptation, setting
+        if predict is None:
+            neurons, count = _mask_neurons(model, config, target, progress)
+            predict = _lora_classifier(model, config, neurons, progress)
+            adaptation, target_setting = f"masked-lora:{config.mask}", f"LoRA on {count} {config.mask} neurons"
+        rows += _target_rows(model, predict, target, config, adaptation, target_setting, progress)
+    return rows
