@@ -29,7 +29,8 @@ def transfer_command(
         n_eval: int = typer.Option(256, help="Eval rows per target."),
         lora_steps: int = typer.Option(200, help="LoRA optimiser steps."),
         neuron_tokens: int = typer.Option(200_000, help="Monolingual tokens per language of the neuron statistics "
-                                          "(the default shares `workbench neurons`' cache)."),
+                                          "(the default shares `workbench neurons`' cache). Neurons are identified "
+                                          "over en,es,hi,zh,ja,ru,ar,de plus the targets, one set for every target."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
 ) -> None:
     """Adapt on English only, evaluate in each target on the same rows, with and without each intervention;
@@ -38,6 +39,7 @@ def transfer_command(
 
     from workbench.inputs import positive, unique
     from workbench.languages import get_language
+    from workbench.neurons.cache import DEFAULT_LANGUAGES
     from workbench.neurons.data import TokenDataConfig
     from workbench.transfer.interventions import TransferInterventionConfig
     from workbench.transfer.lora import LoraTrainConfig
@@ -49,8 +51,8 @@ def transfer_command(
         adaptation=adapt, mask=mask, n_train=positive(n_train, "--n-train"), n_dev=positive(n_dev, "--n-dev"),
         n_eval=positive(n_eval, "--n-eval"),
         lora=LoraTrainConfig(steps=positive(lora_steps, "--lora-steps")),
-        neurons=replace(TransferInterventionConfig(), tokens=TokenDataConfig(
-            tokens_per_language=positive(neuron_tokens, "--neuron-tokens"))))
+        neurons=replace(TransferInterventionConfig(), languages=tuple(dict.fromkeys((*DEFAULT_LANGUAGES, *codes))),
+                        tokens=TokenDataConfig(tokens_per_language=positive(neuron_tokens, "--neuron-tokens"))))
     check_config(config)
 
     from workbench.models import load_model

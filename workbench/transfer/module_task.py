@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.backends import Model, adapted_copy
+from workbench.evaluation.scores import wilson_interval
 from workbench.interventions import Steer
 from workbench.transfer.interventions import build_intervention
 from workbench.transfer.lora import attach_lora, classify, train_classifier
@@ -98,6 +99,11 @@ def _target_rows(model: Model, predict: Classifier, target: str, config: Transfe
     results.append(TransferRow(**base, method="none", language=target, metric="english_accuracy",
                                value=float(english.mean()), ci_low=interval(english, config)[0],
                                ci_high=interval(english, config)[1], n=n))
+    labels = _labels(rows["eval"])
+    majority = max(labels.count(label) for label in set(labels))
+    results.append(TransferRow(**base, method="none", language=target, metric="majority_share",
+                               value=majority / n, ci_low=wilson_interval(majority, n)[0],
+                               ci_high=wilson_interval(majority, n)[1], n=n))
     low, high = paired_interval(english, target_none, config)
     results.append(TransferRow(**base, method="none", language=target, metric="transfer_gap",
                                value=float(english.mean() - target_none.mean()), ci_low=low, ci_high=high, n=n))

@@ -53,7 +53,7 @@ def leaderboard(rows: Sequence[TransferRow]) -> str:
                     cell += f"; Δ {_cell(change.iloc[0], signed=True)}"
                 cells.append(cell)
             parts.append(f"| {method} | " + " | ".join(cells) + " |")
-        for extra in ("english_accuracy", "transfer_gap", "bleu"):
+        for extra in ("english_accuracy", "transfer_gap", "majority_share", "bleu"):
             chosen = block[block.metric == extra]
             if len(chosen):
                 by_language = {row.language: _cell(row, signed=extra == "transfer_gap")

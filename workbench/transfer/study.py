@@ -88,8 +88,8 @@ class TransferRow:
     language: str
     """The target language."""
     metric: str
-    """``accuracy``, ``english_accuracy``, ``transfer_gap``, ``delta_accuracy``, ``chrf``, ``delta_chrf``,
-    ``bleu``."""
+    """``accuracy``, ``english_accuracy``, ``transfer_gap``, ``delta_accuracy``, ``majority_share`` (the most
+    frequent class's share of the eval rows: what always guessing it scores), ``chrf``, ``delta_chrf``, ``bleu``."""
     value: float
     """The estimate."""
     ci_low: float
