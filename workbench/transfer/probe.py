@@ -74,7 +74,7 @@ class FittedProbe:
 
 
 def fit_probe(train: Float[Tensor, "layer text d_model"], train_labels: Sequence[str],
-              dev: Float[Tensor, "layer text d_model"], dev_labels: Sequence[str], layers: Sequence[int],
+              dev: Float[Tensor, "layer dev_text d_model"], dev_labels: Sequence[str], layers: Sequence[int],
               config: ProbeConfig = ProbeConfig()) -> FittedProbe:
     """Fit one probe per layer on ``train``; keep the one with the best accuracy on ``dev`` (ties: deeper)."""
     fitted: dict[int, Pipeline] = {}
