@@ -27,6 +27,9 @@ def transfer_command(
         n_train: int = typer.Option(1024, help="English training rows (module task)."),
         n_dev: int = typer.Option(128, help="Dev rows per language (probe layer, CLAS alpha)."),
         n_eval: int = typer.Option(256, help="Eval rows per target."),
+        probe_layers: str = typer.Option("", help="Comma-separated residual layers the probe may read (the best "
+                                         "English dev accuracy wins); empty: 1/3, 1/2, 2/3, 5/6 of the depth and "
+                                         "the last. An intervention after the probe's layer cannot reach it."),
         lora_steps: int = typer.Option(200, help="LoRA optimiser steps."),
         neuron_tokens: int = typer.Option(200_000, help="Monolingual tokens per language of the neuron statistics "
                                           "(the default shares `workbench neurons`' cache). Neurons are identified "
@@ -37,12 +40,13 @@ def transfer_command(
     writes results.csv, leaderboard.md and figures."""
     from dataclasses import replace
 
-    from workbench.inputs import positive, unique
+    from workbench.inputs import integers, positive, unique
     from workbench.languages import get_language
     from workbench.neurons.cache import DEFAULT_LANGUAGES
     from workbench.neurons.data import TokenDataConfig
     from workbench.transfer.interventions import TransferInterventionConfig
     from workbench.transfer.lora import LoraTrainConfig
+    from workbench.transfer.probe import ProbeConfig
     from workbench.transfer.study import TransferConfig, check_config
 
     codes = tuple(get_language(code).code for code in unique(_split(targets), "--targets"))
@@ -50,6 +54,7 @@ def transfer_command(
         task=task, targets=codes, interventions=tuple(dict.fromkeys(("none", *unique(_split(methods), "--methods")))),
         adaptation=adapt, mask=mask, n_train=positive(n_train, "--n-train"), n_dev=positive(n_dev, "--n-dev"),
         n_eval=positive(n_eval, "--n-eval"),
+        probe=ProbeConfig(layers=tuple(integers(probe_layers, "--probe-layers")) or None),
         lora=LoraTrainConfig(steps=positive(lora_steps, "--lora-steps")),
         neurons=replace(TransferInterventionConfig(), languages=tuple(dict.fromkeys((*DEFAULT_LANGUAGES, *codes))),
                         tokens=TokenDataConfig(tokens_per_language=positive(neuron_tokens, "--neuron-tokens"))))
