@@ -3,7 +3,9 @@ English / target accuracy on identical eval rows, with and without each test-tim
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -96,19 +98,17 @@ def _target_rows(model: Model, predict: Classifier, target: str, config: Transfe
     english = np.asarray(predict(_texts(rows["eval"], "en"), ())) == np.asarray(_labels(rows["eval"]))
     target_none = correct("eval", ())
     n = len(english)
+    low, high = interval(english, config)
     results.append(TransferRow(**base, method="none", language=target, metric="english_accuracy",
-                               value=float(english.mean()), ci_low=interval(english, config)[0],
-                               ci_high=interval(english, config)[1], n=n))
-    labels = _labels(rows["eval"])
-    majority = max(labels.count(label) for label in set(labels))
+                               value=float(english.mean()), ci_low=low, ci_high=high, n=n))
+    majority = max(Counter(_labels(rows["eval"])).values())
+    low, high = wilson_interval(majority, n)
     results.append(TransferRow(**base, method="none", language=target, metric="majority_share",
-                               value=majority / n, ci_low=wilson_interval(majority, n)[0],
-                               ci_high=wilson_interval(majority, n)[1], n=n))
+                               value=majority / n, ci_low=low, ci_high=high, n=n))
     low, high = paired_interval(english, target_none, config)
     results.append(TransferRow(**base, method="none", language=target, metric="transfer_gap",
                                value=float(english.mean() - target_none.mean()), ci_low=low, ci_high=high, n=n))
-    return [TransferRow(**{**row.__dict__, "setting": "; ".join(part for part in (row.setting, setting,
-                                                                                   f"rows: {source}") if part)})
+    return [replace(row, setting="; ".join(part for part in (row.setting, setting, f"rows: {source}") if part))
             for row in results]
 
 
