@@ -91,6 +91,15 @@ def test_probe_keeps_the_layer_that_separates_on_dev():
     assert probe.correct(features[1, 40:], labels[40:]).all()
 
 
+def test_probe_layers_outside_the_model_are_refused(tiny_model):
+    from workbench.transfer.probe import ProbeConfig, ProbeError, probe_layers
+
+    assert probe_layers(tiny_model, ProbeConfig()) == (0, 1)
+    assert probe_layers(tiny_model, ProbeConfig(layers=(1,))) == (1,)
+    with pytest.raises(ProbeError, match=r"lie in 0..1"):
+        probe_layers(tiny_model, ProbeConfig(layers=(0, 17)))
+
+
 def test_random_neurons_match_count_per_layer_and_activation_probability():
     generator = torch.Generator().manual_seed(0)
     rates = torch.rand(3, 400, generator=generator) ** 4  # mostly quiet neurons, like a real MLP

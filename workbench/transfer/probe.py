@@ -18,10 +18,15 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from workbench.backends import Model
+from workbench.errors import WorkbenchError
 from workbench.interventions import Steer, steering
 from workbench.readouts import pooled_means
 
-__all__ = ["FittedProbe", "ProbeConfig", "fit_probe", "pooled_features", "probe_layers"]
+__all__ = ["FittedProbe", "ProbeConfig", "ProbeError", "fit_probe", "pooled_features", "probe_layers"]
+
+
+class ProbeError(WorkbenchError):
+    """Probe layers the model does not have."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ def probe_layers(model: Model, config: ProbeConfig) -> tuple[int, ...]:
     """The layers ``config`` tries on ``model``."""
     n = model.cfg.n_layers
     if config.layers is not None:
+        outside = [layer for layer in config.layers if not 0 <= layer < n]
+        if outside or not config.layers:
+            raise ProbeError(f"probe layers {list(config.layers)} must be given and lie in 0..{n - 1} for this model")
         return tuple(config.layers)
     return tuple(sorted({n // 3, n // 2, (2 * n) // 3, (5 * n) // 6, n - 1}))
 
