@@ -23,7 +23,7 @@ from workbench.corpus.rows import MonolingualRow, ParallelRow
 from workbench.corpus.splits import assign_split
 from workbench.languages import get_language
 
-__all__ = ["FLORES_HUB_NAME", "load_aligned_jsonl", "load_flores", "load_text_dir"]
+__all__ = ["FLORES_HUB_NAME", "datasets_module", "load_aligned_jsonl", "load_flores", "load_text_dir"]
 
 FLORES_HUB_NAME = "openlanguagedata/flores_plus"
 _RESERVED = frozenset({"id", "doc", "split", "text", "source"})
@@ -135,13 +135,13 @@ def _select_languages(rows: list[ParallelRow], langs: Sequence[str], where: str)
     ]
 
 
-def _datasets() -> Any:
-    """The ``datasets`` module, or a CorpusError saying how to install it."""
+def datasets_module(caller: str) -> Any:
+    """The ``datasets`` module, or a CorpusError saying that ``caller`` needs it and how to install it."""
     try:
         return importlib.import_module("datasets")
     except ImportError:
         raise CorpusError(
-            "load_flores needs the Hugging Face 'datasets' package: pip install datasets"
+            f"{caller} needs the Hugging Face 'datasets' package: pip install datasets"
         ) from None
 
 
@@ -173,7 +173,7 @@ def load_flores(
         UnknownLanguageError: a code is not registered.
     """
     subsets = {code: get_language(code).flores_code for code in langs}
-    datasets = _datasets()
+    datasets = datasets_module("load_flores")
     by_id: dict[str, dict[str, str]] = {}
     docs: dict[str, str] = {}
     for code, subset in subsets.items():

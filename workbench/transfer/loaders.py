@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.corpus import CorpusError
-from workbench.corpus.user import _datasets
+from workbench.corpus.user import datasets_module
 from workbench.languages import get_language
 
 __all__ = ["NLI_LABELS", "BelebeleItem", "NliItem", "load_belebele", "load_xnli"]
@@ -81,7 +81,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _xnli_records(source: str | Path, language: str, split: str) -> list[dict[str, Any]]:
     root = Path(source)
     if not root.is_dir():
-        return list(_datasets().load_dataset(str(source), language, split=split))
+        return list(datasets_module("load_xnli").load_dataset(str(source), language, split=split))
     if (root / language / f"{split}.jsonl").is_file():
         return _read_jsonl(root / language / f"{split}.jsonl")
     tsv = root / f"xnli.{split}.tsv"
@@ -120,7 +120,7 @@ def load_belebele(language: str, *, source: str | Path = BELEBELE_HUB_NAME) -> l
                               "per language)")
         records = _read_jsonl(file)
     else:
-        records = list(_datasets().load_dataset(str(source), code, split="test"))
+        records = list(datasets_module("load_belebele").load_dataset(str(source), code, split="test"))
     items = []
     for record in records:
         correct = int(record["correct_answer_num"]) - 1
