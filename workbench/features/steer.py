@@ -77,9 +77,9 @@ def with_edited_latents(sae: Any, activation: Float[Tensor, "*rows d"], edit: Ca
                         ) -> Float[Tensor, "*rows d"]:
     """``h + decode(edit(z)) - decode(z)`` with ``z = encode(h)``: a latent edit that keeps the SAE error term."""
     with torch.no_grad():
-        latents = sae.encode(activation.to(sae.dtype))
+        latents = sae.encode(activation.to(sae.W_enc.device, sae.dtype))
         change = sae.decode(edit(latents)) - sae.decode(latents)
-    return activation + change.to(activation.dtype)
+    return activation + change.to(activation)
 
 
 @dataclass(frozen=True)

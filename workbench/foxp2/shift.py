@@ -77,8 +77,8 @@ class SignedShift:
         if self.decoder.shape[0] == 0:
             return torch.zeros_like(activation)
         with torch.no_grad():
-            latents = self.sae.encode(activation.to(self.sae.dtype))[..., self.features.to(activation.device)]
-        return latents.to(activation.dtype) @ self.decoder.to(activation)
+            latents = self.sae.encode(activation.to(self.sae.W_enc.device, self.sae.dtype))
+        return latents[..., self.features.to(latents.device)].to(activation) @ self.decoder.to(activation)
 
     def is_outside(self, activation: Float[Tensor, "*rows d"]) -> Tensor:
         """Which rows equal (to 1e-3 relative) one of the ``outside`` activations."""
