@@ -119,7 +119,8 @@ class PromptingMethod:
                   rule: PositionRule) -> Treatment:
         instruction, origin = (native_instruction(target) if self.native else
                                (english_instruction(target), "English instruction with the language's English name"))
-        return Treatment(prompt_rewriter=instruction_rewriter(instruction), description=f"prompt: {instruction!r}",
+        return Treatment(prompt_rewriter=instruction_rewriter(instruction, model),
+                         description=f"prompt: {instruction!r}",
                          provenance={"instruction": instruction, "instruction_source": origin})
 
     def fingerprint(self) -> dict[str, Any]:

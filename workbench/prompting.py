@@ -1,4 +1,10 @@
-"""Prompting baselines: ask for the target language instead of steering.
+"""How questions are put to a model, and the prompting baselines: ask for the target language instead of steering.
+
+A base model sees ``Q: <question>\nA:`` (:data:`QA_TEMPLATE`); an instruct model loaded with
+``load_model(..., chat_template=True)`` (``--chat-template`` on the command line) sees its tokenizer's chat template
+with the question as the one user turn and the generation prompt opened (:class:`ChatFormat`). Every module that
+builds a prompt or a question/answer context asks :func:`prompt_format` of the model, so the position rules (which
+find the last prompt token) and the utility contexts follow the template.
 
 ``"Answer in <Language>."`` in English, or the same instruction written in the target language. The shipped
 corpus (software help, UI strings, the UDHR, fortunes) holds no translation of this instruction in any
@@ -7,8 +13,11 @@ language, so the native instructions below were written for the workbench; every
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any, Protocol, runtime_checkable
 
+from workbench.errors import WorkbenchError
 from workbench.languages import get_language
 
 QA_TEMPLATE = "Q: {prompt}\nA:"
@@ -74,6 +83,104 @@ def with_instruction(prompt: str, instruction: str) -> str:
     return f"{prompt} {instruction}"
 
 
-def instruction_rewriter(instruction: str) -> partial[str]:
-    """A prompt rewriter adding ``instruction`` (for :func:`workbench.evaluation.evaluate`)."""
-    return partial(with_instruction, instruction=instruction)
+def instruction_rewriter(instruction: str, model: Any = None) -> partial[str]:
+    """A prompt rewriter adding ``instruction`` to prompts in ``model``'s format (for
+    :func:`workbench.evaluation.evaluate`)."""
+    return partial(prompt_format(model).with_instruction, instruction=instruction)
+
+
+class ChatTemplateError(WorkbenchError):
+    """A tokenizer without a usable chat template."""
+
+
+@runtime_checkable
+class PromptFormat(Protocol):
+    """How a question becomes a prompt, and where an answer and an instruction go."""
+
+    name: str
+    answer_prefix: str
+
+    def prompt(self, question: str) -> str:
+        """The model-ready prompt for ``question`` (it ends where the answer begins)."""
+
+    def with_instruction(self, prompt: str, instruction: str) -> str:
+        """``prompt`` with ``instruction`` added to its question."""
+
+
+@dataclass(frozen=True)
+class QAFormat:
+    """``Q: <question>\nA:``, the answer after a space: how the corpus' weak prompts are put to a base model."""
+
+    name: str = "qa"
+    """Recorded in the model's metadata (and so in every cache key)."""
+    answer_prefix: str = " "
+    """What separates the prompt from an answer in a question/answer context."""
+
+    def prompt(self, question: str) -> str:
+        return QA_TEMPLATE.format(prompt=question)
+
+    def with_instruction(self, prompt: str, instruction: str) -> str:
+        return with_instruction(prompt, instruction)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """The tokenizer's chat template around one user turn, generation prompt opened: ``prefix + question + suffix``.
+
+    ``prefix`` and ``suffix`` are read once by rendering a sentinel question; a leading BOS string is dropped when
+    the tokenizer adds BOS itself (else every prompt would start with two).
+    """
+
+    prefix: str
+    """The rendered template before the user's message."""
+    suffix: str
+    """The rendered template after it, through the opened assistant turn."""
+    name: str = "chat"
+    """Recorded in the model's metadata (and so in every cache key), with a digest of prefix and suffix."""
+    answer_prefix: str = ""
+    """The assistant turn starts right after the generation prompt."""
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> ChatFormat:
+        template = getattr(tokenizer, "chat_template", None)
+        if not template:
+            raise ChatTemplateError(f"{type(tokenizer).__name__} has no chat template: --chat-template needs an "
+                                    "instruct model's tokenizer (tokenizer.chat_template is empty); leave it off "
+                                    "for a base model, which gets 'Q: ...\nA:' prompts")
+        sentinel = "\x07workbench-question\x07"
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
+                                                 add_generation_prompt=True)
+        if rendered.count(sentinel) != 1:
+            raise ChatTemplateError("the chat template does not insert the user message verbatim exactly once; "
+                                    "the workbench cannot tell where the question ends")
+        prefix, suffix = rendered.split(sentinel)
+        bos = getattr(tokenizer, "bos_token", None)
+        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+        if adds_bos and prefix.startswith(bos):
+            prefix = prefix[len(bos):]
+        return cls(prefix, suffix)
+
+    def prompt(self, question: str) -> str:
+        return f"{self.prefix}{question}{self.suffix}"
+
+    def with_instruction(self, prompt: str, instruction: str) -> str:
+        if not (prompt.startswith(self.prefix) and prompt.endswith(self.suffix)):
+            raise ChatTemplateError(f"{prompt[:60]!r}... is not a prompt in this chat template")
+        question = prompt[len(self.prefix):len(prompt) - len(self.suffix)]
+        return self.prompt(f"{question} {instruction}")
+
+
+def prompt_format(model: Any = None) -> PromptFormat:
+    """The prompt format ``model`` was loaded with (``Q: ...\nA:`` unless it was loaded with a chat template)."""
+    return getattr(model, "workbench_prompt_format", None) or QAFormat()
+
+
+def qa_prompt(model: Any, question: str) -> str:
+    """``question`` as ``model``'s prompt format puts it."""
+    return prompt_format(model).prompt(question)
+
+
+def qa_context(model: Any, question: str, answer: str) -> tuple[str, str]:
+    """A question/answer context in ``model``'s format: (the prompt, the answer with its separator)."""
+    fmt = prompt_format(model)
+    return fmt.prompt(question), fmt.answer_prefix + answer

@@ -50,7 +50,7 @@ from workbench.generation import Generation, generate_recording
 from workbench.interventions import Hook
 from workbench.languages import get_language
 from workbench.models import model_metadata
-from workbench.prompting import QA_TEMPLATE
+from workbench.prompting import qa_context
 
 
 class EvaluationError(WorkbenchError):
@@ -122,8 +122,8 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class UtilityContexts:
-    """Question/answer contexts the utility costs are measured on (prompts in the QA template, answers with the
-    leading space the template expects)."""
+    """Question/answer contexts the utility costs are measured on (prompts in the model's prompt format, answers
+    with the separator it expects)."""
 
     target_prompts: list[str]
     target_answers: list[str]
@@ -131,8 +131,10 @@ class UtilityContexts:
     source_answers: list[str]
 
     @classmethod
-    def from_corpus(cls, target: str, source: str, config: EvaluationConfig) -> UtilityContexts:
-        """The first ``n_utility_contexts`` pairs of ``utility_split`` in each language (all, where fewer exist)."""
+    def from_corpus(cls, target: str, source: str, config: EvaluationConfig, model: Model | None = None
+                    ) -> UtilityContexts:
+        """The first ``n_utility_contexts`` pairs of ``utility_split`` in each language (all, where fewer exist),
+        in ``model``'s prompt format (``Q: ...\nA:`` without a model)."""
         columns = []
         for lang in (target, source):
             pairs = corpus.qa_pairs(lang, split=config.utility_split)[:config.n_utility_contexts]
@@ -141,8 +143,8 @@ class UtilityContexts:
                     f"the shipped corpus has no {lang!r} question/answer contexts in split {config.utility_split!r} "
                     f"(no translated help text): utility costs need them; targets with them: "
                     f"{', '.join(_languages_with_contexts(config.utility_split))}")
-            columns += [[QA_TEMPLATE.format(prompt=pair.question) for pair in pairs],
-                        [" " + pair.answer for pair in pairs]]
+            columns += [list(column) for column in
+                        zip(*(qa_context(model, pair.question, pair.answer) for pair in pairs), strict=True)]
         return cls(*columns)
 
 
@@ -274,7 +276,7 @@ def compute_baseline(model: Model, prompts: Sequence[str], target: str, *, sourc
     """The unsteered runs for ``prompts`` and ``target`` (reuse it across methods)."""
     for code in (target, source):
         get_language(code)  # unknown codes fail here, before any generation
-    contexts = UtilityContexts.from_corpus(target, source, config)
+    contexts = UtilityContexts.from_corpus(target, source, config, model)
     prompts = list(prompts)
     token_sets = token_sets or token_sets_for(model.tokenizer, config.candidate_languages(target, source))
     generation = _generate(model, prompts, (), token_sets, config)

@@ -27,7 +27,7 @@ from workbench.evaluation.evaluate import Baseline, EvaluationConfig, SteeringMe
 from workbench.interventions import PositionRule, Steer, hooks_for
 from workbench.methods import SteeringMethod, fingerprint_digest
 from workbench.models import model_key
-from workbench.prompting import QA_TEMPLATE
+from workbench.prompting import qa_prompt
 from workbench.store import RUNS, Store, digest
 
 Prepared = tuple[Sequence[Steer], Any, dict[str, Any]]
@@ -56,10 +56,10 @@ class EvaluationRuns:
     @classmethod
     def from_split(cls, model: Model, target: str, *, source: str = "en", split: str = "eval", n_prompts: int | None,
                    config: EvaluationConfig, export_dir: Path | None = None) -> EvaluationRuns:
-        """The first ``n_prompts`` prompts of a corpus split (None: all), in the QA template, with their English
-        references; the utility contexts come from the same split (``config.utility_split`` is set to it)."""
+        """The first ``n_prompts`` prompts of a corpus split (None: all), in the model's prompt format, with their
+        English references; the utility contexts come from the same split (``config.utility_split`` is set to it)."""
         rows = corpus.prompts(split=split, n=n_prompts)
-        return cls(model, [QA_TEMPLATE.format(prompt=p.prompt) for p in rows], target, source,
+        return cls(model, [qa_prompt(model, p.prompt) for p in rows], target, source,
                    replace(config, utility_split=split), label=split, export_dir=export_dir,
                    relevance_references=[p.reference.get(source) for p in rows])
 

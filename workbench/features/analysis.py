@@ -55,7 +55,7 @@ from workbench.features.scores import (
 from workbench.features.tracing import compact_neuron_set, top_neurons, trace_features, verify_tracing
 from workbench.languages import get_language
 from workbench.models import model_metadata
-from workbench.prompting import QA_TEMPLATE
+from workbench.prompting import qa_prompt
 from workbench.saes.io import check_sae_fits
 from workbench.sites import Site
 
@@ -223,8 +223,8 @@ def _token_masks(model: Model, target: str) -> torch.Tensor:
     return torch.stack([sets.mask(target), sets.mask("en")])
 
 
-def _prompts(config: FeatureAnalysisConfig) -> list[str]:
-    return [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(config.lift.prompt_split,
+def _prompts(model: Model, config: FeatureAnalysisConfig) -> list[str]:
+    return [qa_prompt(model, p.prompt) for p in corpus.prompts(config.lift.prompt_split,
                                                                       n=config.lift.n_prompts)]
 
 
@@ -295,7 +295,7 @@ def run_feature_analysis(model: Model, saes: dict[str, Any], config: FeatureAnal
                            description="encode pairs")
     timings["encode_pairs"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    masks, prompts = _token_masks(model, config.target), _prompts(config)
+    masks, prompts = _token_masks(model, config.target), _prompts(model, config)
     candidates = [record for name, sae in saes.items()
                   for record in _score_site(model, name, sae, encoded, config, masks, prompts, progress)]
     kept = _keep(candidates, "target", config.n_target_keep) + _keep(candidates, "english", config.n_english_keep)

@@ -51,11 +51,17 @@ def foxp2_command(
                                          "folders or released Gemma Scope 2 folders, one resid_post SAE per layer."),
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
-        backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:
+        backend: str = typer.Option("hf", help="hooked, bridge or hf."),
+        dtype: str = typer.Option("float32", help="Weight dtype: float32, bfloat16 (bf16) or float16."),
+        device_map: str | None = typer.Option(None, help="Spread the model over devices (hf/bridge backends): "
+                                        "auto, balanced, sequential, or a JSON object module -> device."),
+        chat_template: bool = typer.Option(False, help="Put questions through the tokenizer's chat template "
+                                     "(instruct models) instead of 'Q: ...\\nA:'.")) -> None:
     """Neural FOXP2 for TARGET: spectra and window, SAE features, the signed sparse shift in its trust region,
     controls and baselines on eval; writes report.md, metrics.json, results.csv and figures."""
     from dataclasses import replace
 
+    from workbench.devices import parse_device_map, parse_dtype
     from workbench.evaluation import EvaluationConfig
     from workbench.foxp2.beta import BetaSearchConfig
     from workbench.foxp2.config import Foxp2Config
@@ -71,6 +77,7 @@ def foxp2_command(
     from workbench.spectral import WINDOW_SCORES
 
     code = get_language(target).code
+    placement = {"dtype": parse_dtype(dtype), "device_map": parse_device_map(device_map)}
     get_language(source)
     distinct_languages(code, source)
     choices = {"--units": (units, UNITS), "--rows": (rows, POSITIONS),
@@ -117,7 +124,8 @@ def foxp2_command(
         n_prompts=None if n_prompts is None else positive(n_prompts, "--n-prompts"),
         evaluation=EvaluationConfig(max_new_tokens=positive(max_new_tokens, "--max-new-tokens")))
     get_methods(config.baselines)
-    result = run_foxp2(load_model(model, backend=backend), code, out / code, config)
+    loaded = load_model(model, backend=backend, chat_template=chat_template, **placement)
+    result = run_foxp2(loaded, code, out / code, config)
     console.print((result.out_dir / "report.md").read_text())
     console.print(f"report.md, metrics.json, results.csv and figures written to {result.out_dir}/")
 

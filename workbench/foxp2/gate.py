@@ -27,7 +27,14 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation.token_sets import DEFAULT_LANGUAGES
 from workbench.interventions import Hook, Steer, declared_prompt_ends
 from workbench.languages import get_language
-from workbench.prompting import QA_TEMPLATE, english_instruction, native_instruction, with_instruction
+from workbench.prompting import (
+    PromptFormat,
+    QAFormat,
+    english_instruction,
+    native_instruction,
+    prompt_format,
+    qa_prompt,
+)
 from workbench.readouts import pooled_means, token_activations
 
 GATE_SITE = "blocks.0.hook_resid_pre"
@@ -74,15 +81,17 @@ class GateReport:
         return {"accuracy": self.accuracy, "false_off": self.false_off, "missed": self.missed, **self.details}
 
 
-def instructed_prompts(prompts: Sequence[str], languages: Sequence[str]) -> list[str]:
-    """Every prompt with the English and the native "answer in L" instruction for each language."""
+def instructed_prompts(prompts: Sequence[str], languages: Sequence[str], fmt: PromptFormat = QAFormat()
+                       ) -> list[str]:
+    """Every prompt (in format ``fmt``) with the English and the native "answer in L" instruction for each
+    language."""
     instructions = []
     for code in languages:
         instructions.append(english_instruction(code))
         native, _ = native_instruction(code)
         if native not in instructions:
             instructions.append(native)
-    return [with_instruction(prompt, instruction) for prompt in prompts for instruction in instructions]
+    return [fmt.with_instruction(prompt, instruction) for prompt in prompts for instruction in instructions]
 
 
 def _pooled(model: Model, texts: list[str]) -> Tensor:
@@ -100,10 +109,10 @@ def fit_gate(model: Model, *, languages: Sequence[str] | None = None, n_prompts:
         get_language(code)
 
     def data(split: str) -> tuple[Tensor, np.ndarray]:
-        plain = [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split=split, n=n_prompts)]
+        plain = [qa_prompt(model, p.prompt) for p in corpus.prompts(split=split, n=n_prompts)]
         if len(plain) < 2:
             raise GateError(f"the {split} split has fewer than 2 prompts to fit the instruction gate on")
-        instructed = instructed_prompts(plain, languages)
+        instructed = instructed_prompts(plain, languages, prompt_format(model))
         features = torch.cat([_pooled(model, plain), _pooled(model, instructed)])
         return features, np.r_[np.zeros(len(plain)), np.ones(len(instructed))]
 

@@ -31,7 +31,7 @@ from workbench.foxp2.method import Foxp2Method
 from workbench.interventions import PositionRule, Steer, hooks_for, mean_edit_norm
 from workbench.methods import fingerprint_digest
 from workbench.models import model_key
-from workbench.prompting import QA_TEMPLATE
+from workbench.prompting import qa_context, qa_prompt
 from workbench.store import MATCHED_STRENGTHS, Store
 
 console = Console(stderr=True)
@@ -148,10 +148,10 @@ def match_controls(model: Model, method: Foxp2Method, controls: Sequence[str], t
     if use_cache and entry.ready():
         rows = json.loads((entry / "matched.json").read_text(encoding="utf-8"))
         return [MatchedStrength(**row) for row in rows]
-    prompts = [QA_TEMPLATE.format(prompt=p.prompt) for p in corpus.prompts(split=split, n=config.n_prompts)]
+    prompts = [qa_prompt(model, p.prompt) for p in corpus.prompts(split=split, n=config.n_prompts)]
     pairs = corpus.qa_pairs(target, split=split)[:config.n_contexts]
-    contexts = [QA_TEMPLATE.format(prompt=pair.question) for pair in pairs]
-    answers = [" " + pair.answer for pair in pairs]
+    contexts, answers = (list(column) for column in
+                         zip(*(qa_context(model, pair.question, pair.answer) for pair in pairs), strict=True))
     costs = partial(answer_costs, model, contexts, answers, max_answer_tokens=UTILITY_ANSWER_TOKENS,
                     batch_size=UTILITY_BATCH)
     reference_log_probs = costs(keep_log_probs=True).log_probs

@@ -22,7 +22,7 @@ from torch import Tensor
 from workbench import corpus
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
-from workbench.prompting import QA_TEMPLATE
+from workbench.prompting import prompt_format
 from workbench.readouts import activations_at, pooled_means
 from workbench.sites import Site, resolve_site
 
@@ -74,12 +74,13 @@ def pooled_sentences(model: Model, texts: list[str], config: PairDataConfig, *, 
 
 def response_sequences(model: Model, questions: list[str], answers: dict[str, list[str]], n_tokens: int,
                        max_length: int) -> tuple[dict[str, list[list[int]]], list[int]]:
-    """Token ids of ``QA_TEMPLATE(question) + " " + answer`` per language, and the prompt length of each pair (the
-    index of its first answer token); pairs where any language's answer has fewer than ``n_tokens`` tokens
-    within ``max_length`` are dropped from every language."""
+    """Token ids of the prompt of ``question`` (in the model's format) then ``answer`` per language, and the prompt
+    length of each pair (the index of its first answer token); pairs where any language's answer has fewer than
+    ``n_tokens`` tokens within ``max_length`` are dropped from every language."""
     tokenizer = model.tokenizer
-    prompts = [tokenizer(QA_TEMPLATE.format(prompt=question))["input_ids"] for question in questions]
-    ids = {code: [(prompt + tokenizer(" " + answer, add_special_tokens=False)["input_ids"])[:max_length]
+    fmt = prompt_format(model)
+    prompts = [tokenizer(fmt.prompt(question))["input_ids"] for question in questions]
+    ids = {code: [(prompt + tokenizer(fmt.answer_prefix + answer, add_special_tokens=False)["input_ids"])[:max_length]
                   for prompt, answer in zip(prompts, texts, strict=True)] for code, texts in answers.items()}
     kept = [i for i, prompt in enumerate(prompts) if all(len(ids[code][i]) >= len(prompt) + n_tokens for code in ids)]
     return {code: [rows[i] for i in kept] for code, rows in ids.items()}, [len(prompts[i]) for i in kept]

@@ -44,7 +44,7 @@ def _setting(method: str, target: str, layer: int | None, strength: float | None
     from workbench.languages import CLOSE_RELATIVES, get_language
     from workbench.methods import get_method
     from workbench.models import load_model
-    from workbench.prompting import QA_TEMPLATE
+    from workbench.prompting import qa_prompt
 
     target = get_language(target).code
     distinct_languages(target, "en")
@@ -57,9 +57,9 @@ def _setting(method: str, target: str, layer: int | None, strength: float | None
     if strength is not None:
         finite(strength, "--strength")
     chosen = get_method(method)
-    prompts = [QA_TEMPLATE.format(prompt=row.prompt)
-               for row in corpus.prompts(split="dev", n=positive(n_prompts, "--n-prompts"))]
+    rows = corpus.prompts(split="dev", n=positive(n_prompts, "--n-prompts"))
     model = load_model(model_name, backend="hf")
+    prompts = [qa_prompt(model, row.prompt) for row in rows]
     if chosen.tunable and (layer is None or strength is None):
         calibrated = calibrate(model, chosen, target, "en", rule=chosen.default_rule)
         layer = calibrated.layer if layer is None else layer
