@@ -211,6 +211,10 @@ class ActivationStats:
     config: HarvestConfig
     tensors: dict[str, Tensor]
     metadata: dict[str, Any] = field(default_factory=dict)
+    moments: dict[str, Tensor] = field(default_factory=dict)
+    """The exact running moments behind ``tensors``, per ``{hook}/{group}/``: ``count`` and ``positive`` (int64),
+    ``mean`` and ``m2`` (float64, the sum of squared deviations). Kept in memory by :func:`harvest` so statistics
+    from several processes combine exactly (:func:`workbench.harvest.all_reduce_stats`); not saved."""
 
     # ------------------------------------------------------------------ access
     def _get(self, stat: str, site: Site | str, group: str) -> Tensor:
@@ -414,9 +418,9 @@ def harvest(model: Model, batches: Iterable[TokenBatch], sites: Sequence[Site | 
     if not accumulators or n_tokens == 0:
         raise HarvestError("the batches held no usable tokens (empty input, or only padding/BOS)")
     groups = sorted({group for _, group in accumulators})
-    return ActivationStats(sites=resolved, groups=groups, config=config,
-                           tensors=_finalise(accumulators),
-                           metadata={"model": model_metadata(model), "n_tokens": n_tokens})
+    return ActivationStats(sites=resolved, groups=groups, config=config, tensors=_finalise(accumulators),
+                           metadata={"model": model_metadata(model), "n_tokens": n_tokens},
+                           moments=_moments(accumulators))
 
 
 def _check_finite(accumulators: dict[tuple[Site, str], _UnitAccumulator], batch_index: int) -> None:
@@ -436,14 +440,29 @@ def _group_masks(mask: Bool[Tensor, "batch pos"], labels: list[str]) -> dict[str
     return {label: mask & row.unsqueeze(-1) for label, row in rows.items()}
 
 
+def moment_statistics(count: int, mean: Float[Tensor, " d"], m2: Float[Tensor, " d"], positive: Int[Tensor, " d"]
+                      ) -> dict[str, Tensor]:
+    """The saved form of exact running moments: ``count`` (int64), ``mean``, population ``var`` and
+    ``frac_positive`` (float32)."""
+    return {"count": torch.tensor([count], dtype=torch.int64), "mean": mean.float(),
+            "var": (m2 / max(count, 1)).float(), "frac_positive": (positive.double() / max(count, 1)).float()}
+
+
+def _moments(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[str, Tensor]:
+    moments: dict[str, Tensor] = {}
+    for (site, group), acc in accumulators.items():
+        prefix = f"{site.hook_name}/{group}"
+        moments.update({f"{prefix}/count": torch.tensor([acc.count], dtype=torch.int64), f"{prefix}/mean": acc.mean,
+                        f"{prefix}/m2": acc.m2, f"{prefix}/positive": acc.positive})
+    return moments
+
+
 def _finalise(accumulators: dict[tuple[Site, str], _UnitAccumulator]) -> dict[str, Tensor]:
     tensors: dict[str, Tensor] = {}
     for (site, group), acc in accumulators.items():
         prefix = f"{site.hook_name}/{group}"
-        tensors[f"{prefix}/count"] = torch.tensor([acc.count], dtype=torch.int64)
-        tensors[f"{prefix}/mean"] = acc.mean.float()
-        tensors[f"{prefix}/var"] = (acc.m2 / max(acc.count, 1)).float()
-        tensors[f"{prefix}/frac_positive"] = (acc.positive.double() / max(acc.count, 1)).float()
+        statistics = moment_statistics(acc.count, acc.mean, acc.m2, acc.positive)
+        tensors.update({f"{prefix}/{name}": value for name, value in statistics.items()})
         tensors[f"{prefix}/min"] = acc.minimum
         tensors[f"{prefix}/max"] = acc.maximum
         if acc.histogram is not None:

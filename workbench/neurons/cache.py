@@ -38,7 +38,7 @@ from workbench.neurons.expertise import ExpertiseConfig, expertise
 from workbench.neurons.gating import activation_name, gate_statistics, require_gated
 from workbench.neurons.lape import LapeConfig, lape
 from workbench.neurons.masks import NeuronError, NeuronMask, check_languages
-from workbench.sites import sites_for
+from workbench.sites import Site, sites_for
 from workbench.store import NEURON_GATES, NEURON_HARVESTS, NEURON_MASKS, NEURON_POOLED, Entry, Kind, Store
 
 DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "es", "hi", "zh", "ja", "ru", "ar", "de")
@@ -112,6 +112,29 @@ def language_statistics(model: Model, languages: Sequence[str], tokens: TokenDat
     return result
 
 
+def harvested_statistics(model: Model, languages: Sequence[str], harvest: str | Path
+                         ) -> dict[str, ActivationStats]:
+    """Per-language ``mlp_pre`` statistics read from a saved harvest (``workbench harvest --sites mlp_pre --kinds
+    mlp_pre``, on one process or under torchrun) instead of harvested here: its one :class:`ActivationStats`, whose
+    groups are languages, serves every language."""
+    require_gated(model)
+    languages = check_languages(languages)
+    stats = ActivationStats.load(harvest)
+    shape = {key: stats.metadata.get("model", {}).get(key) for key in ("n_layers", "d_model", "d_mlp")}
+    if shape != {"n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_mlp": model.cfg.d_mlp}:
+        raise NeuronError(f"the harvest in {harvest} is of a model with {shape}, not of this one "
+                          f"({model.cfg.n_layers} layers, d_model {model.cfg.d_model}, d_mlp {model.cfg.d_mlp})")
+    missing_layers = sorted(set(range(model.cfg.n_layers)) - {s.layer for s in stats.sites if s.kind == "mlp_pre"})
+    if missing_layers or "mlp_pre" not in stats.config.histogram_kinds:
+        raise NeuronError(f"the harvest in {harvest} lacks mlp_pre at layers {missing_layers} or its histograms "
+                          f"(kinds: {stats.config.histogram_kinds}); harvest with --sites mlp_pre --kinds mlp_pre")
+    missing = [code for code in languages if code not in stats.groups]
+    if missing:
+        raise NeuronError(f"the harvest in {harvest} has no {', '.join(missing)} (it holds {', '.join(stats.groups)}); "
+                          f"harvest them too (--langs {','.join(languages)}) or compare fewer languages")
+    return {code: stats for code in languages}
+
+
 def pooled_activations(model: Model, languages: Sequence[str], data: ParallelDataConfig = ParallelDataConfig(), *,
                        cache_root: str | Path | None = None, progress: bool = True) -> dict[str, Tensor]:
     """Language -> (item, layer, neuron) sentence-pooled act(gate) on items aligned across ``languages``; cached."""
@@ -137,16 +160,32 @@ def _data_provenance(stats: dict[str, ActivationStats]) -> dict[str, Any]:
                             "harvest_seconds": s.metadata.get("harvest_seconds")} for code, s in stats.items()}}
 
 
+def _harvest_provenance(stats: dict[str, ActivationStats], harvest: str | Path) -> dict[str, Any]:
+    shared = next(iter(stats.values()))
+    site = Site(0, "mlp_pre")
+    return {"harvest": str(harvest), "data": {code: {"tokens": shared.count(site, code),
+                                                     "rows": shared.metadata.get("texts", {}).get(code)}
+                                              for code in stats},
+            "tokens": {key: shared.metadata.get(key) for key in ("split", "n_tokens_per_language", "max_length",
+                                                                  "world_size", "harvest_seconds")}}
+
+
 def identify(method: str, model: Model, config: NeuronRunConfig = NeuronRunConfig(), *,
-             cache_root: str | Path | None = None, progress: bool = True) -> NeuronMask:
-    """One method's mask for ``config.languages`` from the (cached) harvest or pooled pass."""
+             cache_root: str | Path | None = None, progress: bool = True, harvest: str | Path | None = None
+             ) -> NeuronMask:
+    """One method's mask for ``config.languages`` from the (cached) harvest or pooled pass; LAPE and 90p read a
+    saved harvest (:func:`harvested_statistics`) instead when ``harvest`` names one (``config.tokens`` unused)."""
     if method not in METHODS:
         raise NeuronError(f"unknown neuron method {method!r}; known: {', '.join(METHODS)}")
     languages = config.languages
     provenance: dict[str, Any] = {"model": model_metadata(model), "activation_function": activation_name(model)}
     if method in ("lape", "ap90"):
-        stats = language_statistics(model, languages, config.tokens, cache_root=cache_root, progress=progress)
-        provenance.update(_data_provenance(stats), tokens=asdict(config.tokens))
+        if harvest is None:
+            stats = language_statistics(model, languages, config.tokens, cache_root=cache_root, progress=progress)
+            provenance.update(_data_provenance(stats), tokens=asdict(config.tokens))
+        else:
+            stats = harvested_statistics(model, languages, harvest)
+            provenance.update(_harvest_provenance(stats, harvest))
         if method == "lape":
             return lape(stats, languages, config.lape, provenance)
         return activation_probability_90p(stats, languages, config.ap90, provenance)
@@ -174,9 +213,14 @@ def cached_mask(method: str, model: Model, config: NeuronRunConfig = NeuronRunCo
 
 
 def cached_gate_values(model: Model, languages: Sequence[str], tokens: TokenDataConfig = TokenDataConfig(), *,
-                       cache_root: str | Path | None = None, progress: bool = True) -> dict[str, Tensor]:
-    """act(gate) mean / p90 / p10 / zero per (layer, neuron, language), from the cached harvest; cached."""
+                       cache_root: str | Path | None = None, progress: bool = True, harvest: str | Path | None = None
+                       ) -> dict[str, Tensor]:
+    """act(gate) mean / p90 / p10 / zero per (layer, neuron, language), from the cached harvest; cached. With
+    ``harvest``, computed from that saved harvest instead (not cached: reading it is as cheap)."""
     languages = check_languages(languages)
+    if harvest is not None:
+        return gate_statistics(harvested_statistics(model, languages, harvest), languages,
+                               range(model.cfg.n_layers), activation_name(model))
     entry = _entry(model, cache_root, NEURON_GATES, {"languages": list(languages), "tokens": asdict(tokens)},
                    "-".join(languages))
     if entry.ready():

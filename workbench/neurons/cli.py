@@ -21,6 +21,8 @@ _TOKENS = typer.Option(200_000, "--tokens", help="Monolingual tokens per languag
 _ITEMS = typer.Option(200, "--items", help="Parallel items per language for the pooled pass.")
 _AS_JSON = typer.Option(False, "--json", help="Print the summary as JSON.")
 _CACHE = typer.Option(None, "--cache", help="Cache root for the neuron artifacts (default: $WORKBENCH_CACHE).")
+_HARVEST = typer.Option(None, "--harvest", help="Read the token statistics from this saved harvest (workbench harvest "
+                        "--sites mlp_pre --kinds mlp_pre, e.g. under torchrun) instead of harvesting; --tokens unused.")
 
 
 def _languages(text: str) -> tuple[str, ...]:
@@ -53,14 +55,24 @@ def _rate(value: float, option: str) -> float:
     return value
 
 
+def _harvest(path: Path | None) -> Path | None:
+    from workbench.inputs import InputError
+
+    if path is not None and not (path / "stats.json").is_file():
+        raise InputError(f"--harvest {path} is not a saved harvest (no stats.json); write one with workbench harvest "
+                         "--langs ... --sites mlp_pre --kinds mlp_pre --out DIR")
+    return path
+
+
 def _run(method: str, out: Path, model_name: str, backend: str, as_json: bool, cache: Path | None,
-         **parts: Any) -> None:
+         harvest: Path | None = None, **parts: Any) -> None:
     from workbench.models import load_model
     from workbench.neurons.pipeline import NeuronRunConfig, run_neurons
 
     config = NeuronRunConfig(**parts)
+    harvest = _harvest(harvest)
     model = load_model(model_name, backend=backend)
-    summary = run_neurons(method, out, config, model=model, cache_root=cache)
+    summary = run_neurons(method, out, config, model=model, cache_root=cache, harvest=harvest)
     if as_json:
         from workbench.artifacts import json_text
 
@@ -98,13 +110,13 @@ def lape_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL, bac
                  n_eval_texts: int = typer.Option(16, help="Held-out texts per language for the perplexity matrix."),
                  compare: bool = typer.Option(True, help="Also run 90p and AP expertise and report overlaps."),
                  items: int = _ITEMS, seed: int = typer.Option(0, help="Seed of the random-neuron control."),
-                 as_json: bool = _AS_JSON, cache: Path | None = _CACHE) -> None:
+                 as_json: bool = _AS_JSON, cache: Path | None = _CACHE, harvest: Path | None = _HARVEST) -> None:
     """LAPE (Tang et al.): low-entropy activation-probability neurons, with the causal perplexity check."""
     from workbench.neurons.causal import CausalConfig
     from workbench.neurons.data import ParallelDataConfig, TokenDataConfig
     from workbench.neurons.lape import LapeConfig
 
-    _run("lape", out, model, backend, as_json, cache, languages=_languages(langs),
+    _run("lape", out, model, backend, as_json, cache, harvest, languages=_languages(langs),
          tokens=TokenDataConfig(tokens_per_language=_positive(tokens, "--tokens")),
          lape=LapeConfig(top_rate=_rate(top_rate, "--top-rate")), parallel=ParallelDataConfig(
              n_items=_positive(items, "--items")),
@@ -116,12 +128,12 @@ def lape_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL, bac
 def ap90_command(langs: str = _LANGS, out: Path = _OUT, model: str = _MODEL, backend: str = _BACKEND,
                  tokens: int = _TOKENS,
                  top_rate: float = typer.Option(0.00125, help="Fraction of all neurons kept per language."),
-                 as_json: bool = _AS_JSON, cache: Path | None = _CACHE) -> None:
+                 as_json: bool = _AS_JSON, cache: Path | None = _CACHE, harvest: Path | None = _HARVEST) -> None:
     """Activation probability 90p (Mondal et al.), the meaningful version (see workbench.neurons.actprob)."""
     from workbench.neurons.actprob import ActProbConfig
     from workbench.neurons.data import TokenDataConfig
 
-    _run("ap90", out, model, backend, as_json, cache, languages=_languages(langs),
+    _run("ap90", out, model, backend, as_json, cache, harvest, languages=_languages(langs),
          tokens=TokenDataConfig(tokens_per_language=_positive(tokens, "--tokens")),
          ap90=ActProbConfig(top_rate=_rate(top_rate, "--top-rate")))
 

@@ -33,17 +33,18 @@ def _matrix_dict(matrix: Tensor, rows: Sequence[str], columns: Sequence[str]) ->
 
 
 def run_neurons(method: str, out_dir: str | Path, config: NeuronRunConfig = NeuronRunConfig(), *,
-                model: Model | None = None, cache_root: str | Path | None = None, progress: bool = True
-                ) -> dict[str, Any]:
+                model: Model | None = None, cache_root: str | Path | None = None, progress: bool = True,
+                harvest: str | Path | None = None) -> dict[str, Any]:
     """Identify ``method``'s neurons for ``config.languages`` and write mask, summary and figures to ``out_dir``.
 
     LAPE runs also write the deactivation perplexity matrix (``ppl_delta.csv``, heatmaps, ``ppl_delta`` in the
     summary with its random control) and, with ``compare_methods``, the 90p and AP masks and their overlaps.
+    LAPE and 90p read their token statistics from the saved harvest ``harvest`` when given (``workbench harvest``).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     model = model or load_model(backend="hf")
-    mask = identify(method, model, config, cache_root=cache_root, progress=progress)
+    mask = identify(method, model, config, cache_root=cache_root, progress=progress, harvest=harvest)
     mask.save(out_dir / "mask")
     languages = mask.languages
     summary: dict[str, Any] = {**mask.summary(), "languages": list(languages),
@@ -59,12 +60,13 @@ def run_neurons(method: str, out_dir: str | Path, config: NeuronRunConfig = Neur
                                                            mask.config["bridge_layers"]),
                                      out_dir / "category_shares.html"))
     if method in ("lape", "ap90"):
-        values = cached_gate_values(model, languages, config.tokens, cache_root=cache_root, progress=progress)
+        values = cached_gate_values(model, languages, config.tokens, cache_root=cache_root, progress=progress,
+                                    harvest=harvest)
         save_tensors(values, out_dir / "gate_values.safetensors")
     if method == "lape" and config.compare_methods:
         masks = {"lape": mask}
         for other in ("ap90", "expertise"):
-            masks[other] = identify(other, model, config, cache_root=cache_root, progress=progress)
+            masks[other] = identify(other, model, config, cache_root=cache_root, progress=progress, harvest=harvest)
             masks[other].save(out_dir / "masks" / other)
         summary["jaccard_methods"] = {f"{a} vs {b}": masks[a].jaccard_with(masks[b])
                                       for i, a in enumerate(masks) for b in list(masks)[i + 1:]}
