@@ -16,10 +16,11 @@ LAYERS: dict[str, int] = {
     "workbench.plots": 0, "workbench.spectral": 0, "workbench.evaluation.scores": 0, "workbench.evaluation.mass": 0,
     # 1 models, languages, data
     "workbench.languages": 1, "workbench.corpus": 1, "workbench.prompting": 1, "workbench.sites": 1,
-    "workbench.hf_backend": 1, "workbench.backends": 1, "workbench.models": 1, "workbench.static_export": 1,
+    "workbench.hf_backend": 1, "workbench.backends": 1, "workbench.models": 1, "workbench.devices": 1,
+    "workbench.embedded": 1, "workbench.static_export": 1,
     # 2 activations, interventions, generation, SAEs, token-level measurement
     "workbench.activations": 2, "workbench.readouts": 2, "workbench.interventions": 2, "workbench.generation": 2,
-    "workbench.saes": 2,
+    "workbench.saes": 2, "workbench.harvest": 2,
     "workbench.neurons.masks": 2, "workbench.neurons.gating": 2, "workbench.neurons.data": 2,
     "workbench.neurons.interventions": 2, "workbench.features.scores": 2, "workbench.features.steer": 2,
     "workbench.features.encode": 2, "workbench.evaluation.lid": 2, "workbench.evaluation.token_sets": 2,
@@ -36,12 +37,13 @@ LAYERS: dict[str, int] = {
     "workbench.features.sae_method": 4, "workbench.features.sae_diffmean": 4, "workbench.features.langfir": 4,
     # 5 evaluation and calibration
     "workbench.evaluation": 5, "workbench.evaluation.evaluate": 5, "workbench.evaluation.runs": 5,
-    "workbench.calibration": 5, "workbench.transfer": 5,
+    "workbench.calibration": 5, "workbench.transfer": 5, "workbench.export": 5,
     # 6 orchestration, reports, the command line
     "workbench.bench": 6, "workbench.demo": 6, "workbench.figures": 6, "workbench.cli": 6, "workbench.store_cli": 6,
+    "workbench.harvest_cli": 6,
     "workbench.neurons.pipeline": 6, "workbench.foxp2.pipeline": 6, "workbench.foxp2.report": 6,
     "workbench.foxp2.config": 6, "workbench.transfer.report": 6,
-    "workbench.transfer.run": 6,
+    "workbench.transfer.run": 6, "workbench.export_cli": 6,
 }
 """Module (or package prefix) -> layer; a module takes the layer of its longest listed prefix. CLI modules of any
 package are at the top."""

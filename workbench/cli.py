@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.evaluation.cli import evaluation_app
+from workbench.export_cli import export_command
 from workbench.features.cli import ablate_command, card_app, features_command
 from workbench.foxp2.cli import foxp2_command
+from workbench.harvest_cli import harvest_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
 from workbench.store_cli import cache_app
@@ -106,8 +108,7 @@ def figures(out: Path = typer.Option(Path("figures"), help="Output directory; fi
     console.print(f"{sum('figure' in r for r in records)} figures in {out / 'paper'}/ (manifest.json lists them)")
 
 
-def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool) -> list[str]:
-    from workbench.evaluation import QA_TEMPLATE
+def _read_prompts(prompt: list[str] | None, prompts_file: Path | None) -> list[str]:
     from workbench.inputs import InputError, non_blank, read_prompts_file
 
     texts = non_blank(prompt or [], "--prompt")
@@ -116,7 +117,7 @@ def _read_prompts(prompt: list[str] | None, prompts_file: Path | None, raw: bool
     if not texts:
         raise InputError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (one per line, "
                          "or JSON lines with a 'prompt' field)")
-    return texts if raw else [QA_TEMPLATE.format(prompt=text) for text in texts]
+    return texts
 
 
 @app.command()
@@ -130,15 +131,21 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
           positions: str | None = typer.Option(None, help="all, final or final+K (default: the method's)."),
           prompt: list[str] | None = typer.Option(None, help="A prompt (repeatable)."),
           prompts_file: Path | None = typer.Option(None, help="One prompt per line, or JSON lines with 'prompt'."),
-          raw: bool = typer.Option(False, help="Use prompts as given, without the 'Q: ...\\nA:' template."),
+          raw: bool = typer.Option(False, help="Use prompts as given, without the 'Q: ...\\nA:' (or chat) template."),
           max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt."),
           model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
           backend: str = typer.Option("hf", help="hooked, bridge or hf."),
+          dtype: str = typer.Option("float32", help="Weight dtype: float32, bfloat16 (bf16) or float16."),
+          device_map: str | None = typer.Option(None, help="Spread the model over devices (hf/bridge backends): "
+                                                "auto, balanced, sequential, or a JSON object module -> device."),
+          chat_template: bool = typer.Option(False, help="Put questions through the tokenizer's chat template "
+                                             "(instruct models) instead of 'Q: ...\\nA:'."),
           as_json: bool = typer.Option(False, "--json", help="Print results and the evaluation summary as JSON.")
           ) -> None:
     """Steer prompts towards a target language and print the generations (with --json, also the evaluation)."""
     from workbench.artifacts import json_text
     from workbench.calibration import calibrate
+    from workbench.devices import parse_device_map, parse_dtype
     from workbench.evaluation import EvaluationConfig, evaluate, identify_language
     from workbench.generation import generate
     from workbench.inputs import distinct_languages, finite, positive
@@ -146,7 +153,9 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
     from workbench.languages import get_language
     from workbench.methods import get_method
     from workbench.models import load_model
+    from workbench.prompting import qa_prompt
 
+    placement = {"dtype": parse_dtype(dtype), "device_map": parse_device_map(device_map)}
     for code in (target, source):
         get_language(code)
     distinct_languages(target, source)
@@ -156,8 +165,9 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
     evaluation = EvaluationConfig(max_new_tokens=max_new_tokens) if as_json else None
     chosen = get_method(method)
     rule = PositionRule.parse(positions) if positions else chosen.default_rule
-    prompts = _read_prompts(prompt, prompts_file, raw)
-    loaded = load_model(model, backend=backend)
+    texts = _read_prompts(prompt, prompts_file)
+    loaded = load_model(model, backend=backend, chat_template=chat_template, **placement)
+    prompts = texts if raw else [qa_prompt(loaded, text) for text in texts]
     calibrated = None
     if chosen.tunable and (layer is None or strength is None):
         calibrated = calibrate(loaded, chosen, target, source, rule=rule)
@@ -198,13 +208,20 @@ def bench(methods: str = typer.Option("", help="Comma-separated method names (de
           sweep_strengths: str = typer.Option("", help="Comma-separated sweep strengths (default: grid)."),
           max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
           model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
-          backend: str = typer.Option("hf", help="hooked, bridge or hf.")) -> None:
+          backend: str = typer.Option("hf", help="hooked, bridge or hf."),
+          dtype: str = typer.Option("float32", help="Weight dtype: float32, bfloat16 (bf16) or float16."),
+          device_map: str | None = typer.Option(None, help="Spread the model over devices (hf/bridge backends): "
+                                                "auto, balanced, sequential, or a JSON object module -> device."),
+          chat_template: bool = typer.Option(False, help="Put questions through the tokenizer's chat template "
+                                             "(instruct models) instead of 'Q: ...\\nA:'.")) -> None:
     """Calibrate on dev and evaluate on eval: results.csv, leaderboard.md, metrics.json and heatmaps."""
     from workbench.bench import BenchConfig, run_bench
+    from workbench.devices import parse_device_map, parse_dtype
     from workbench.evaluation import EvaluationConfig
     from workbench.inputs import integers, numbers, positive, unique
     from workbench.models import load_model
 
+    placement = {"dtype": parse_dtype(dtype), "device_map": parse_device_map(device_map)}
     config = BenchConfig(
         methods=tuple(unique(_split(methods), "--methods")) or BenchConfig.methods,
         targets=tuple(unique(_split(targets), "--targets")) or BenchConfig.targets,
@@ -215,7 +232,7 @@ def bench(methods: str = typer.Option("", help="Comma-separated method names (de
     from workbench.methods import get_methods
 
     get_methods(config.methods)
-    result = run_bench(load_model(model, backend=backend), config, out)
+    result = run_bench(load_model(model, backend=backend, chat_template=chat_template, **placement), config, out)
     console.print((out / "leaderboard.md").read_text())
     console.print(f"{len(result.table)} evaluations; results.csv, leaderboard.md, metrics.json and figures in {out}/")
 
@@ -230,6 +247,8 @@ app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)
 app.command("transfer")(transfer_command)
+app.command("harvest")(harvest_command)
+app.command("export")(export_command)
 
 
 def _split(text: str) -> tuple[str, ...]:
