@@ -227,18 +227,20 @@ def monolingual(
     language = _check_language(lang)
     _check_split(split)
     _check_source(source, MONOLINGUAL_SOURCES)
+    def wanted(row: Any) -> bool:  # filtered before any row object is built: ~20k parallel rows per language
+        return _in_split(row.split, split) and (source is None or row.source == source)
+
     rows = [
         MonolingualRow(r.id, r.doc, r.source, r.split, lang, r.text[lang])
         for r in _parallel_rows()
-        if lang in r.text
+        if lang in r.text and wanted(r)
     ]
     rows += [
         MonolingualRow(r.id, r.doc, r.source, r.split, lang, r.text[language.udhr_code])
         for r in _udhr_rows()
-        if language.udhr_code in r.text
+        if language.udhr_code in r.text and wanted(r)
     ]
-    rows += [r for r in _extra_rows() if r.lang == lang]
-    rows = [r for r in rows if _in_split(r.split, split) and (source is None or r.source == source)]
+    rows += [r for r in _extra_rows() if r.lang == lang and wanted(r)]
     return _take(rows, n, f"monolingual({lang!r}, split={split!r}, source={source!r})")
 
 
