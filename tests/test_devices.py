@@ -73,6 +73,21 @@ def test_a_model_split_by_a_device_map_gives_the_whole_models_steered_logits(tin
         whole, prompts, hooks=_steering(whole), max_new_tokens=4)
 
 
+def test_the_bridge_takes_a_device_map_and_keeps_the_steered_logits(tiny_checkpoint):
+    """The bridge loads the checkpoint itself when given a map (TransformerLens refuses a map with a preloaded
+    model, and refuses disk offload), here every module on the CPU by name."""
+    placement = {name: "cpu" for name in SPLIT_MAP}
+    whole = load_model(tiny_checkpoint, backend="bridge")
+    placed = load_model(tiny_checkpoint, backend="bridge", device_map=placement)
+    tokens = whole.tokenizer(["Hello world, how are you?"], return_tensors="pt")["input_ids"]
+    steer = [Intervention("blocks.1.hook_resid_post", AddVector(torch.linspace(-1, 1, 16), 2.0))]
+    logits = []
+    for model in (whole, placed):
+        with torch.inference_mode(), model.hooks(fwd_hooks=hooks_for(model, steer)):
+            logits.append(model(tokens))
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-6)
+
+
 EDITS = [AddVector(torch.ones(8), 2.0), AblateDirection(torch.ones(8)), Project(torch.eye(8)[:2]),
          SetComponent(torch.ones(8), 3.0), SetUnits(torch.tensor([1, 4]), torch.tensor([0.5, 2.0])),
          Rescale(0.0, torch.tensor([3]))]
