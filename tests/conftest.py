@@ -24,6 +24,28 @@ def make_tiny_cfg(**overrides) -> HookedTransformerConfig:
     return HookedTransformerConfig(**fields)
 
 
+def tiny_gemma3(tokenizer):
+    """A seeded 2-layer Gemma 3 HF model (width 16, 32 neurons per layer) over ``tokenizer``'s vocabulary."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+                              sliding_window=16)
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config).eval()
+
+
+def save_tiny_gemma3(directory, chat_template: str | None = None):
+    """:func:`tiny_gemma3` saved as an HF checkpoint with the embedded model's tokenizer (and ``chat_template``)."""
+    from workbench.models import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    tiny_gemma3(tokenizer).save_pretrained(directory)
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture
 def tiny_model() -> HookedTransformer:
     torch.manual_seed(0)

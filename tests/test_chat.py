@@ -4,7 +4,7 @@ templated prompt, instructions land inside the user turn, and a model loaded wit
 from __future__ import annotations
 
 import pytest
-import torch
+from conftest import save_tiny_gemma3
 
 from workbench.prompting import ChatFormat, ChatTemplateError, QAFormat, prompt_format, qa_context, qa_prompt
 
@@ -17,21 +17,8 @@ GEMMA_TEMPLATE = ("{{ bos_token }}{% for message in messages %}<start_of_turn>{{
 @pytest.fixture(scope="module")
 def chat_checkpoint(tmp_path_factory):
     """A tiny Gemma 3 checkpoint whose tokenizer (the embedded model's) carries a chat template, and one without."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    from workbench.models import load_tokenizer
-
-    tokenizer = load_tokenizer()
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
-                              sliding_window=16)
-    torch.manual_seed(0)
-    base, chat = tmp_path_factory.mktemp("base"), tmp_path_factory.mktemp("chat")
-    for directory, template in ((base, None), (chat, GEMMA_TEMPLATE)):
-        Gemma3ForCausalLM(config).save_pretrained(directory)
-        tokenizer.chat_template = template
-        tokenizer.save_pretrained(directory)
-    return base, chat
+    return (save_tiny_gemma3(tmp_path_factory.mktemp("base")),
+            save_tiny_gemma3(tmp_path_factory.mktemp("chat"), GEMMA_TEMPLATE))
 
 
 def test_the_chat_format_wraps_one_user_turn_without_a_second_bos(chat_checkpoint):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import save_tiny_gemma3
 
 from workbench.devices import DeviceError, check_device, check_device_map, check_dtype_runs, parse_dtype
 from workbench.interventions import (
@@ -24,19 +25,7 @@ from workbench.models import ModelLoadError, load_model
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A 2-layer Gemma 3 checkpoint on disk with the embedded model's tokenizer."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    from workbench.models import load_tokenizer
-
-    tokenizer = load_tokenizer()
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
-                              sliding_window=16)
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-gemma3")
-    Gemma3ForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3"))
 
 
 SPLIT_MAP = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",

@@ -43,7 +43,7 @@ LAYERS: dict[str, int] = {
     "workbench.harvest_cli": 6,
     "workbench.neurons.pipeline": 6, "workbench.foxp2.pipeline": 6, "workbench.foxp2.report": 6,
     "workbench.foxp2.config": 6, "workbench.transfer.report": 6,
-    "workbench.transfer.run": 6, "workbench.export_cli": 6,
+    "workbench.transfer.run": 6, "workbench.model_options": 6, "workbench.export_cli": 6,
 }
 """Module (or package prefix) -> layer; a module takes the layer of its longest listed prefix. CLI modules of any
 package are at the top."""

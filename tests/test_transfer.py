@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_gemma3
 
 from workbench import corpus
 from workbench.corpus import CorpusError
@@ -119,17 +120,11 @@ def test_random_neurons_match_count_per_layer_and_activation_probability():
 
 @pytest.fixture(scope="module")
 def tiny_gemma():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
     from workbench.hf_backend import HFHookedModel
     from workbench.models import load_tokenizer
 
     tokenizer = load_tokenizer()
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
-                              sliding_window=16)
-    torch.manual_seed(0)
-    return HFHookedModel(Gemma3ForCausalLM(config).eval(), tokenizer, "tiny-gemma3")
+    return HFHookedModel(tiny_gemma3(tokenizer), tokenizer, "tiny-gemma3")
 
 
 def test_masked_lora_changes_only_the_selected_neurons(tiny_gemma):

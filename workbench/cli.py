@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench import model_options
 from workbench.evaluation.cli import evaluation_app
 from workbench.export_cli import export_command
 from workbench.features.cli import ablate_command, card_app, features_command
@@ -135,17 +136,13 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
           max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt."),
           model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
           backend: str = typer.Option("hf", help="hooked, bridge or hf."),
-          dtype: str = typer.Option("float32", help="Weight dtype: float32, bfloat16 (bf16) or float16."),
-          device_map: str | None = typer.Option(None, help="Spread the model over devices (hf/bridge backends): "
-                                                "auto, balanced, sequential, or a JSON object module -> device."),
-          chat_template: bool = typer.Option(False, help="Put questions through the tokenizer's chat template "
-                                             "(instruct models) instead of 'Q: ...\\nA:'."),
+          dtype: str = model_options.DTYPE, device_map: str | None = model_options.DEVICE_MAP,
+          chat_template: bool = model_options.CHAT_TEMPLATE,
           as_json: bool = typer.Option(False, "--json", help="Print results and the evaluation summary as JSON.")
           ) -> None:
     """Steer prompts towards a target language and print the generations (with --json, also the evaluation)."""
     from workbench.artifacts import json_text
     from workbench.calibration import calibrate
-    from workbench.devices import parse_device_map, parse_dtype
     from workbench.evaluation import EvaluationConfig, evaluate, identify_language
     from workbench.generation import generate
     from workbench.inputs import distinct_languages, finite, positive
@@ -155,7 +152,7 @@ def steer(method: str = typer.Option("diffmean", help="none, prompt-en, prompt-n
     from workbench.models import load_model
     from workbench.prompting import qa_prompt
 
-    placement = {"dtype": parse_dtype(dtype), "device_map": parse_device_map(device_map)}
+    placement = model_options.placement(dtype, device_map)
     for code in (target, source):
         get_language(code)
     distinct_languages(target, source)
@@ -209,19 +206,15 @@ def bench(methods: str = typer.Option("", help="Comma-separated method names (de
           max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
           model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
           backend: str = typer.Option("hf", help="hooked, bridge or hf."),
-          dtype: str = typer.Option("float32", help="Weight dtype: float32, bfloat16 (bf16) or float16."),
-          device_map: str | None = typer.Option(None, help="Spread the model over devices (hf/bridge backends): "
-                                                "auto, balanced, sequential, or a JSON object module -> device."),
-          chat_template: bool = typer.Option(False, help="Put questions through the tokenizer's chat template "
-                                             "(instruct models) instead of 'Q: ...\\nA:'.")) -> None:
+          dtype: str = model_options.DTYPE, device_map: str | None = model_options.DEVICE_MAP,
+          chat_template: bool = model_options.CHAT_TEMPLATE) -> None:
     """Calibrate on dev and evaluate on eval: results.csv, leaderboard.md, metrics.json and heatmaps."""
     from workbench.bench import BenchConfig, run_bench
-    from workbench.devices import parse_device_map, parse_dtype
     from workbench.evaluation import EvaluationConfig
     from workbench.inputs import integers, numbers, positive, unique
     from workbench.models import load_model
 
-    placement = {"dtype": parse_dtype(dtype), "device_map": parse_device_map(device_map)}
+    placement = model_options.placement(dtype, device_map)
     config = BenchConfig(
         methods=tuple(unique(_split(methods), "--methods")) or BenchConfig.methods,
         targets=tuple(unique(_split(targets), "--targets")) or BenchConfig.targets,

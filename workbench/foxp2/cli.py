@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from workbench import model_options
+
 console = Console()
 
 
@@ -52,16 +54,12 @@ def foxp2_command(
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
         backend: str = typer.Option("hf", help="hooked, bridge or hf."),
-        dtype: str = typer.Option("float32", help="Weight dtype: float32, bfloat16 (bf16) or float16."),
-        device_map: str | None = typer.Option(None, help="Spread the model over devices (hf/bridge backends): "
-                                        "auto, balanced, sequential, or a JSON object module -> device."),
-        chat_template: bool = typer.Option(False, help="Put questions through the tokenizer's chat template "
-                                     "(instruct models) instead of 'Q: ...\\nA:'.")) -> None:
+        dtype: str = model_options.DTYPE, device_map: str | None = model_options.DEVICE_MAP,
+        chat_template: bool = model_options.CHAT_TEMPLATE) -> None:
     """Neural FOXP2 for TARGET: spectra and window, SAE features, the signed sparse shift in its trust region,
     controls and baselines on eval; writes report.md, metrics.json, results.csv and figures."""
     from dataclasses import replace
 
-    from workbench.devices import parse_device_map, parse_dtype
     from workbench.evaluation import EvaluationConfig
     from workbench.foxp2.beta import BetaSearchConfig
     from workbench.foxp2.config import Foxp2Config
@@ -77,7 +75,7 @@ def foxp2_command(
     from workbench.spectral import WINDOW_SCORES
 
     code = get_language(target).code
-    placement = {"dtype": parse_dtype(dtype), "device_map": parse_device_map(device_map)}
+    placement = model_options.placement(dtype, device_map)
     get_language(source)
     distinct_languages(code, source)
     choices = {"--units": (units, UNITS), "--rows": (rows, POSITIONS),
