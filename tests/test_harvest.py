@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from workbench.activations import ActivationStats, HarvestConfig, HarvestError, _UnitAccumulator
-from workbench.harvest import Launch, harvest_corpus, merge_moments, merge_reservoirs, shard, torchrun_launch
+from workbench.distributed import Launch, harvest_corpus, merge_moments, merge_reservoirs, shard, torchrun_launch
 
 LANGS = ("en", "hi", "es")
 SITES = ("mlp_pre", "resid_post", "0.mlp_post")
@@ -294,7 +294,7 @@ def test_bad_input_is_one_clear_line_before_any_model(name, tmp_path, monkeypatc
     app.callback()(_root)
     app.command("harvest")(harvest_command)
     monkeypatch.setattr(workbench.cli, "app", app)
-    monkeypatch.setattr("workbench.harvest.load_model", _no_model_loading)
+    monkeypatch.setattr("workbench.distributed.load_model", _no_model_loading)
     for variable in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(variable, raising=False)
     if name == "torchrun without a rank":
@@ -319,3 +319,12 @@ def _root() -> None:
 
 def _no_model_loading(*args, **kwargs):
     raise AssertionError("a bad input must be refused before any model is loaded")
+
+
+def test_the_distributed_harvest_leaves_wb_harvest_the_function():
+    """``wb.harvest`` is the harvest function; the data-parallel module has another name so importing it never
+    replaces that attribute of the package with a module."""
+    import workbench as wb
+    import workbench.distributed  # noqa: F401
+
+    assert callable(wb.harvest) and wb.harvest.__module__ == "workbench.activations"

@@ -214,7 +214,7 @@ class ActivationStats:
     moments: dict[str, Tensor] = field(default_factory=dict)
     """The exact running moments behind ``tensors``, per ``{hook}/{group}/``: ``count`` and ``positive`` (int64),
     ``mean`` and ``m2`` (float64, the sum of squared deviations). Kept in memory by :func:`harvest` so statistics
-    from several processes combine exactly (:func:`workbench.harvest.all_reduce_stats`); not saved."""
+    from several processes combine exactly (:func:`workbench.distributed.all_reduce_stats`); not saved."""
 
     # ------------------------------------------------------------------ access
     def _get(self, stat: str, site: Site | str, group: str) -> Tensor:

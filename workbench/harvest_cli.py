@@ -46,7 +46,7 @@ def harvest_command(
     from rich.console import Console
 
     from workbench.activations import HarvestConfig
-    from workbench.harvest import harvest_corpus, torchrun_launch
+    from workbench.distributed import harvest_corpus, torchrun_launch
 
     config = HarvestConfig(histogram_kinds=tuple(_split(kinds)), histogram_bins=histogram_bins,
                            histogram_max_abs=histogram_max_abs, sample_tokens=sample_tokens, sample_seed=seed)
