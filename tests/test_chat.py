@@ -33,8 +33,7 @@ def test_the_chat_format_wraps_one_user_turn_without_a_second_bos(chat_checkpoin
     assert instructed == chat.prompt("What is a cell? Answer in Hindi.")  # inside the user turn
     assert QAFormat().with_instruction("Q: What is a cell?\nA:", "Answer in Hindi.") == (
         "Q: What is a cell? Answer in Hindi.\nA:")
-    with pytest.raises(ChatTemplateError, match="not a prompt in this chat template"):
-        chat.with_instruction("Q: What is a cell?\nA:", "Answer in Hindi.")
+    assert chat.with_instruction("What is a cell?", "Answer in Hindi.") == "What is a cell? Answer in Hindi."  # --raw
 
 
 def test_a_model_loaded_with_its_chat_template_prompts_through_it(chat_checkpoint):

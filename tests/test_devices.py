@@ -150,6 +150,8 @@ def test_placements_this_machine_cannot_run_fail_before_loading(tiny_checkpoint)
         load_model(tiny_checkpoint, backend="hf", device_map="everywhere")
     with pytest.raises(DeviceError, match="device or device_map, not both"):
         load_model(tiny_checkpoint, backend="hf", device="cpu", device_map="auto")
+    with pytest.raises(ModelLoadError, match="disk offload and CPU\\+GPU mixes: model.layers.1"):
+        load_model(tiny_checkpoint, backend="bridge", device_map=SPLIT_MAP)
     with pytest.raises(ModelLoadError, match="n_devices=K instead"):
         load_model(tiny_checkpoint, backend="hooked", device_map="auto")
     with pytest.raises(ModelLoadError, match="device_map='auto'"):

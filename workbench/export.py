@@ -256,8 +256,8 @@ def _recording_write_change(function: Any, weights: MLPWriteWeights, layer: int,
     ``sums[layer]``."""
     def recorded(activation: Tensor, hook: Any) -> Tensor:
         edited = function(activation, hook)
-        change = ((mlp_write(weights, edited) - mlp_write(weights, activation)) * real).sum((0, 1))
-        sums[layer] = sums[layer] + change if layer in sums else change
+        change = ((mlp_write(weights, edited) - mlp_write(weights, activation)) * real.to(edited.device)).sum((0, 1))
+        sums[layer] = sums[layer] + change.cpu() if layer in sums else change.cpu()
         return edited
     return recorded
 

@@ -199,7 +199,7 @@ class HFHookedModel(HookedRootModule):
                position_ids: Int[Tensor, "batch new"]) -> Float[Tensor, "batch new d_model"]:
         """Final-norm residual stream of ``tokens`` read after a :meth:`prefill` cache (which it extends)."""
         return self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
-                                   past_key_values=cache, use_cache=True).last_hidden_state
+                                   past_key_values=cache, use_cache=True).last_hidden_state.to(self.cfg.device)
 
     def to_tokens(self, text: str | list[str]) -> Int[Tensor, "batch pos"]:
         encoded = self.tokenizer(text, return_tensors="pt", padding=True)
@@ -208,7 +208,10 @@ class HFHookedModel(HookedRootModule):
     def hidden_states(self, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"] | None = None
                       ) -> Float[Tensor, "batch pos d_model"]:
         """Final-norm residual stream (what the unembedding reads), with active hooks applied."""
-        return self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        # Under a device map the inner model leaves its output on the last block's device; callers index it with
+        # tensors on the input device.
+        hidden = self.hf_model.model(input_ids=tokens, attention_mask=attention_mask, use_cache=False)
+        return hidden.last_hidden_state.to(self.cfg.device)
 
     def final_norm(self, residual: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
         """The decoder's final norm (Gemma: RMSNorm with a (1 + w) scale)."""

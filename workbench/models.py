@@ -264,6 +264,13 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
 
 
 def _check_placement_backend(backend: str, device_map: DeviceMap | None, n_devices: int | None) -> None:
+    if backend == "bridge" and isinstance(device_map, dict):
+        offloaded = sorted(name for name, target in device_map.items() if target in ("disk", "meta"))
+        targets = {"cpu" if target == "cpu" else "gpu" for target in device_map.values()}
+        if offloaded or targets == {"cpu", "gpu"}:
+            named = f": {', '.join(offloaded)}" if offloaded else ""
+            raise ModelLoadError("the bridge takes a device map of GPUs only or of the CPU only (TransformerLens "
+                                 f"refuses disk offload and CPU+GPU mixes{named}); use backend='hf' for those")
     if device_map is not None and backend == "hooked":
         raise ModelLoadError("device_map needs backend='hf' or 'bridge' (accelerate places the HF modules); the "
                              "hooked backend splits its blocks with n_devices=K instead")
@@ -288,8 +295,12 @@ def _load_hf_pair(resolved: _ResolvedName, placement: _Placement, dtype: torch.d
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(placement.single_device())
     else:
         offload = Path(tempfile.mkdtemp(prefix="workbench-offload-"))
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=placement.device_map,
-                                                     offload_folder=str(offload))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=placement.device_map,
+                                                         offload_folder=str(offload))
+        except BaseException:
+            shutil.rmtree(offload, ignore_errors=True)
+            raise
         weakref.finalize(model, shutil.rmtree, offload, True)
     return model, AutoTokenizer.from_pretrained(source)
 

@@ -148,8 +148,10 @@ class ChatFormat:
                                     "instruct model's tokenizer (tokenizer.chat_template is empty); leave it off "
                                     "for a base model, which gets 'Q: ...\nA:' prompts")
         sentinel = "\x07workbench-question\x07"
+        # A fixed date for templates that print today's (Llama 3.x): the prompts, and so the cache keys, must not
+        # change from one day to the next.
         rendered = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
-                                                 add_generation_prompt=True)
+                                                 add_generation_prompt=True, date_string="1 Jan 2026")
         if rendered.count(sentinel) != 1:
             raise ChatTemplateError("the chat template does not insert the user message verbatim exactly once; "
                                     "the workbench cannot tell where the question ends")
@@ -165,7 +167,7 @@ class ChatFormat:
 
     def with_instruction(self, prompt: str, instruction: str) -> str:
         if not (prompt.startswith(self.prefix) and prompt.endswith(self.suffix)):
-            raise ChatTemplateError(f"{prompt[:60]!r}... is not a prompt in this chat template")
+            return f"{prompt} {instruction}"  # a raw prompt (steer --raw): the instruction follows it
         question = prompt[len(self.prefix):len(prompt) - len(self.suffix)]
         return self.prompt(f"{question} {instruction}")
 

@@ -124,6 +124,10 @@ def harvested_statistics(model: Model, languages: Sequence[str], harvest: str | 
     if shape != {"n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_mlp": model.cfg.d_mlp}:
         raise NeuronError(f"the harvest in {harvest} is of a model with {shape}, not of this one "
                           f"({model.cfg.n_layers} layers, d_model {model.cfg.d_model}, d_mlp {model.cfg.d_mlp})")
+    harvested, loaded = stats.metadata.get("model", {}).get("tl_name"), model_metadata(model).get("tl_name")
+    if harvested and loaded and harvested != loaded:
+        raise NeuronError(f"the harvest in {harvest} is of {harvested}, not of this model ({loaded}); the same shape "
+                          "does not make it the same weights (e.g. a base and an instruct model)")
     missing_layers = sorted(set(range(model.cfg.n_layers)) - {s.layer for s in stats.sites if s.kind == "mlp_pre"})
     if missing_layers or "mlp_pre" not in stats.config.histogram_kinds:
         raise NeuronError(f"the harvest in {harvest} lacks mlp_pre at layers {missing_layers} or its histograms "
