@@ -311,8 +311,8 @@ def _process_group(launch: Launch) -> Iterator[Launch]:
 
 def harvest_corpus(model_name: str, languages: Sequence[str], sites: Sequence[str], *, out: str | Path,
                    config: HarvestConfig = HarvestConfig(), n_tokens: int = 100_000, split: str = "discovery",
-                   max_length: int = 256, batch_size: int = 16, backend: str = "hf", progress: bool = True
-                   ) -> ActivationStats:
+                   max_length: int = 256, batch_size: int = 16, backend: str = "hf", progress: bool = True,
+                   dtype: torch.dtype = torch.float32) -> ActivationStats:
     """Harvest ``sites`` over each language's ``split`` text (corpus order, up to ``n_tokens`` usable tokens per
     language) and save the :class:`ActivationStats` to ``out`` (groups: the languages).
 
@@ -338,7 +338,7 @@ def harvest_corpus(model_name: str, languages: Sequence[str], sites: Sequence[st
     with _process_group(torchrun_launch()) as launch:
         started = time.perf_counter()
         device = f"cuda:{launch.local_rank}" if launch.world_size > 1 and torch.cuda.is_available() else None
-        model = load_model(model_name, backend=backend, device=device)
+        model = load_model(model_name, backend=backend, device=device, dtype=dtype)
         resolved = _resolve_sites(model, specs)
         local_config = replace(config, sample_seed=config.sample_seed + launch.rank)
         chosen = {code: texts_with_budget(model.tokenizer, values, n_tokens, max_length, config.exclude_bos)[0]

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from workbench import model_options
+
 console = Console()
 
 
@@ -22,7 +24,9 @@ def export_command(
         file_format: str = typer.Option(..., "--format", help="gguf (llama.cpp control vector) or safetensors."),
         out: Path = typer.Option(..., help="Output file, ending in .gguf or .safetensors as --format says."),
         model: str = typer.Option("gemma-3-270m", help="Model alias, TransformerLens name or HF directory."),
-        backend: str = typer.Option("hf", help="hooked, bridge or hf (lape-vector: hooked or hf).")) -> None:
+        backend: str = typer.Option("hf", help="hooked, bridge or hf (lape-vector: hooked or hf)."),
+        dtype: str = model_options.DTYPE, device_map: str | None = model_options.DEVICE_MAP,
+        chat_template: bool = model_options.CHAT_TEMPLATE) -> None:
     """Export METHOD's steering vector for TARGET: one vector per layer, added at blocks.{L}.hook_resid_post at every
     position, strength included (gguf: llama.cpp's direction.<L>)."""
     from workbench.export import ExportError, check_format, check_vector_method, steering_vectors, write_vectors
@@ -30,6 +34,7 @@ def export_command(
     from workbench.languages import get_language
 
     check_vector_method(method)
+    placement = model_options.placement(dtype, device_map)
     for code in (target, source):
         get_language(code)
     distinct_languages(target, source)
@@ -44,7 +49,8 @@ def export_command(
 
     from workbench.models import load_model
 
-    vectors = steering_vectors(load_model(model, backend=backend), method, target, source, layer=layer,
+    loaded = load_model(model, backend=backend, chat_template=chat_template, **placement)
+    vectors = steering_vectors(loaded, method, target, source, layer=layer,
                                strength=strength)
     write_vectors(vectors, out)
     norms = ", ".join(f"{hook} |v| {float(vector.norm()):.2f}" for hook, vector in zip(vectors.hook_names,

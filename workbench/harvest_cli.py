@@ -14,6 +14,8 @@ from pathlib import Path
 
 import typer
 
+from workbench import model_options
+
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -40,6 +42,7 @@ def harvest_command(
         model: str = typer.Option("gemma-3-270m", "--model", help="Model alias, TransformerLens name or HF "
                                   "directory."),
         backend: str = typer.Option("hf", "--backend", help="hooked, bridge or hf (fastest)."),
+        dtype: str = model_options.DTYPE,
 ) -> None:
     """Per-language activation statistics (count, mean, variance, P(x>0), min, max, optional histograms and token
     samples) saved as an ActivationStats directory; under torchrun each process harvests its shard."""
@@ -48,10 +51,12 @@ def harvest_command(
     from workbench.activations import HarvestConfig
     from workbench.distributed import harvest_corpus, torchrun_launch
 
+    weights = model_options.placement(dtype, None)["dtype"]
     config = HarvestConfig(histogram_kinds=tuple(_split(kinds)), histogram_bins=histogram_bins,
                            histogram_max_abs=histogram_max_abs, sample_tokens=sample_tokens, sample_seed=seed)
     stats = harvest_corpus(model, _split(langs), _split(sites), out=out, config=config, n_tokens=n_tokens,
-                           split=split, max_length=max_length, batch_size=batch_size, backend=backend)
+                           split=split, max_length=max_length, batch_size=batch_size, backend=backend,
+                           dtype=weights)
     if torchrun_launch().rank == 0:
         site = stats.sites[0]
         tokens = ", ".join(f"{group} {stats.count(site, group):,}" for group in stats.groups)
