@@ -6,7 +6,10 @@ The workbench side runs ``workbench.activations.harvest`` on the ``hf`` backend,
 histograms on the MLP sites (quantiles) is printed for information.
 Rounds alternate between the runs so background load hits all alike; the median round time is reported.
 
-    python benchmarks/harvest.py [--batches 4] [--rounds 5]
+With ``--neurons``: the language-neuron harvest instead (all ``mlp.hook_pre`` sites with per-unit histograms, the
+neuron study's settings: what LAPE, 90p and CLAS read); last line ``neuron_harvest_vs_hf_body_ratio: <x>``.
+
+    python benchmarks/harvest.py [--batches 4] [--rounds 5] [--neurons]
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--neurons", action="store_true", help="Time the neuron study's mlp_pre histogram harvest.")
     args = parser.parse_args()
+    if args.neurons:
+        neuron_harvest(args)
+        return
 
     hf_model, _ = load_hf_model()
     fast = load_model(backend="hf")
@@ -62,6 +69,35 @@ def main() -> None:
     for name, value in throughput.items():
         print(f"{name}_tokens_per_s: {value:.1f}")
     print(f"harvest_vs_hf_body_ratio: {throughput['harvest'] / throughput['hf_body']:.3f}")
+
+
+def neuron_harvest(args: argparse.Namespace) -> None:
+    from workbench.neurons.data import TokenDataConfig
+
+    hf_model, _ = load_hf_model()
+    fast = load_model(backend="hf")
+    sites = sites_for(fast, ["mlp_pre"])
+    tokens = TokenDataConfig()
+    config = HarvestConfig(histogram_kinds=("mlp_pre",), histogram_bins=tokens.histogram_bins,
+                           histogram_max_abs=tokens.histogram_max_abs)
+    batches = make_batches(args.batches, fast.cfg.d_vocab)
+    n_tokens = sum(batch.tokens.numel() for batch in batches)
+
+    def hf_body() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                hf_model.model(input_ids=batch.tokens, attention_mask=batch.attention_mask)
+
+    def neurons() -> None:
+        harvest(fast, batches, sites, config=config, progress=False)
+
+    median, _ = alternating_medians({"hf_body": hf_body, "neuron_harvest": neurons}, args.rounds)
+    throughput = {name: n_tokens / seconds for name, seconds in median.items()}
+    print(f"threads: {torch.get_num_threads()}, tokens per round: {n_tokens}, sites: {len(sites)}, "
+          f"histogram bins: {config.histogram_bins}")
+    for name, value in throughput.items():
+        print(f"{name}_tokens_per_s: {value:.1f}")
+    print(f"neuron_harvest_vs_hf_body_ratio: {throughput['neuron_harvest'] / throughput['hf_body']:.3f}")
 
 
 if __name__ == "__main__":
