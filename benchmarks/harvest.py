@@ -35,6 +35,15 @@ def make_batches(n_batches: int, vocab: int, seed: int = 0) -> list[TokenBatch]:
     return batches
 
 
+def body_forward(hf_model: torch.nn.Module, batches: list[TokenBatch]):
+    """The reference: the plain HF decoder body (no unembedding) over ``batches``."""
+    def run() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                hf_model.model(input_ids=batch.tokens, attention_mask=batch.attention_mask)
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=4)
@@ -51,11 +60,7 @@ def main() -> None:
     batches = make_batches(args.batches, fast.cfg.d_vocab)
     n_tokens = sum(batch.tokens.numel() for batch in batches)
 
-    def hf_body() -> None:
-        with torch.inference_mode():
-            for batch in batches:
-                hf_model.model(input_ids=batch.tokens, attention_mask=batch.attention_mask)
-
+    hf_body = body_forward(hf_model, batches)
     def workbench_harvest() -> None:
         harvest(fast, batches, sites, progress=False)
 
@@ -83,11 +88,7 @@ def neuron_harvest(args: argparse.Namespace) -> None:
     batches = make_batches(args.batches, fast.cfg.d_vocab)
     n_tokens = sum(batch.tokens.numel() for batch in batches)
 
-    def hf_body() -> None:
-        with torch.inference_mode():
-            for batch in batches:
-                hf_model.model(input_ids=batch.tokens, attention_mask=batch.attention_mask)
-
+    hf_body = body_forward(hf_model, batches)
     def neurons() -> None:
         harvest(fast, batches, sites, config=config, progress=False)
 
