@@ -24,6 +24,16 @@ def make_tiny_cfg(**overrides) -> HookedTransformerConfig:
     return HookedTransformerConfig(**fields)
 
 
+def devanagari_tokens(model):
+    """Vocabulary mask of the tokens holding a Devanagari character (the next-token Hindi mass of the LAPE tests)."""
+    from workbench.evaluation.token_sets import vocab_pieces
+
+    pieces = vocab_pieces(model.tokenizer)
+    mask = torch.zeros(model.cfg.d_vocab, dtype=torch.bool)
+    mask[:len(pieces)] = torch.tensor([any("\u0900" <= c <= "\u097f" for c in piece) for piece in pieces])
+    return mask
+
+
 def tiny_gemma3(tokenizer):
     """A seeded 2-layer Gemma 3 HF model (width 16, 32 neurons per layer) over ``tokenizer``'s vocabulary."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig

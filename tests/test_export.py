@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import typer
-from conftest import make_tiny_cfg
+from conftest import devanagari_tokens, make_tiny_cfg
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 from safetensors import safe_open
 from typer.testing import CliRunner
@@ -306,7 +306,6 @@ def test_neuron_edits_as_vectors_through_gemma_s_post_norm_are_exact_on_one_toke
 @pytest.mark.model
 @pytest.mark.slow  # LAPE's neuron statistics (2,000 tokens x 3 languages, then cached in the store): ~1-2 min
 def test_lape_vector_on_the_embedded_model_moves_the_next_token_towards_hindi(gemma_fast):
-    from workbench.evaluation.token_sets import vocab_pieces
     from workbench.neurons.data import TokenDataConfig
     from workbench.neurons.methods import LapeSteering
 
@@ -315,9 +314,7 @@ def test_lape_vector_on_the_embedded_model_moves_the_next_token_towards_hindi(ge
                                config=ExportConfig(n_prompts=8))
     assert vectors.method == "lape-vector" and len(vectors.layers) >= 2 and not vectors.calibrated
     assert vectors.data["averaged_over"]["n_prompts"] == 8 and vectors.data["method"] == "lape"
-    pieces = vocab_pieces(gemma_fast.tokenizer)
-    devanagari = torch.zeros(gemma_fast.cfg.d_vocab, dtype=torch.bool)
-    devanagari[:len(pieces)] = torch.tensor([any("\u0900" <= c <= "\u097f" for c in piece) for piece in pieces])
+    devanagari = devanagari_tokens(gemma_fast)
     tokens = gemma_fast.to_tokens(["Q: How do I open a new document?\nA:"])
 
     def hindi_mass(hooks):

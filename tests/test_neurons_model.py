@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from conftest import devanagari_tokens
 from typer.testing import CliRunner
 
-from workbench.evaluation.token_sets import vocab_pieces
 from workbench.interventions import ALL_POSITIONS, hooks_for
 from workbench.methods import get_method
 from workbench.neurons.cache import NeuronRunConfig, cached_mask
@@ -68,9 +68,7 @@ def test_lape_steering_method_moves_the_next_token_towards_hindi(gemma_fast, cac
     method = LapeSteering(languages=LANGUAGES, tokens=TOKENS, cache_root=cache)
     treatment = method.treatment(gemma_fast, "hi", "en", layer=None, strength=1.0, rule=ALL_POSITIONS)
     assert f"{lape_mask.per_language()['hi']} hi neurons" in treatment.description
-    pieces = vocab_pieces(gemma_fast.tokenizer)
-    devanagari = torch.zeros(gemma_fast.cfg.d_vocab, dtype=torch.bool)
-    devanagari[:len(pieces)] = torch.tensor([any("\u0900" <= c <= "\u097f" for c in piece) for piece in pieces])
+    devanagari = devanagari_tokens(gemma_fast)
     tokens = gemma_fast.to_tokens(["Q: How do I open a new document?\nA:"])
 
     def hindi_mass(hooks):
