@@ -174,6 +174,32 @@ def test_full_lora_changes_every_neuron_and_a_wrong_mask_is_refused(tiny_gemma):
         train_classifier(adapted, ["a"], ["z"], ["x", "y"], config, progress=False)
 
 
+@pytest.mark.parametrize("classes", [["calc", "writer"], ["calc", "writer", "impress", "math"]])
+def test_the_linear_probe_head_predicts_as_the_logistic_regression_it_copies(tiny_gemma, classes):
+    from sklearn.linear_model import LogisticRegression
+
+    from workbench.backends import adapted_copy
+    from workbench.transfer.lora import LoraTrainConfig, PooledClassifier, attach_lora, classify, train_classifier
+
+    texts = ["Click the cell.", "Insert a table here.", "Choose Format - Page.", "Open the Basic IDE.",
+             "Sum the column.", "Add a footnote.", "Start the slide show.", "Type the formula."]
+    labels = [classes[i % len(classes)] for i in range(len(texts))]
+    with torch.inference_mode():
+        features = torch.cat([PooledClassifier(tiny_gemma, classes).pooled(*_encoded(tiny_gemma, [text]))
+                              for text in texts])
+    expected = LogisticRegression(max_iter=2000).fit(features.numpy(), labels).predict(features.numpy())
+    config = LoraTrainConfig(rank=2, steps=0, max_length=16)
+    adapted = adapted_copy(tiny_gemma, lambda hf_model: attach_lora(hf_model, config))
+    classifier = train_classifier(adapted, texts, labels, classes + ["unused"], config, progress=False)
+    assert classify(classifier, texts, max_length=16, batch_size=1) == list(expected)
+    assert len(set(expected)) > 1  # a head that learned something, not one constant class
+
+
+def _encoded(model, texts):
+    encoded = model.tokenizer(texts, return_tensors="pt")
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
 def _rows() -> list[TransferRow]:
     rows = []
     for language, accuracy in (("hi", 0.4), ("es", 0.6)):

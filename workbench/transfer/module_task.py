@@ -9,13 +9,14 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from workbench.backends import Model, adapted_copy
 from workbench.evaluation.scores import wilson_interval
 from workbench.interventions import Steer
 from workbench.transfer.interventions import build_intervention
-from workbench.transfer.lora import attach_lora, classify, train_classifier
+from workbench.transfer.lora import attach_lora, classify, fit_linear_head, train_classifier
 from workbench.transfer.probe import fit_probe, pooled_features, probe_layers
 from workbench.transfer.study import (
     TransferConfig,
@@ -56,17 +57,29 @@ def _probe_classifier(model: Model, config: TransferConfig, progress: bool) -> t
     return predict, f"probe at layer {probe.layer} (English dev accuracy {probe.dev_accuracy[probe.layer]:.3f})"
 
 
-def _lora_classifier(model: Model, config: TransferConfig, neurons: torch.Tensor | None, progress: bool
-                     ) -> Classifier:
+def _linear_head(model: Model, config: TransferConfig, progress: bool) -> nn.Linear | None:
+    """The head every LoRA run of the study starts from (LP-FT), fit once on the base model."""
+    if not config.lora.linear_probe_init:
+        return None
     train = module_training_rows(config.n_train)
+    return fit_linear_head(model, _texts(train, "en"), _labels(train), MODULES, max_length=config.lora.max_length,
+                           progress=progress)
+
+
+def _lora_classifier(model: Model, config: TransferConfig, neurons: torch.Tensor | None, head: nn.Linear | None,
+                     progress: bool) -> tuple[Classifier, str]:
+    train, dev = module_training_rows(config.n_train), module_training_rows(config.n_dev, split="dev")
     adapted = adapted_copy(model, lambda hf_model: attach_lora(hf_model, config.lora, neurons))
-    classifier = train_classifier(adapted, _texts(train, "en"), _labels(train), MODULES, config.lora,
+    classifier = train_classifier(adapted, _texts(train, "en"), _labels(train), MODULES, config.lora, head=head,
                                   progress=progress)
 
     def predict(texts: Sequence[str], interventions: Sequence[Steer]) -> list[str]:
         return classify(classifier, texts, interventions=interventions, max_length=config.lora.max_length)
 
-    return predict
+    dev_accuracy = float(np.mean(np.asarray(predict(_texts(dev, "en"), ())) == np.asarray(_labels(dev))))
+    start = "a linear-probe head" if head is not None else "a random head"
+    return predict, (f"{config.lora.steps} steps from {start} (English dev accuracy after training "
+                     f"{dev_accuracy:.3f})")
 
 
 def _mask_neurons(model: Model, config: TransferConfig, target: str, progress: bool) -> tuple[torch.Tensor, int]:
@@ -117,15 +130,18 @@ def module_study(model: Model, config: TransferConfig, *, progress: bool = True)
     rows: list[TransferRow] = []
     shared: Classifier | None = None
     setting = ""
+    head = _linear_head(model, config, progress) if config.adaptation != "probe" else None
     if config.adaptation == "probe":
         shared, setting = _probe_classifier(model, config, progress)
     elif config.adaptation == "lora":
-        shared, setting = _lora_classifier(model, config, None, progress), "LoRA on every MLP neuron"
+        shared, trained = _lora_classifier(model, config, None, head, progress)
+        setting = f"LoRA on every MLP neuron, {trained}"
     for target in tqdm(config.targets, desc="module", disable=not progress, unit="language"):
         predict, adaptation, target_setting = shared, config.adaptation, setting
         if predict is None:
             neurons, count = _mask_neurons(model, config, target, progress)
-            predict = _lora_classifier(model, config, neurons, progress)
-            adaptation, target_setting = f"masked-lora:{config.mask}", f"LoRA on {count} {config.mask} neurons"
+            predict, trained = _lora_classifier(model, config, neurons, head, progress)
+            adaptation = f"masked-lora:{config.mask}"
+            target_setting = f"LoRA on {count} {config.mask} neurons, {trained}"
         rows += _target_rows(model, predict, target, config, adaptation, target_setting, progress)
     return rows
