@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import workbench.distributed
 from workbench.activations import ActivationStats, HarvestConfig, HarvestError, _UnitAccumulator
 from workbench.distributed import Launch, harvest_corpus, merge_moments, merge_reservoirs, shard, torchrun_launch
 
@@ -121,17 +122,32 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank(rank: int, ports: tuple[int, int], checkpoint: Path, root: Path) -> None:
-    """One process of a 2-process job, as torchrun would start it: the environment, then the harvests."""
+def _failing_harvest(*args, **kwargs):
+    raise RuntimeError("NaN activations at blocks.1.mlp.hook_pre")
+
+
+def _rank(rank: int, ports: tuple[int, int, int], checkpoint: Path, root: Path) -> None:
+    """One process of a 2-process job, as torchrun would start it: the environment, then the harvests; in the last
+    one rank 1 fails, and each rank writes the error it raised."""
     try:
         torch.set_num_threads(1)
         os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
                            "MASTER_ADDR": "127.0.0.1"})
-        for (name, job), port in zip((("mixed", MIXED), ("one-batch", ONE_BATCH)), ports, strict=True):
+        for (name, job), port in zip((("mixed", MIXED), ("one-batch", ONE_BATCH)), ports[:2], strict=True):
             os.environ["MASTER_PORT"] = str(port)
             harvest_corpus(str(checkpoint), job["languages"], job["sites"], out=root / "distributed" / name,
                            config=job["config"], n_tokens=job["n_tokens"], max_length=job["max_length"],
                            batch_size=job["batch_size"], progress=False)
+        os.environ["MASTER_PORT"] = str(ports[2])
+        if rank == 1:
+            workbench.distributed.harvest = _failing_harvest
+        try:
+            harvest_corpus(str(checkpoint), MIXED["languages"], MIXED["sites"], out=root / "distributed" / "failing",
+                           config=MIXED["config"], n_tokens=MIXED["n_tokens"], max_length=MIXED["max_length"],
+                           batch_size=MIXED["batch_size"], progress=False)
+        except HarvestError as error:
+            (root / "failures").mkdir(exist_ok=True)
+            (root / "failures" / f"rank{rank}.txt").write_text(str(error))
     except BaseException:
         traceback.print_exc()
         os._exit(1)
@@ -155,7 +171,7 @@ def harvests(checkpoint, tmp_path_factory) -> Path:
     saved["TOKENIZERS_PARALLELISM"] = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the parent's tokenizer threads do not survive a fork
     context = multiprocessing.get_context("fork")
-    ports = (_free_port(), _free_port())
+    ports = (_free_port(), _free_port(), _free_port())
     processes = [context.Process(target=_rank, args=(rank, ports, checkpoint, root)) for rank in (0, 1)]
     for process in processes:
         process.start()
@@ -211,6 +227,16 @@ def test_two_gloo_processes_save_the_statistics_of_one(harvests, checkpoint):
             else:  # count, frac_positive, min, max, histogram
                 assert got.dtype == expected.dtype and torch.equal(got, expected), key
     assert sorted(path.name for path in (harvests / "distributed").iterdir()) == ["mixed", "one-batch"]
+
+
+def test_a_rank_that_fails_makes_every_rank_raise_instead_of_waiting(harvests):
+    """Rank 1's harvest raises before any collective: without the error exchange rank 0 would wait in the
+    all-reduce until the process group's timeout (30 min; the fixture kills the job after 2)."""
+    for rank in (0, 1):
+        message = (harvests / "failures" / f"rank{rank}.txt").read_text()
+        assert message == ("the distributed harvest failed on rank 1: RuntimeError: NaN activations at "
+                           "blocks.1.mlp.hook_pre"), message
+    assert not (harvests / "distributed" / "failing").exists()
 
 
 def test_the_direction_pipeline_fits_every_method_on_a_distributed_harvest(harvests):

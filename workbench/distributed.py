@@ -309,6 +309,37 @@ def _process_group(launch: Launch) -> Iterator[Launch]:
         dist.destroy_process_group()
 
 
+def _harvest_shard(model_name: str, backend: str, dtype: torch.dtype, specs: Sequence[Site | str],
+                   texts: dict[str, list[str]], config: HarvestConfig, launch: Launch, *, n_tokens: int,
+                   max_length: int, batch_size: int, progress: bool) -> tuple[ActivationStats, dict[str, int]]:
+    """This rank's statistics and the number of texts each language's budget chose (the same on every rank): load
+    the model, budget every language's texts, harvest this rank's batches."""
+    device = f"cuda:{launch.local_rank}" if launch.world_size > 1 and torch.cuda.is_available() else None
+    model = load_model(model_name, backend=backend, device=device, dtype=dtype)
+    resolved = _resolve_sites(model, specs)
+    local_config = replace(config, sample_seed=config.sample_seed + launch.rank)
+    chosen = {code: texts_with_budget(model.tokenizer, values, n_tokens, max_length, config.exclude_bos)[0]
+              for code, values in texts.items()}
+    batches = shard(batch_texts(model.tokenizer, chosen, batch_size=batch_size, max_length=max_length),
+                    launch.rank, launch.world_size)
+    description = "harvest" if launch.world_size == 1 else f"harvest (rank 0 of {launch.world_size})"
+    stats = (harvest(model, batches, resolved, config=local_config, progress=progress and launch.rank == 0,
+                     total=len(batches), description=description)
+             if batches else ActivationStats(sites=resolved, groups=[], config=local_config, tensors={},
+                                             metadata={"model": model_metadata(model), "n_tokens": 0}))
+    return stats, {code: len(values) for code, values in chosen.items()}
+
+
+def _raise_if_any_rank_failed(failure: Exception | None) -> None:
+    """Every rank learns whether any rank failed before the collectives that would otherwise wait for it until
+    the process group times out; then every rank raises, naming the ranks and their errors."""
+    reports: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(reports, None if failure is None else f"{type(failure).__name__}: {failure}")
+    failed = "; ".join(f"rank {rank}: {report}" for rank, report in enumerate(reports) if report is not None)
+    if failed:
+        raise HarvestError(f"the distributed harvest failed on {failed}") from failure
+
+
 def harvest_corpus(model_name: str, languages: Sequence[str], sites: Sequence[str], *, out: str | Path,
                    config: HarvestConfig = HarvestConfig(), n_tokens: int = 100_000, split: str = "discovery",
                    max_length: int = 256, batch_size: int = 16, backend: str = "hf", progress: bool = True,
@@ -337,24 +368,19 @@ def harvest_corpus(model_name: str, languages: Sequence[str], sites: Sequence[st
     _check_out(out)
     with _process_group(torchrun_launch()) as launch:
         started = time.perf_counter()
-        device = f"cuda:{launch.local_rank}" if launch.world_size > 1 and torch.cuda.is_available() else None
-        model = load_model(model_name, backend=backend, device=device, dtype=dtype)
-        resolved = _resolve_sites(model, specs)
-        local_config = replace(config, sample_seed=config.sample_seed + launch.rank)
-        chosen = {code: texts_with_budget(model.tokenizer, values, n_tokens, max_length, config.exclude_bos)[0]
-                  for code, values in texts.items()}
-        batches = shard(batch_texts(model.tokenizer, chosen, batch_size=batch_size, max_length=max_length),
-                        launch.rank, launch.world_size)
-        description = "harvest" if launch.world_size == 1 else f"harvest (rank 0 of {launch.world_size})"
-        stats = (harvest(model, batches, resolved, config=local_config, progress=progress and launch.rank == 0,
-                         total=len(batches), description=description)
-                 if batches else ActivationStats(sites=resolved, groups=[], config=local_config, tensors={},
-                                                 metadata={"model": model_metadata(model), "n_tokens": 0}))
+        failure: Exception | None = None
+        try:
+            stats, chosen = _harvest_shard(model_name, backend, dtype, specs, texts, config, launch, n_tokens=n_tokens,
+                                   max_length=max_length, batch_size=batch_size, progress=progress)
+        except Exception as error:
+            if launch.world_size == 1:
+                raise
+            failure = error
         if launch.world_size > 1:
+            _raise_if_any_rank_failed(failure)
             stats = all_reduce_stats(stats)
         stats.metadata.update({"split": split, "n_tokens_per_language": n_tokens, "max_length": max_length,
-                               "batch_size": batch_size, "world_size": launch.world_size,
-                               "texts": {code: len(values) for code, values in chosen.items()},
+                               "batch_size": batch_size, "world_size": launch.world_size, "texts": chosen,
                                "harvest_seconds": round(time.perf_counter() - started, 2)})
         if launch.rank == 0:
             _save(stats, out)
