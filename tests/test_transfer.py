@@ -175,24 +175,38 @@ def test_full_lora_changes_every_neuron_and_a_wrong_mask_is_refused(tiny_gemma):
 
 
 @pytest.mark.parametrize("classes", [["calc", "writer"], ["calc", "writer", "impress", "math"]])
-def test_the_linear_probe_head_predicts_as_the_logistic_regression_it_copies(tiny_gemma, classes):
+def test_the_linear_probe_head_predicts_as_the_logistic_regression_dev_chose(tiny_gemma, classes):
     from sklearn.linear_model import LogisticRegression
 
     from workbench.backends import adapted_copy
-    from workbench.transfer.lora import LoraTrainConfig, PooledClassifier, attach_lora, classify, train_classifier
+    from workbench.transfer.lora import (
+        LoraTrainConfig,
+        PooledClassifier,
+        attach_lora,
+        classify,
+        fit_linear_head,
+        train_classifier,
+    )
 
     texts = ["Click the cell.", "Insert a table here.", "Choose Format - Page.", "Open the Basic IDE.",
              "Sum the column.", "Add a footnote.", "Start the slide show.", "Type the formula."]
     labels = [classes[i % len(classes)] for i in range(len(texts))]
+    dev_texts, dev_labels = texts[::-1], labels[::-1]
     with torch.inference_mode():
         features = torch.cat([PooledClassifier(tiny_gemma, classes).pooled(*_encoded(tiny_gemma, [text]))
-                              for text in texts])
-    expected = LogisticRegression(max_iter=2000).fit(features.numpy(), labels).predict(features.numpy())
-    config = LoraTrainConfig(rank=2, steps=0, max_length=16)
+                              for text in texts]).numpy()
+    config = LoraTrainConfig(rank=2, steps=0, max_length=16, head_inverse_regularisations=(1e-12, 10.0))
+    head = fit_linear_head(tiny_gemma, texts, labels, dev_texts, dev_labels, classes + ["unused"], config,
+                           progress=False)
+    # the one-standard-error rule: the smallest C whose dev accuracy is within one SE of the best
+    best = max(head.dev_accuracy.values())
+    within = [c for c, accuracy in head.dev_accuracy.items() if accuracy >= best - (best * (1 - best) / 8) ** 0.5]
+    assert set(head.dev_accuracy) == {1e-12, 10.0} and head.inverse_regularisation == min(within)
+    expected = LogisticRegression(C=head.inverse_regularisation, max_iter=3000).fit(features, labels).predict(features)
     adapted = adapted_copy(tiny_gemma, lambda hf_model: attach_lora(hf_model, config))
-    classifier = train_classifier(adapted, texts, labels, classes + ["unused"], config, progress=False)
+    classifier = train_classifier(adapted, texts, labels, classes + ["unused"], config, head=head, progress=False)
     assert classify(classifier, texts, max_length=16, batch_size=1) == list(expected)
-    assert len(set(expected)) > 1  # a head that learned something, not one constant class
+    assert (expected == np.asarray(labels)).mean() > 0.5
 
 
 def _encoded(model, texts):

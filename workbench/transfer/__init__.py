@@ -24,7 +24,7 @@ _LAZY = {
     "LoraTrainConfig": "workbench.transfer.lora", "attach_lora": "workbench.transfer.lora",
     "effective_weight": "workbench.transfer.lora", "train_classifier": "workbench.transfer.lora",
     "classify": "workbench.transfer.lora", "PooledClassifier": "workbench.transfer.lora",
-    "fit_linear_head": "workbench.transfer.lora",
+    "fit_linear_head": "workbench.transfer.lora", "LinearHead": "workbench.transfer.lora",
     "TransferInterventionConfig": "workbench.transfer.interventions",
     "build_intervention": "workbench.transfer.interventions",
     "intervention_names": "workbench.transfer.interventions",

@@ -27,7 +27,7 @@ from workbench.errors import WorkbenchError
 from workbench.interventions import Steer, steering
 
 __all__ = ["LoraTrainConfig", "PooledClassifier", "attach_lora", "classify", "effective_weight",
-           "fit_linear_head", "train_classifier"]
+           "LinearHead", "fit_linear_head", "train_classifier"]
 
 ADAPTER = "default"
 MLP_TARGETS: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
@@ -60,9 +60,12 @@ class LoraTrainConfig:
     """Seed of the head's initialisation and of the batch order."""
     linear_probe_init: bool = True
     """Start the head from a logistic regression on the frozen model's pooled features of the training rows, then
-    fine-tune (LP-FT, Kumar et al. 2022): the adapters start from a head that already solves the task as well as the
-    frozen features allow, so they are not spent on fitting a random head (at 60 steps from a random head, English
-    accuracy stayed at the majority-class share)."""
+    fine-tune (LP-FT, Kumar et al. 2022), so the steps are not spent on fitting a random head (at 60 steps from a
+    random head, English accuracy stayed at the majority-class share)."""
+    head_inverse_regularisations: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    """The linear head's C grid. Dev picks the smallest C whose English dev accuracy is within one standard error
+    of the best (the one-standard-error rule): on the module task dev accuracy is flat over the grid (0.55-0.59)
+    while C >= 0.1 fits the training rows perfectly (loss < 0.11), which leaves the adapters no gradient."""
 
 
 class _Mask(nn.Module):
@@ -134,43 +137,74 @@ def _encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[Tensor, T
     return encoded["input_ids"], encoded["attention_mask"]
 
 
-def fit_linear_head(model: Model, texts: Sequence[str], labels: Sequence[str], classes: Sequence[str], *,
-                    max_length: int = 96, progress: bool = True) -> nn.Linear:
-    """A multinomial logistic regression on ``model``'s pooled features, as the head of a
-    :class:`PooledClassifier` (classes absent from ``labels`` get a bias of -1e4). Fit it once on the base model
-    and pass it to every :func:`train_classifier` of a comparison: the adapters start as the identity, so every
-    run then starts from the same classifier."""
+@dataclass(frozen=True)
+class LinearHead:
+    """The head every LoRA run of a comparison starts from, and how dev chose it."""
+
+    head: nn.Linear
+    """Weights for :class:`PooledClassifier`'s head."""
+    inverse_regularisation: float
+    """The chosen C."""
+    dev_accuracy: dict[float, float]
+    """English dev accuracy at every C of the grid."""
+
+
+def _logistic_head(features: np.ndarray, targets: np.ndarray, n_classes: int, inverse_regularisation: float
+                   ) -> tuple[Tensor, Tensor]:
+    """A multinomial logistic regression as (weight, bias) of ``n_classes`` logits (absent classes: bias -1e4)."""
     from sklearn.linear_model import LogisticRegression
 
-    classifier, batch_size = PooledClassifier(model, classes), 16
-    with torch.inference_mode():
-        features = torch.cat([classifier.pooled(*_encode(model.tokenizer, texts[start:start + batch_size], max_length))
-                              for start in tqdm(range(0, len(texts), batch_size), desc="linear head",
-                                                disable=not progress, unit="batch")])
-    targets = [classifier.classes.index(label) for label in labels]
-    present = sorted(set(targets))
+    present = sorted(set(targets.tolist()))
     if len(present) < 2:
-        raise AdapterError(f"a linear head needs at least two classes among the labels; got {sorted(set(labels))}")
-    regression = LogisticRegression(max_iter=2000).fit(features.float().numpy(), np.asarray(targets))
+        raise AdapterError(f"a linear head needs at least two classes among the labels; got {present}")
+    regression = LogisticRegression(C=inverse_regularisation, max_iter=3000).fit(features, targets)
     coefficients = torch.as_tensor(regression.coef_, dtype=torch.float32)
     intercepts = torch.as_tensor(regression.intercept_, dtype=torch.float32)
     if len(present) == 2:  # sklearn returns one row for two classes: split it as two opposite logits
         coefficients = torch.cat([-coefficients, coefficients]) / 2
         intercepts = torch.cat([-intercepts, intercepts]) / 2
-    head = classifier.head
+    weight, bias = torch.zeros(n_classes, features.shape[1]), torch.full((n_classes,), -1e4)
+    weight[present], bias[present] = coefficients, intercepts
+    return weight, bias
+
+
+def fit_linear_head(model: Model, texts: Sequence[str], labels: Sequence[str], dev_texts: Sequence[str],
+                    dev_labels: Sequence[str], classes: Sequence[str], config: LoraTrainConfig = LoraTrainConfig(),
+                    *, progress: bool = True) -> LinearHead:
+    """A logistic regression on ``model``'s pooled features of ``texts``, as the head of a :class:`PooledClassifier`,
+    its C chosen on the dev rows by the one-standard-error rule. Fit it once on the base model and pass it to
+    every :func:`train_classifier` of a comparison: the adapters start as the identity, so every run starts from
+    the same classifier."""
+    classifier, batch_size = PooledClassifier(model, classes), 16
+
+    def pooled(rows: Sequence[str], description: str) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat([classifier.pooled(*_encode(model.tokenizer, rows[start:start + batch_size],
+                                                         config.max_length))
+                              for start in tqdm(range(0, len(rows), batch_size), desc=description,
+                                                disable=not progress, unit="batch")]).float().numpy()
+
+    features, dev_features = pooled(texts, "linear head [train]"), pooled(dev_texts, "linear head [dev]")
+    targets = np.asarray([classifier.classes.index(label) for label in labels])
+    dev_targets = np.asarray([classifier.classes.index(label) for label in dev_labels])
+    heads, accuracy = {}, {}
+    for value in config.head_inverse_regularisations:
+        weight, bias = heads[value] = _logistic_head(features, targets, len(classes), value)
+        accuracy[value] = float(((dev_features @ weight.numpy().T + bias.numpy()).argmax(-1) == dev_targets).mean())
+    best = max(accuracy.values())
+    error = float(np.sqrt(best * (1 - best) / len(dev_targets)))
+    chosen = min(value for value, score in accuracy.items() if score >= best - error)
     with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(-1e4)
-        head.weight[present], head.bias[present] = coefficients.to(head.weight.dtype), intercepts.to(head.bias.dtype)
-    return head
+        classifier.head.weight.copy_(heads[chosen][0])
+        classifier.head.bias.copy_(heads[chosen][1])
+    return LinearHead(classifier.head, chosen, accuracy)
 
 
 def train_classifier(model: Model, texts: Sequence[str], labels: Sequence[str], classes: Sequence[str],
-                     config: LoraTrainConfig = LoraTrainConfig(), *, head: nn.Linear | None = None,
+                     config: LoraTrainConfig = LoraTrainConfig(), *, head: LinearHead | None = None,
                      progress: bool = True) -> PooledClassifier:
     """Train the head and every trainable parameter of ``model`` (its adapters) on ``texts`` with cross-entropy.
-    The head starts as a copy of ``head``, else (``config.linear_probe_init``) as :func:`fit_linear_head` on
-    ``model`` before training, else random."""
+    The head starts as a copy of ``head`` (:func:`fit_linear_head`), else random."""
     if not texts or len(texts) != len(labels):
         raise AdapterError(f"need one label per text and at least one text; got {len(texts)} texts, "
                            f"{len(labels)} labels")
@@ -181,10 +215,8 @@ def train_classifier(model: Model, texts: Sequence[str], labels: Sequence[str], 
     torch.manual_seed(config.seed)
     classifier = PooledClassifier(model, classes)
     targets = torch.tensor([classifier.classes.index(label) for label in labels])
-    if head is None and config.linear_probe_init:
-        head = fit_linear_head(model, texts, labels, classes, max_length=config.max_length, progress=progress)
     if head is not None:
-        classifier.head.load_state_dict(head.state_dict())
+        classifier.head.load_state_dict(head.head.state_dict())
     trainable = [parameter for parameter in classifier.parameters() if parameter.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=config.learning_rate)
     classifier.train()

@@ -9,14 +9,13 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from workbench.backends import Model, adapted_copy
 from workbench.evaluation.scores import wilson_interval
 from workbench.interventions import Steer
 from workbench.transfer.interventions import build_intervention
-from workbench.transfer.lora import attach_lora, classify, fit_linear_head, train_classifier
+from workbench.transfer.lora import LinearHead, attach_lora, classify, fit_linear_head, train_classifier
 from workbench.transfer.probe import fit_probe, pooled_features, probe_layers
 from workbench.transfer.study import (
     TransferConfig,
@@ -57,16 +56,16 @@ def _probe_classifier(model: Model, config: TransferConfig, progress: bool) -> t
     return predict, f"probe at layer {probe.layer} (English dev accuracy {probe.dev_accuracy[probe.layer]:.3f})"
 
 
-def _linear_head(model: Model, config: TransferConfig, progress: bool) -> nn.Linear | None:
+def _linear_head(model: Model, config: TransferConfig, progress: bool) -> LinearHead | None:
     """The head every LoRA run of the study starts from (LP-FT), fit once on the base model."""
     if not config.lora.linear_probe_init:
         return None
-    train = module_training_rows(config.n_train)
-    return fit_linear_head(model, _texts(train, "en"), _labels(train), MODULES, max_length=config.lora.max_length,
-                           progress=progress)
+    train, dev = module_training_rows(config.n_train), module_training_rows(config.n_dev, split="dev")
+    return fit_linear_head(model, _texts(train, "en"), _labels(train), _texts(dev, "en"), _labels(dev), MODULES,
+                           config.lora, progress=progress)
 
 
-def _lora_classifier(model: Model, config: TransferConfig, neurons: torch.Tensor | None, head: nn.Linear | None,
+def _lora_classifier(model: Model, config: TransferConfig, neurons: torch.Tensor | None, head: LinearHead | None,
                      progress: bool) -> tuple[Classifier, str]:
     train, dev = module_training_rows(config.n_train), module_training_rows(config.n_dev, split="dev")
     adapted = adapted_copy(model, lambda hf_model: attach_lora(hf_model, config.lora, neurons))
@@ -77,7 +76,8 @@ def _lora_classifier(model: Model, config: TransferConfig, neurons: torch.Tensor
         return classify(classifier, texts, interventions=interventions, max_length=config.lora.max_length)
 
     dev_accuracy = float(np.mean(np.asarray(predict(_texts(dev, "en"), ())) == np.asarray(_labels(dev))))
-    start = "a linear-probe head" if head is not None else "a random head"
+    start = (f"a linear-probe head (C {head.inverse_regularisation:g}, English dev accuracy "
+             f"{head.dev_accuracy[head.inverse_regularisation]:.3f})" if head is not None else "a random head")
     return predict, (f"{config.lora.steps} steps from {start} (English dev accuracy after training "
                      f"{dev_accuracy:.3f})")
 
