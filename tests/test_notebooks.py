@@ -31,7 +31,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = ("01_quickstart.ipynb", "02_foxp2_walkthrough.ipynb", "03_neuron_study.ipynb",
-             "04_feature_ablation.ipynb", "05_method_comparison.ipynb", "07_explore.ipynb")
+             "04_feature_ablation.ipynb", "05_method_comparison.ipynb", "06_transfer.ipynb", "07_explore.ipynb")
 PAIRING = "ipynb,py:percent"
 CELL_TIMEOUT_S = 600
 REGENERATE = "jupytext --sync notebooks/*.py"

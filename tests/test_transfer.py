@@ -174,6 +174,20 @@ def test_full_lora_changes_every_neuron_and_a_wrong_mask_is_refused(tiny_gemma):
         train_classifier(adapted, ["a"], ["z"], ["x", "y"], config, progress=False)
 
 
+def test_pooled_means_batched_by_length_come_back_in_input_order(tiny_gemma):
+    from workbench.readouts import length_sorted_batches, pooled_means
+
+    texts = ["A much longer help paragraph about inserting tables into a text document.", "Short.",
+             "Choose Format - Page.", "x", "Open the Basic IDE and run the macro you recorded."]
+    batches = length_sorted_batches(tiny_gemma.tokenizer, texts, batch_size=2, max_length=32)
+    assert sorted(index for indices, _, _ in batches for index in indices) == list(range(len(texts)))
+    assert [tokens.shape[1] for _, tokens, _ in batches] == sorted(tokens.shape[1] for _, tokens, _ in batches)
+    names = ["blocks.1.hook_resid_post"]
+    batched = pooled_means(tiny_gemma, texts, names, batch_size=2, max_length=32, progress=False)
+    alone = torch.cat([pooled_means(tiny_gemma, [text], names, max_length=32, progress=False) for text in texts], 1)
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("classes", [["calc", "writer"], ["calc", "writer", "impress", "math"]])
 def test_the_linear_probe_head_predicts_as_the_logistic_regression_dev_chose(tiny_gemma, classes):
     from sklearn.linear_model import LogisticRegression

@@ -12,7 +12,8 @@ Built on TransformerLens hook points and SAELens dictionaries. The public face, 
     metrics = wb.evaluate(model, prompts, "hi", hooks=edit.hooks(model))   # LID, dM, leakage, KL, NLL, relevance
 
 Packages: ``wb.corpus``, ``wb.saes``, ``wb.features``, ``wb.neurons``, ``wb.foxp2``, ``wb.evaluation``,
-``wb.plots``, ``wb.directions``, ``wb.views`` (language mass across steps, layers and positions); modules
+``wb.plots``, ``wb.directions``, ``wb.views`` (language mass across steps, layers and positions),
+``wb.transfer`` (cross-lingual transfer tasks, LoRA and masked LoRA); modules
 ``wb.calibration``, ``wb.bench``, ``wb.store``, ``wb.interventions``, ``wb.activations``, ``wb.languages``,
 ``wb.sites``.
 """
@@ -43,7 +44,7 @@ _EXPORTS = {
 }
 _MODULES = ("corpus", "saes", "features", "neurons", "foxp2", "evaluation", "plots", "interventions", "activations",
             "languages", "sites", "models", "methods", "directions", "spectral", "calibration", "bench", "store",
-            "views")
+            "views", "transfer")
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS, _MODULES)
 
 __all__ = ["__version__", *_EXPORTS, *_MODULES]

@@ -30,12 +30,27 @@ def token_activations(model: Model, token_ids: Sequence[int], hook_names: Sequen
     return captured
 
 
+def length_sorted_batches(tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_length: int
+                          ) -> list[tuple[list[int], Tensor, Tensor]]:
+    """``texts`` tokenized (right-padded, truncated to ``max_length``) in batches of similar length, as
+    (indices into ``texts``, token ids, attention mask): padding to each batch's longest text then costs little."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda index: (lengths[index], index))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        encoded = tokenizer([texts[index] for index in indices], return_tensors="pt", padding=True,
+                            padding_side="right", truncation=True, max_length=max_length)
+        batches.append((indices, encoded["input_ids"], encoded["attention_mask"]))
+    return batches
+
+
 def pooled_means(model: Model, texts: Sequence[str], hook_names: Sequence[str], *, transform: Any = None,
                  batch_size: int = 16, max_length: int = 128, progress: bool = True, description: str = "pool"
                  ) -> Float[Tensor, "hook text d"]:
     """Per text, the mean over its tokens (BOS and padding excluded) of each hook's activation (``transform``
-    applied first, e.g. a gate's activation function); one forward pass per batch, stopping after the deepest
-    hooked block."""
+    applied first, e.g. a gate's activation function); one forward pass per batch of similar lengths, stopping after
+    the deepest hooked block."""
     if not texts:
         raise HarvestError("no texts to pool")
     bos = getattr(model.tokenizer, "bos_token_id", None)
@@ -47,16 +62,15 @@ def pooled_means(model: Model, texts: Sequence[str], hook_names: Sequence[str], 
         summed = einops.einsum(values, weights, "batch pos d, batch pos -> batch d")
         pooled[index].append((summed / weights.sum(-1, keepdim=True).clamp_min(1)).cpu())
 
+    batches = length_sorted_batches(model.tokenizer, texts, batch_size=batch_size, max_length=max_length)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc=description, disable=not progress, unit="batch"):
-            encoded = model.tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
-                                      padding_side="right", truncation=True, max_length=max_length)
-            tokens, mask = encoded["input_ids"], encoded["attention_mask"]
+        for _, tokens, mask in tqdm(batches, desc=description, disable=not progress, unit="batch"):
             usable = mask.bool() & (tokens != bos) if bos is not None else mask.bool()
             weights = usable.float().to(device)
             hooks = [(name, partial(pool, index=index, weights=weights)) for index, name in enumerate(hook_names)]
             forward_to(model, tokens, mask, hooks)
-    return torch.stack([torch.cat(chunks) for chunks in pooled])
+    order = torch.tensor([index for indices, _, _ in batches for index in indices])
+    return torch.stack([torch.cat(chunks) for chunks in pooled])[:, torch.argsort(order)]
 
 
 def activations_at(model: Model, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],

@@ -32,7 +32,8 @@ _LAZY = {
     "corpus_bleu": "workbench.transfer.translate",
     "TransferConfig": "workbench.transfer.study", "TransferRow": "workbench.transfer.study",
     "run_transfer": "workbench.transfer.run", "write_transfer": "workbench.transfer.report",
-    "leaderboard": "workbench.transfer.report",
+    "leaderboard": "workbench.transfer.report", "score_figure": "workbench.transfer.report",
+    "gap_figure": "workbench.transfer.report", "adapted_copy": "workbench.backends",
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 

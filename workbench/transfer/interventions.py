@@ -29,7 +29,7 @@ from workbench.neurons.cache import (
     language_statistics,
 )
 from workbench.neurons.clas import bridge_masks
-from workbench.neurons.data import TokenDataConfig
+from workbench.neurons.data import ParallelDataConfig, TokenDataConfig
 from workbench.neurons.gating import GATE_STATISTICS
 from workbench.neurons.interventions import clas_rescale, deactivate, random_like, set_gate
 from workbench.sites import Site
@@ -61,6 +61,8 @@ class TransferInterventionConfig:
     """Language set LAPE, 90p and CLAS compare (the target is added when missing)."""
     tokens: TokenDataConfig = field(default_factory=TokenDataConfig)
     """Monolingual text of the neuron statistics (the default shares ``workbench neurons``' cache)."""
+    parallel: ParallelDataConfig = field(default_factory=ParallelDataConfig)
+    """Parallel items of CLAS's categories and bridge layers (the default shares ``workbench neurons``' cache)."""
     clas_alphas: tuple[float, ...] = (-0.5, -0.25, 0.25, 0.5, 1.0)
     """CLAS alpha grid searched on dev (the paper tunes alpha per task; it may be negative)."""
     seed: int = 0
@@ -70,7 +72,8 @@ class TransferInterventionConfig:
 
     def run_config(self, target: str) -> NeuronRunConfig:
         languages = self.languages if target in self.languages else (*self.languages, target)
-        return NeuronRunConfig(languages=languages, tokens=self.tokens, run_causal=False, compare_methods=False)
+        return NeuronRunConfig(languages=languages, tokens=self.tokens, parallel=self.parallel, run_causal=False,
+                               compare_methods=False)
 
 
 @dataclass(frozen=True)

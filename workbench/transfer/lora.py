@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from workbench.backends import Model, final_hidden_states
 from workbench.errors import WorkbenchError
 from workbench.interventions import Steer, steering
+from workbench.readouts import length_sorted_batches
 
 __all__ = ["LoraTrainConfig", "PooledClassifier", "attach_lora", "classify", "effective_weight",
            "LinearHead", "fit_linear_head", "train_classifier"]
@@ -178,11 +179,12 @@ def fit_linear_head(model: Model, texts: Sequence[str], labels: Sequence[str], d
     classifier, batch_size = PooledClassifier(model, classes), 16
 
     def pooled(rows: Sequence[str], description: str) -> np.ndarray:
+        batches = length_sorted_batches(model.tokenizer, rows, batch_size=batch_size, max_length=config.max_length)
+        features = torch.empty(len(rows), model.cfg.d_model)
         with torch.inference_mode():
-            return torch.cat([classifier.pooled(*_encode(model.tokenizer, rows[start:start + batch_size],
-                                                         config.max_length))
-                              for start in tqdm(range(0, len(rows), batch_size), desc=description,
-                                                disable=not progress, unit="batch")]).float().numpy()
+            for indices, tokens, mask in tqdm(batches, desc=description, disable=not progress, unit="batch"):
+                features[indices] = classifier.pooled(tokens, mask).float().cpu()
+        return features.numpy()
 
     features, dev_features = pooled(texts, "linear head [train]"), pooled(dev_texts, "linear head [dev]")
     targets = np.asarray([classifier.classes.index(label) for label in labels])
@@ -236,9 +238,10 @@ def train_classifier(model: Model, texts: Sequence[str], labels: Sequence[str], 
 def classify(classifier: PooledClassifier, texts: Sequence[str], *, interventions: Sequence[Steer] = (),
              batch_size: int = 16, max_length: int = 96) -> list[str]:
     """The predicted class of each text, with ``interventions`` active."""
-    predictions: list[str] = []
+    predictions = [""] * len(texts)
+    batches = length_sorted_batches(classifier.model.tokenizer, texts, batch_size=batch_size, max_length=max_length)
     with steering(classifier.model, interventions), torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            tokens, mask = _encode(classifier.model.tokenizer, texts[start:start + batch_size], max_length)
-            predictions += [classifier.classes[i] for i in classifier(tokens, mask).argmax(-1).tolist()]
+        for indices, tokens, mask in batches:
+            for index, label in zip(indices, classifier(tokens, mask).argmax(-1).tolist(), strict=True):
+                predictions[index] = classifier.classes[label]
     return predictions
