@@ -354,5 +354,14 @@ def test_qa_share_takes_that_share_of_each_language_from_question_answer_context
     assert all(count >= 2000 for count in counts.values()), counts
     plain, _ = corpus_batches(tokenizer, ["hi"], "discovery", 2000, max_length=64)
     assert not any(tokenizer.decode(row, skip_special_tokens=True).startswith("Q: ") for b in plain for row in b.tokens)
+    # a model loaded with its chat template gets its contexts in that template
+    from workbench.prompting import ChatFormat
+
+    chat = ChatFormat(prefix="<start_of_turn>user\n", suffix="<end_of_turn>\n<start_of_turn>model\n")
+    chatted, _ = corpus_batches(tokenizer, ["es"], "discovery", 2000, qa_share=1.0, max_length=64, prompt_format=chat)
+    texts = [tokenizer.decode(row[mask.bool()]) for batch in chatted
+             for row, mask in zip(batch.tokens, batch.attention_mask, strict=True)]
+    assert texts and all(text.startswith("<bos><start_of_turn>user\n") and "<start_of_turn>model\n" in text
+                         and "Q: " not in text for text in texts)
     # fields added later leave older SAEs' cache keys unchanged at their defaults
     assert "qa_share" not in SAETrainConfig().to_dict() and SAETrainConfig(qa_share=0.25).to_dict()["qa_share"] == 0.25

@@ -19,23 +19,25 @@ from tqdm.auto import tqdm
 
 from workbench.activations import TokenBatch, batch_texts, texts_with_budget
 from workbench.backends import Model, forward_to
+from workbench.prompting import PromptFormat, QAFormat
 from workbench.saes.config import SAEError
 from workbench.sites import Site, resolve_site, validate_hook_name
 
 
 def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_tokens: int, *, max_length: int = 128,
-                   batch_size: int = 16, exclude_bos: bool = True, qa_share: float = 0.0
-                   ) -> tuple[list[TokenBatch], dict[str, int]]:
+                   batch_size: int = 16, exclude_bos: bool = True, qa_share: float = 0.0,
+                   prompt_format: PromptFormat | None = None) -> tuple[list[TokenBatch], dict[str, int]]:
     """Token batches of shipped monolingual text, ``n_tokens / len(languages)`` usable tokens per language, the share
-    ``qa_share`` of them from question/answer contexts in the QA template (an English help heading as the question,
-    the paragraph after it in the language as the answer; where a language has fewer, monolingual text fills in).
+    ``qa_share`` of them from question/answer contexts in ``prompt_format`` (the model's: ``Q: ...\nA:`` or its chat
+    template; an English help heading as the question, the paragraph after it in the language as the answer; where
+    a language has fewer, monolingual text fills in).
 
     Returns the batches (labelled by language) and the usable token count taken per language; a language with
     less text in the split gives all it has.
     """
     from workbench import corpus
-    from workbench.prompting import QA_TEMPLATE
 
+    fmt = prompt_format or QAFormat()
     if not languages:
         raise SAEError("no languages given")
     per_language = max(1, n_tokens // len(languages))
@@ -44,7 +46,7 @@ def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_token
     for lang in languages:
         qa_texts, qa_count = [], 0
         if qa_share > 0:
-            contexts = [f"{QA_TEMPLATE.format(prompt=pair.question)} {pair.answer}"
+            contexts = [fmt.prompt(pair.question) + fmt.answer_prefix + pair.answer
                         for pair in corpus.qa_pairs(lang, split=split)]
             qa_texts, qa_count = texts_with_budget(tokenizer, contexts, round(per_language * qa_share), max_length,
                                                    exclude_bos)

@@ -31,6 +31,7 @@ from torch import Tensor
 from workbench.artifacts import atomic_write_json
 from workbench.backends import Model
 from workbench.models import model_metadata
+from workbench.prompting import prompt_format
 from workbench.saes.config import SAEError, SAETrainConfig
 from workbench.saes.data import ActivationBuffer, buffer_gib, corpus_batches, harvest_buffer, shuffled_batches
 from workbench.saes.io import TRAINING_FILE, load_sae, read_json
@@ -185,7 +186,8 @@ def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, c
         started = time.perf_counter()
         batches, token_counts = corpus_batches(model.tokenizer, config.languages, config.split, config.n_tokens,
                                                max_length=config.max_length, batch_size=config.text_batch_size,
-                                               exclude_bos=config.exclude_bos, qa_share=config.qa_share)
+                                               exclude_bos=config.exclude_bos, qa_share=config.qa_share,
+                                               prompt_format=prompt_format(model))
         buffer = harvest_buffer(model, batches, todo, exclude_bos=config.exclude_bos,
                                 max_gib=config.max_buffer_gib, progress=progress,
                                 description=f"harvest {len(todo)} site(s)")
