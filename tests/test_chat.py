@@ -29,6 +29,10 @@ def test_the_chat_format_wraps_one_user_turn_without_a_second_bos(chat_checkpoin
     assert chat.prompt("What is a cell?") == "<start_of_turn>user\nWhat is a cell?<end_of_turn>\n<start_of_turn>model\n"
     ids = tokenizer(chat.prompt("What is a cell?"))["input_ids"]
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    # a tokenizer that does not add BOS keeps the template's; one that always prepends it (TransformerLens' hooked
+    # models do, whatever the HF tokenizer does) drops it
+    assert ChatFormat.from_tokenizer(tokenizer, adds_bos=False).prefix == "<bos><start_of_turn>user\n"
+    assert ChatFormat.from_tokenizer(tokenizer, adds_bos=True) == chat
     instructed = chat.with_instruction(chat.prompt("What is a cell?"), "Answer in Hindi.")
     assert instructed == chat.prompt("What is a cell? Answer in Hindi.")  # inside the user turn
     assert QAFormat().with_instruction("Q: What is a cell?\nA:", "Answer in Hindi.") == (

@@ -241,7 +241,8 @@ def load_model(name: str | os.PathLike[str] = EMBEDDED_MODEL, *, backend: str = 
     _check_placement_backend(backend, device_map, n_devices)
     load_devices(device, device_map, dtype)
     resolved = _resolve(name, architecture, needs_architecture=backend == "hooked")
-    chat = ChatFormat.from_tokenizer(load_tokenizer(name)) if chat_template else None
+    chat = (ChatFormat.from_tokenizer(load_tokenizer(name), adds_bos=True if backend == "hooked" else None)
+            if chat_template else None)
     started = time.perf_counter()
     placement = _Placement(device, device_map, n_devices)
     with _offline_if_local(resolved):

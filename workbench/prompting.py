@@ -141,7 +141,9 @@ class ChatFormat:
     """The assistant turn starts right after the generation prompt."""
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> ChatFormat:
+    def from_tokenizer(cls, tokenizer: Any, *, adds_bos: bool | None = None) -> ChatFormat:
+        """Read the template; ``adds_bos``: whether the text is tokenized with BOS prepended (default: whether
+        ``tokenizer`` adds it; TransformerLens' hooked models always prepend it, whatever the HF tokenizer does)."""
         template = getattr(tokenizer, "chat_template", None)
         if not template:
             raise ChatTemplateError(f"{type(tokenizer).__name__} has no chat template: --chat-template needs an "
@@ -157,8 +159,9 @@ class ChatFormat:
                                     "the workbench cannot tell where the question ends")
         prefix, suffix = rendered.split(sentinel)
         bos = getattr(tokenizer, "bos_token", None)
-        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
-        if adds_bos and prefix.startswith(bos):
+        if adds_bos is None:
+            adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+        if adds_bos and bos is not None and prefix.startswith(bos):
             prefix = prefix[len(bos):]
         return cls(prefix, suffix)
 
