@@ -370,8 +370,9 @@ def harvest_corpus(model_name: str, languages: Sequence[str], sites: Sequence[st
         started = time.perf_counter()
         failure: Exception | None = None
         try:
-            stats, chosen = _harvest_shard(model_name, backend, dtype, specs, texts, config, launch, n_tokens=n_tokens,
-                                   max_length=max_length, batch_size=batch_size, progress=progress)
+            stats, chosen = _harvest_shard(model_name, backend, dtype, specs, texts, config, launch,
+                                           n_tokens=n_tokens, max_length=max_length, batch_size=batch_size,
+                                           progress=progress)
         except Exception as error:
             if launch.world_size == 1:
                 raise
