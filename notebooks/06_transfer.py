@@ -94,8 +94,9 @@ Markdown(wb.transfer.leaderboard(probe_rows))
 # ## Masked LoRA: fine-tune only the target's language neurons
 #
 # Neuron `i` of a layer owns row `i` of `gate_proj` / `up_proj` and column `i` of `down_proj`; masking the LoRA
-# factors there keeps every other neuron's effective weights bit-identical to the base model's. Every run starts
-# from the same linear-probe head (LP-FT) fit once on the base model.
+# factors there keeps every other neuron's effective weights bit-identical to the base model's. The first cell trains
+# from a random head, only to show the mask; in `run_transfer` every LoRA run starts from a linear-probe head fit on
+# the base model (LP-FT), the same head for every adaptation.
 
 # %%
 import torch
