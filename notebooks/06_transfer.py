@@ -78,17 +78,17 @@ pd.Series({"label": example.label, **{code: text[:120] for code, text in example
 probe_config = wb.transfer.TransferConfig(
     targets=TARGETS, interventions=("none", "clas", "lape-zero", "random-lape-zero"), **SIZES,
     probe=wb.transfer.ProbeConfig(layers=(model.cfg.n_layers - 1,)), neurons=NEURONS)
-probe_rows = wb.transfer.run_transfer(model, probe_config, progress=PROGRESS)
-wb.transfer.write_transfer(probe_rows, probe_config, OUT / "transfer" / "probe")
-wb.transfer.score_figure(probe_rows, "module")
+probe = wb.transfer.run_transfer(model, probe_config, progress=PROGRESS)  # .rows: estimates, .items: per item
+wb.transfer.write_transfer(probe, probe_config, OUT / "transfer" / "probe")
+wb.transfer.score_figure(probe.rows, "module")
 
 # %%
-wb.transfer.gap_figure(probe_rows)  # English minus target accuracy on identical rows
+wb.transfer.gap_figure(probe.rows)  # English minus target accuracy on identical rows
 
 # %%
 from IPython.display import Markdown
 
-Markdown(wb.transfer.leaderboard(probe_rows))
+Markdown(wb.transfer.leaderboard(probe.rows))
 
 # %% [markdown]
 # ## Masked LoRA: fine-tune only the target's language neurons
@@ -120,14 +120,22 @@ print(f"layer {layer}: {int(changed.sum())} of {int(neurons[layer].sum())} selec
       "every other row bit-identical")
 
 # %%
-lora_rows = []
+adapted_runs = {}
 for adaptation, mask in (("lora", "lape"), ("masked-lora", "lape"), ("masked-lora", "random-lape")):
     config = wb.transfer.TransferConfig(targets=TARGETS, interventions=("none",), adaptation=adaptation, mask=mask,
                                         lora=lora, neurons=NEURONS, **SIZES)
-    lora_rows += wb.transfer.run_transfer(model, config, progress=PROGRESS)
-frame = pd.DataFrame(lora_rows)
+    adapted_runs[f"{adaptation}:{mask}"] = wb.transfer.run_transfer(model, config, progress=PROGRESS)
+frame = pd.DataFrame([row for run in adapted_runs.values() for row in run.rows])
 frame[frame.metric.isin(["accuracy", "english_accuracy", "transfer_gap"])].pivot_table(
     index=["adaptation", "metric"], columns="language", values="value").round(3)
+
+# %% [markdown]
+# Both masked runs scored the same eval rows, so their difference gets a paired interval (Mondal et al.'s claim:
+# LAPE-masked LoRA transfers no better than LoRA masked to as many random neurons).
+
+# %%
+Markdown(wb.transfer.comparison_table(wb.transfer.compare_items(
+    adapted_runs["masked-lora:lape"].items, adapted_runs["masked-lora:random-lape"].items)))
 
 # %% [markdown]
 # ## Translate: few-shot English -> X, chrF and BLEU
@@ -136,6 +144,6 @@ frame[frame.metric.isin(["accuracy", "english_accuracy", "transfer_gap"])].pivot
 translate_config = wb.transfer.TransferConfig(
     task="translate", targets=TARGETS, interventions=("none", "lape-zero", "random-lape-zero"), neurons=NEURONS,
     n_dev=3, n_eval=4 if SMALL else 48, max_new_tokens=16 if SMALL else 64)
-translate_rows = wb.transfer.run_transfer(model, translate_config, progress=PROGRESS)
-wb.transfer.write_transfer(translate_rows, translate_config, OUT / "transfer" / "translate")
-Markdown(wb.transfer.leaderboard(translate_rows))
+translated = wb.transfer.run_transfer(model, translate_config, progress=PROGRESS)
+wb.transfer.write_transfer(translated, translate_config, OUT / "transfer" / "translate")
+Markdown(wb.transfer.leaderboard(translated.rows))

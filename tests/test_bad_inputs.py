@@ -125,6 +125,7 @@ CASES: dict[str, Case] = {
     "transfer translate with LoRA": Case("transfer --task translate --adapt lora --out {tmp}/out",
                                          "translate uses the base model"),
     "transfer zero eval rows": Case("transfer --n-eval 0 --out {tmp}/out", "--n-eval must be a positive"),
+    "transfer compare without items": Case("transfer-compare {tmp} {tmp}", "items.csv does not exist"),
     "unknown device map strategy": Case("steer --target hi --prompt hi --device-map everywhere",
                                         "unknown device_map 'everywhere'"),
     "device map naming a missing GPU": Case("""steer --target hi --prompt hi --device-map '{{"model.layers.0": 3}}'""",

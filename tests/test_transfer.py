@@ -14,10 +14,18 @@ from conftest import tiny_gemma3
 from workbench import corpus
 from workbench.corpus import CorpusError
 from workbench.neurons.interventions import random_like
+from workbench.transfer.compare import compare_items, compare_runs, read_items, write_comparison
 from workbench.transfer.loaders import load_belebele, load_xnli
 from workbench.transfer.probe import fit_probe
 from workbench.transfer.report import leaderboard, write_transfer
-from workbench.transfer.study import TransferConfig, TransferError, TransferRow, check_config
+from workbench.transfer.study import (
+    TransferConfig,
+    TransferError,
+    TransferItem,
+    TransferResult,
+    TransferRow,
+    check_config,
+)
 from workbench.transfer.tasks import (
     MODULES,
     TaskError,
@@ -249,12 +257,44 @@ def test_report_writes_results_leaderboard_and_figures(tmp_path):
     assert "| method | hi (n=96) | es (n=96) |" in text
     assert "0.350 [0.250, 0.450]; Δ -0.050 [-0.090, -0.010]" in text
     assert "*transfer_gap*" in text and "layer 12; rows: lo-help" in text
-    out = write_transfer(_rows(), TransferConfig(targets=("hi", "es")), tmp_path)
+    items = _items("probe", np.arange(96) % 2)
+    out = write_transfer(TransferResult(tuple(_rows()), items), TransferConfig(targets=("hi", "es")), tmp_path)
     frame = pd.read_csv(out / "results.csv")
     assert {"task", "adaptation", "method", "language", "metric", "value", "ci_low", "ci_high", "n"} <= set(frame)
     assert len(frame) == 10
     for name in ("module_scores", "transfer_gap"):
         assert (out / f"{name}.html").stat().st_size > 1000 and (out / f"{name}.png").stat().st_size > 1000
+    assert read_items(out) == list(items)  # ids such as "0001" stay strings
+
+
+def _items(adaptation: str, correct: np.ndarray, language: str = "hi") -> tuple[TransferItem, ...]:
+    return tuple(TransferItem("module", adaptation, "none", language, "accuracy", f"{index:04d}", float(score))
+                 for index, score in enumerate(correct))
+
+
+def test_two_runs_compare_item_by_item_with_a_paired_interval(tmp_path):
+    rng = np.random.default_rng(0)
+    first = rng.random(200) < 0.5
+    second = first.copy()
+    second[:12] = True  # the second run gets up to 12 more items right and changes nothing else
+    gain = float(second.mean() - first.mean())
+    (row,) = compare_items(_items("masked-lora:random-lape", second), _items("masked-lora:lape", first))
+    assert row.first == "masked-lora:random-lape" and row.n == 200
+    assert row.difference == pytest.approx(gain) == pytest.approx(row.first_value - row.second_value)
+    assert 0 <= row.ci_low <= gain <= row.ci_high < 0.1  # unpaired, two ~0.07-wide intervals would overlap
+    (shifted,) = compare_items(_items("a", first), _items("b", second[:50]))
+    assert shifted.n == 50  # only the items both runs scored
+    with pytest.raises(TransferError, match="share no"):
+        compare_items(_items("a", first), _items("b", second, language="es"))
+    for name, correct in (("lape", first), ("random", second)):
+        write_transfer(TransferResult(tuple(_rows()), _items(f"masked-lora:{name}", correct)),
+                       TransferConfig(targets=("hi",)), tmp_path / name)
+    (row,) = compare_runs(tmp_path / "random", tmp_path / "lape")
+    assert row.first == "masked-lora:random (random)" and row.difference == pytest.approx(gain)
+    out = write_comparison([row], tmp_path / "compare")
+    assert "masked-lora:random (random) minus masked-lora:lape (lape)" in (out / "comparison.md").read_text()
+    with pytest.raises(TransferError, match="does not exist"):
+        read_items(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize(("changes", "message"), [

@@ -18,15 +18,20 @@ NEURONS = TransferInterventionConfig(languages=("en", "es", "hi"), tokens=TokenD
                                      clas_alphas=(-0.5, 0.5))
 
 
-def _value(rows, method: str, metric: str) -> float:
+def _row(rows, method: str, metric: str):
     (row,) = [row for row in rows if row.method == method and row.metric == metric]
-    return row.value
+    return row
+
+
+def _value(rows, method: str, metric: str) -> float:
+    return _row(rows, method, metric).value
 
 
 def test_an_english_probe_transfers_to_spanish_and_every_row_adds_up(gemma_fast):
     config = TransferConfig(targets=("es",), interventions=("none", "lape-zero", "random-lape-zero"), n_train=160,
                             n_dev=32, n_eval=64, neurons=NEURONS)
-    rows = run_transfer(gemma_fast, config, progress=False)
+    result = run_transfer(gemma_fast, config, progress=False)
+    rows = result.rows
     accuracy = {row.method: row for row in rows if row.metric == "accuracy"}
     assert set(accuracy) == {"none", "lape-zero", "random-lape-zero"}
     assert all(row.n == 64 and row.ci_low <= row.value <= row.ci_high for row in rows)
@@ -37,6 +42,10 @@ def test_an_english_probe_transfers_to_spanish_and_every_row_adds_up(gemma_fast)
         assert _value(rows, method, "delta_accuracy") == pytest.approx(accuracy[method].value
                                                                        - accuracy["none"].value)
     assert 0 < _value(rows, "none", "majority_share") < 1
+    for (method, metric), row in {**{(m, "accuracy"): r for m, r in accuracy.items()},
+                                  ("none", "english_accuracy"): _row(rows, "none", "english_accuracy")}.items():
+        scores = [item.score for item in result.items if item.method == method and item.metric == metric]
+        assert len(scores) == 64 and np.mean(scores) == pytest.approx(row.value)  # the items behind every rate
     lape = build_intervention(gemma_fast, "lape-zero", "es", NEURONS, progress=False)
     random = build_intervention(gemma_fast, "random-lape-zero", "es", NEURONS, progress=False)
     assert lape.n_neurons == random.n_neurons > 0

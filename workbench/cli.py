@@ -18,7 +18,7 @@ from workbench.harvest_cli import harvest_command
 from workbench.neurons.cli import app as neurons_app
 from workbench.saes.cli import sae_app
 from workbench.store_cli import cache_app
-from workbench.transfer.cli import transfer_command
+from workbench.transfer.cli import transfer_command, transfer_compare_command
 from workbench.views.cli import view_app
 
 app = typer.Typer(help="Study and steer which language a multilingual LLM speaks.", no_args_is_help=True,
@@ -240,6 +240,7 @@ app.command("features")(features_command)
 app.command("ablate")(ablate_command)
 app.command("foxp2")(foxp2_command)
 app.command("transfer")(transfer_command)
+app.command("transfer-compare")(transfer_compare_command)
 app.command("harvest")(harvest_command)
 app.command("export")(export_command)
 

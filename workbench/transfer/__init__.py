@@ -1,11 +1,13 @@
 """Cross-lingual transfer, measured: tasks built from the shipped corpus (``module`` classification with paired
 English / target rows, few-shot ``translate``), English-only adaptation (a probe on frozen representations, LoRA,
 masked LoRA on a neuron set), test-time neuron interventions (CLAS, SetGate on LAPE / 90p neurons and matched
-random neurons), and loaders for XNLI and Belebele.
+random neurons), per-item scores compared between runs with paired intervals, and loaders for XNLI and
+Belebele.
 
     from workbench.transfer import TransferConfig, run_transfer, write_transfer
-    rows = run_transfer(load_model(backend="hf"), TransferConfig(targets=("hi", "es")))
-    write_transfer(rows, TransferConfig(targets=("hi", "es")), "figures/transfer")
+    result = run_transfer(load_model(backend="hf"), TransferConfig(targets=("hi", "es")))  # rows and per-item scores
+    write_transfer(result, TransferConfig(targets=("hi", "es")), "figures/transfer")
+    compare_runs("figures/transfer-masked-lape", "figures/transfer-masked-random")  # paired, item by item
 
 Names are imported on first use, so ``import workbench.transfer`` stays light.
 """
@@ -31,6 +33,10 @@ _LAZY = {
     "translate": "workbench.transfer.translate", "sentence_chrf": "workbench.transfer.translate",
     "corpus_bleu": "workbench.transfer.translate",
     "TransferConfig": "workbench.transfer.study", "TransferRow": "workbench.transfer.study",
+    "TransferItem": "workbench.transfer.study", "TransferResult": "workbench.transfer.study",
+    "ComparisonRow": "workbench.transfer.compare", "compare_items": "workbench.transfer.compare",
+    "compare_runs": "workbench.transfer.compare", "comparison_table": "workbench.transfer.compare",
+    "read_items": "workbench.transfer.compare", "write_comparison": "workbench.transfer.compare",
     "run_transfer": "workbench.transfer.run", "write_transfer": "workbench.transfer.report",
     "leaderboard": "workbench.transfer.report", "score_figure": "workbench.transfer.report",
     "gap_figure": "workbench.transfer.report", "adapted_copy": "workbench.backends",

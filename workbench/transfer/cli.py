@@ -65,7 +65,23 @@ def transfer_command(
     from workbench.transfer.run import run_transfer
 
     loaded = load_model(model, backend="hf")
-    rows = run_transfer(loaded, config)
-    write_transfer(rows, config, out)
+    write_transfer(run_transfer(loaded, config), config, out)
     console.print((out / "leaderboard.md").read_text(encoding="utf-8"))
-    console.print(f"results.csv, leaderboard.md, config.json and figures in {out}/")
+    console.print(f"results.csv, items.csv (per-item scores), leaderboard.md, config.json and figures in {out}/")
+
+
+def transfer_compare_command(
+        first: Path = typer.Argument(..., help="A directory written by `workbench transfer`."),
+        second: Path = typer.Argument(..., help="Another one, on the same task and targets."),
+        out: Path | None = typer.Option(None, help="Output directory (default: FIRST/compare-SECOND)."),
+        n_bootstrap: int = typer.Option(1000, help="Bootstrap resamples of each paired interval."),
+) -> None:
+    """First run minus second, item by item: a paired bootstrap interval for every method, language and metric
+    both runs scored (say LoRA masked to LAPE neurons against LoRA masked to random neurons)."""
+    from workbench.inputs import positive
+    from workbench.transfer.compare import compare_runs, comparison_table, write_comparison
+
+    rows = compare_runs(first, second, n_bootstrap=positive(n_bootstrap, "--n-bootstrap"))
+    target = write_comparison(rows, out or first / f"compare-{second.name}")
+    console.print(comparison_table(rows))
+    console.print(f"comparison.csv and comparison.md in {target}/")

@@ -19,9 +19,11 @@ from workbench.transfer.lora import LinearHead, attach_lora, classify, fit_linea
 from workbench.transfer.probe import fit_probe, pooled_features, probe_layers
 from workbench.transfer.study import (
     TransferConfig,
+    TransferResult,
     TransferRow,
     interval,
     intervention_rows,
+    item_scores,
     paired_interval,
 )
 from workbench.transfer.tasks import MODULES, ModuleExample, module_rows, module_training_rows
@@ -92,7 +94,7 @@ def _mask_neurons(model: Model, config: TransferConfig, target: str, progress: b
 
 
 def _target_rows(model: Model, predict: Classifier, target: str, config: TransferConfig, adaptation: str,
-                 setting: str, progress: bool) -> list[TransferRow]:
+                 setting: str, progress: bool) -> TransferResult:
     rows = {"dev": module_rows(target, "dev", n=config.n_dev), "eval": module_rows(target, "eval", n=config.n_eval)}
     source = rows["eval"][0].source
 
@@ -107,10 +109,12 @@ def _target_rows(model: Model, predict: Classifier, target: str, config: Transfe
         return result
 
     base = {"task": "module", "adaptation": adaptation}
-    results = intervention_rows(correct, model, target, config, base, "accuracy", progress)
+    ids = [row.id for row in rows["eval"]]
+    result = intervention_rows(correct, model, target, config, base, "accuracy", ids, progress)
     english = np.asarray(predict(_texts(rows["eval"], "en"), ())) == np.asarray(_labels(rows["eval"]))
     target_none = correct("eval", ())
     n = len(english)
+    results = list(result.rows)
     low, high = interval(english, config)
     results.append(TransferRow(**base, method="none", language=target, metric="english_accuracy",
                                value=float(english.mean()), ci_low=low, ci_high=high, n=n))
@@ -121,13 +125,15 @@ def _target_rows(model: Model, predict: Classifier, target: str, config: Transfe
     low, high = paired_interval(english, target_none, config)
     results.append(TransferRow(**base, method="none", language=target, metric="transfer_gap",
                                value=float(english.mean() - target_none.mean()), ci_low=low, ci_high=high, n=n))
-    return [replace(row, setting="; ".join(part for part in (row.setting, setting, f"rows: {source}") if part))
-            for row in results]
+    return TransferResult(
+        tuple(replace(row, setting="; ".join(part for part in (row.setting, setting, f"rows: {source}") if part))
+              for row in results),
+        result.items + item_scores(base, "none", target, "english_accuracy", ids, english))
 
 
-def module_study(model: Model, config: TransferConfig, *, progress: bool = True) -> list[TransferRow]:
-    """Every row of the module task for ``config.targets``."""
-    rows: list[TransferRow] = []
+def module_study(model: Model, config: TransferConfig, *, progress: bool = True) -> TransferResult:
+    """Every row and item score of the module task for ``config.targets``."""
+    result = TransferResult()
     shared: Classifier | None = None
     setting = ""
     head = _linear_head(model, config, progress) if config.adaptation != "probe" else None
@@ -143,5 +149,5 @@ def module_study(model: Model, config: TransferConfig, *, progress: bool = True)
             predict, trained = _lora_classifier(model, config, neurons, head, progress)
             adaptation = f"masked-lora:{config.mask}"
             target_setting = f"LoRA on {count} {config.mask} neurons, {trained}"
-        rows += _target_rows(model, predict, target, config, adaptation, target_setting, progress)
-    return rows
+        result += _target_rows(model, predict, target, config, adaptation, target_setting, progress)
+    return result

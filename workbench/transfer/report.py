@@ -1,9 +1,10 @@
-"""Artifacts of a transfer study: ``results.csv``, ``leaderboard.md``, ``config.json`` and figures (HTML and PNG)."""
+"""Artifacts of a transfer study: ``results.csv``, ``items.csv`` (per-item scores), ``leaderboard.md``,
+``config.json`` and figures (HTML and PNG)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ import plotly.graph_objects as go
 from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.plots import language_colour, style
 from workbench.static_export import write_static
-from workbench.transfer.study import TransferConfig, TransferRow
+from workbench.transfer.compare import ITEMS_FILE
+from workbench.transfer.study import TransferConfig, TransferItem, TransferResult, TransferRow
 
 __all__ = ["gap_figure", "leaderboard", "score_figure", "write_transfer"]
 
 _HEADLINE = {"module": "accuracy", "translate": "chrf"}
+ITEM_COLUMNS = [field.name for field in fields(TransferItem)]
 
 
 def _frame(rows: Sequence[TransferRow]) -> pd.DataFrame:
@@ -95,12 +98,15 @@ def gap_figure(rows: Sequence[TransferRow]) -> go.Figure:
     return style(figure)
 
 
-def write_transfer(rows: Sequence[TransferRow], config: TransferConfig, out_dir: str | Path) -> Path:
+def write_transfer(result: TransferResult, config: TransferConfig, out_dir: str | Path) -> Path:
     """Write every artifact of a study to ``out_dir``; returns it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows = result.rows
     frame = _frame(rows)
     atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+    atomic_write_text(out / ITEMS_FILE, pd.DataFrame([asdict(item) for item in result.items],
+                                                        columns=ITEM_COLUMNS).to_csv(index=False))
     atomic_write_text(out / "leaderboard.md", leaderboard(rows))
     atomic_write_json(out / "config.json", asdict(config))
     figures = {f"{config.task}_scores": score_figure(rows, config.task)}

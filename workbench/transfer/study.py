@@ -27,8 +27,8 @@ from workbench.transfer.interventions import (
 from workbench.transfer.lora import LoraTrainConfig
 from workbench.transfer.probe import ProbeConfig
 
-__all__ = ["ADAPTATIONS", "TASKS", "TransferConfig", "TransferError", "TransferRow", "check_config", "interval",
-           "intervention_rows", "paired_interval"]
+__all__ = ["ADAPTATIONS", "TASKS", "TransferConfig", "TransferError", "TransferItem", "TransferResult", "TransferRow",
+           "check_config", "interval", "intervention_rows", "item_scores", "paired_interval"]
 
 TASKS: tuple[str, ...] = ("module", "translate")
 ADAPTATIONS: tuple[str, ...] = ("probe", "lora", "masked-lora")
@@ -102,6 +102,47 @@ class TransferRow:
     """What dev chose (``layer 12``, ``alpha 0.5``) and the rows' source."""
 
 
+@dataclass(frozen=True)
+class TransferItem:
+    """One eval item's score, kept so that two runs (say LoRA masked to LAPE neurons and to random neurons) can be
+    compared item by item (:func:`~workbench.transfer.compare.compare_runs`)."""
+
+    task: str
+    """``module`` or ``translate``."""
+    adaptation: str
+    """As in :class:`TransferRow`."""
+    method: str
+    """The intervention."""
+    language: str
+    """The target language."""
+    metric: str
+    """``accuracy`` (1 correct, 0 not), ``english_accuracy`` (the same row read in English) or ``chrf``."""
+    item: str
+    """The corpus row id."""
+    score: float
+    """The item's score."""
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A study's numbers (:attr:`rows`) and the per-item scores behind them (:attr:`items`)."""
+
+    rows: tuple[TransferRow, ...] = ()
+    """Every estimate with its interval."""
+    items: tuple[TransferItem, ...] = ()
+    """Every eval item's score under every method."""
+
+    def __add__(self, other: TransferResult) -> TransferResult:
+        return TransferResult(self.rows + other.rows, self.items + other.items)
+
+
+def item_scores(base: dict[str, str], method: str, language: str, metric: str, ids: Sequence[str],
+                scores: np.ndarray) -> tuple[TransferItem, ...]:
+    """One :class:`TransferItem` per eval item."""
+    return tuple(TransferItem(**base, method=method, language=language, metric=metric, item=item, score=float(score))
+                 for item, score in zip(ids, scores, strict=True))
+
+
 def check_config(config: TransferConfig) -> None:
     """Refuse an unknown task, adaptation, intervention or mask before any model work."""
     if config.task not in TASKS:
@@ -140,19 +181,22 @@ def _choose_alpha(score: Scorer, model: Model, target: str, config: TransferConf
 
 
 def intervention_rows(score: Scorer, model: Model, target: str, config: TransferConfig, base: dict[str, str],
-                       metric: str, progress: bool) -> list[TransferRow]:
-    """Rows of every intervention on one target: the score and its paired change against none."""
+                      metric: str, ids: Sequence[str], progress: bool) -> TransferResult:
+    """Rows of every intervention on one target (the score and its paired change against none) and the eval items'
+    scores (``ids`` name the eval items in order)."""
     reference = score("eval", ())
     n = len(reference)
     low, high = interval(reference, config)
     rows = [TransferRow(**base, method="none", language=target, metric=metric, value=float(reference.mean()),
                         ci_low=low, ci_high=high, n=n)]
+    items = item_scores(base, "none", target, metric, ids, reference)
     for name in config.interventions:
         if name == "none":
             continue
         alpha = _choose_alpha(score, model, target, config, progress) if name == "clas" else 0.0
         plan = build_intervention(model, name, target, config.neurons, alpha=alpha, progress=progress)
         treated = score("eval", plan.interventions)
+        items += item_scores(base, name, target, metric, ids, treated)
         setting = f"alpha {alpha:g} (dev)" if name == "clas" else f"{plan.n_neurons} neurons"
         low, high = interval(treated, config)
         rows.append(TransferRow(**base, method=name, language=target, metric=metric, value=float(treated.mean()),
@@ -161,4 +205,4 @@ def intervention_rows(score: Scorer, model: Model, target: str, config: Transfer
         rows.append(TransferRow(**base, method=name, language=target, metric=f"delta_{metric}",
                                 value=float(treated.mean() - reference.mean()), ci_low=low, ci_high=high, n=n,
                                 setting=setting))
-    return rows
+    return TransferResult(tuple(rows), items)

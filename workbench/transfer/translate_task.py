@@ -11,14 +11,14 @@ from tqdm.auto import tqdm
 from workbench.backends import Model
 from workbench.evaluation.scores import bootstrap_interval
 from workbench.interventions import Steer
-from workbench.transfer.study import TransferConfig, TransferRow, intervention_rows
+from workbench.transfer.study import TransferConfig, TransferResult, TransferRow, intervention_rows
 from workbench.transfer.tasks import translation_items
 from workbench.transfer.translate import corpus_bleu, sentence_chrf, translate
 
 __all__ = ["translate_study"]
 
 
-def _translate_target(model: Model, target: str, config: TransferConfig, progress: bool) -> list[TransferRow]:
+def _translate_target(model: Model, target: str, config: TransferConfig, progress: bool) -> TransferResult:
     shots = translation_items(target, "dev", n=config.n_shots)
     items = {"dev": translation_items(target, "dev", n=config.n_shots + config.n_dev)[config.n_shots:],
              "eval": translation_items(target, "eval", n=config.n_eval)}
@@ -35,16 +35,17 @@ def _translate_target(model: Model, target: str, config: TransferConfig, progres
         return corpus_bleu([outputs[int(i)] for i in index], [references["eval"][int(i)] for i in index], target)
 
     base = {"task": "translate", "adaptation": "none"}
-    rows = intervention_rows(score, model, target, config, base, "chrf", progress)
+    result = intervention_rows(score, model, target, config, base, "chrf", [item.id for item in items["eval"]],
+                               progress)
     low, high = bootstrap_interval([np.arange(len(outputs))], bleu, n_resamples=200)
-    rows.append(TransferRow(**base, method="none", language=target, metric="bleu",
-                            value=bleu(np.arange(len(outputs))), ci_low=low, ci_high=high, n=len(outputs)))
-    return rows
+    bleu_row = TransferRow(**base, method="none", language=target, metric="bleu", value=bleu(np.arange(len(outputs))),
+                           ci_low=low, ci_high=high, n=len(outputs))
+    return result + TransferResult((bleu_row,))
 
 
-def translate_study(model: Model, config: TransferConfig, *, progress: bool = True) -> list[TransferRow]:
-    """Every row of the translate task for ``config.targets``."""
-    rows: list[TransferRow] = []
+def translate_study(model: Model, config: TransferConfig, *, progress: bool = True) -> TransferResult:
+    """Every row and item score of the translate task for ``config.targets``."""
+    result = TransferResult()
     for target in tqdm(config.targets, desc="translate", disable=not progress, unit="language"):
-        rows += _translate_target(model, target, config, progress)
-    return rows
+        result += _translate_target(model, target, config, progress)
+    return result
