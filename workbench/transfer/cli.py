@@ -66,7 +66,7 @@ def transfer_command(
 
     loaded = load_model(model, backend="hf")
     write_transfer(run_transfer(loaded, config), config, out)
-    console.print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    console.print((out / "leaderboard.md").read_text(encoding="utf-8"), markup=False, soft_wrap=True)
     console.print(f"results.csv, items.csv (per-item scores), leaderboard.md, config.json and figures in {out}/")
 
 
@@ -83,5 +83,5 @@ def transfer_compare_command(
 
     rows = compare_runs(first, second, n_bootstrap=positive(n_bootstrap, "--n-bootstrap"))
     target = write_comparison(rows, out or first / f"compare-{second.name}")
-    console.print(comparison_table(rows))
+    console.print(comparison_table(rows), markup=False, soft_wrap=True)
     console.print(f"comparison.csv and comparison.md in {target}/")
