@@ -1,8 +1,10 @@
 """The transfer study's fast path, timed in one run: the ``module`` task with the English-only probe for 8 target
 languages (no interventions) against the plain HF body forward over exactly the texts the study reads.
 
-Prints both times, ``module_probe_vs_hf_body_ratio: <x>`` (HF seconds / study seconds: the share of the study spent
-in the forward it cannot avoid) and, last, ``module_probe_seconds: <s>`` (the issue's bar: <= 300 on 2 cores).
+Prints both times, ``module_probe_vs_hf_body_ratio: <x>`` (HF seconds / study seconds) and, last,
+``module_probe_seconds: <s>`` (the issue's bar: <= 300 on 2 cores). The study's forward stops after the deepest
+layer it reads (every candidate layer while choosing, the chosen one after), the reference runs the whole body, so
+the ratio can exceed 1: it says how much of a full read of the same texts the study costs.
 
     python benchmarks/transfer.py [--targets hi,es,de,zh,ko,ja,ar,fr] [--n-eval 256]
 """

@@ -267,6 +267,22 @@ def test_report_writes_results_leaderboard_and_figures(tmp_path):
     assert read_items(out) == list(items)  # ids such as "0001" stay strings
 
 
+def test_balanced_accuracy_gives_a_collapsed_classifier_chance_only():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from workbench.transfer.module_task import balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    gold = rng.choice(["shared", "scalc", "smath"], size=300, p=[0.6, 0.3, 0.1])
+    classes = np.unique(gold, return_inverse=True)[1]
+    collapsed = np.full(300, "shared")
+    assert (collapsed == gold).mean() > 0.5
+    assert balanced_accuracy((collapsed == gold).astype(float), classes) == pytest.approx(1 / 3)
+    noisy = np.where(rng.random(300) < 0.7, gold, "scalc")
+    assert balanced_accuracy((noisy == gold).astype(float), classes) == pytest.approx(
+        balanced_accuracy_score(gold, noisy))
+
+
 def _items(adaptation: str, correct: np.ndarray, language: str = "hi") -> tuple[TransferItem, ...]:
     return tuple(TransferItem("module", adaptation, "none", language, "accuracy", f"{index:04d}", float(score))
                  for index, score in enumerate(correct))

@@ -46,6 +46,10 @@ def test_an_english_probe_transfers_to_spanish_and_every_row_adds_up(gemma_fast)
                                   ("none", "english_accuracy"): _row(rows, "none", "english_accuracy")}.items():
         scores = [item.score for item in result.items if item.method == method and item.metric == metric]
         assert len(scores) == 64 and np.mean(scores) == pytest.approx(row.value)  # the items behind every rate
+    balanced = {row.method: row.value for row in rows if row.metric == "balanced_accuracy"}
+    assert set(balanced) == set(accuracy) and 1 / 8 < balanced["none"] <= 1
+    assert _value(rows, "lape-zero", "delta_balanced_accuracy") == pytest.approx(balanced["lape-zero"]
+                                                                                  - balanced["none"])
     lape = build_intervention(gemma_fast, "lape-zero", "es", NEURONS, progress=False)
     random = build_intervention(gemma_fast, "random-lape-zero", "es", NEURONS, progress=False)
     assert lape.n_neurons == random.n_neurons > 0

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.backends import Model, adapted_copy
-from workbench.evaluation.scores import wilson_interval
+from workbench.evaluation.scores import bootstrap_interval, wilson_interval
 from workbench.interventions import Steer
 from workbench.transfer.interventions import build_intervention
 from workbench.transfer.lora import LinearHead, attach_lora, classify, fit_linear_head, train_classifier
@@ -28,7 +28,7 @@ from workbench.transfer.study import (
 )
 from workbench.transfer.tasks import MODULES, ModuleExample, module_rows, module_training_rows
 
-__all__ = ["module_study"]
+__all__ = ["balanced_accuracy", "module_study"]
 
 Classifier = Callable[[Sequence[str], Sequence[Steer]], list[str]]
 """(texts, interventions) -> predicted classes."""
@@ -93,6 +93,41 @@ def _mask_neurons(model: Model, config: TransferConfig, target: str, progress: b
     return selected, plan.n_neurons
 
 
+def balanced_accuracy(correct: np.ndarray, classes: np.ndarray) -> float:
+    """The mean over the classes present of the share of each class's items classified correctly (chance: one over
+    the number of classes, whatever their sizes), so a classifier that puts every row in one class scores 1 / K."""
+    return float(np.mean([correct[classes == label].mean() for label in np.unique(classes)]))
+
+
+def _balanced_rows(result: TransferResult, labels: Sequence[str], target: str, config: TransferConfig,
+                   base: dict[str, str]) -> list[TransferRow]:
+    """Balanced accuracy of every method and of English on the same rows, and each method's paired change against
+    none (the bootstrap resamples items and recomputes the class shares)."""
+    classes = np.unique(np.asarray(labels), return_inverse=True)[1].astype(float)
+    scores: dict[tuple[str, str], list[float]] = {}
+    for item in result.items:
+        scores.setdefault((item.method, item.metric), []).append(item.score)
+    settings = {row.method: row.setting for row in result.rows if row.metric == "accuracy"}
+    rows = []
+    reference = np.asarray(scores["none", "accuracy"])
+    for (method, metric), values in scores.items():
+        correct = np.asarray(values)
+        name = "english_balanced_accuracy" if metric == "english_accuracy" else "balanced_accuracy"
+        low, high = bootstrap_interval([correct, classes], balanced_accuracy, n_resamples=config.n_bootstrap)
+        rows.append(TransferRow(**base, method=method, language=target, metric=name,
+                                value=balanced_accuracy(correct, classes), ci_low=low, ci_high=high, n=len(correct),
+                                setting=settings.get(method, "")))
+        if metric == "accuracy" and method != "none":
+            low, high = bootstrap_interval(
+                [correct, reference, classes],
+                lambda treated, untreated, k: balanced_accuracy(treated, k) - balanced_accuracy(untreated, k),
+                n_resamples=config.n_bootstrap)
+            rows.append(TransferRow(**base, method=method, language=target, metric="delta_balanced_accuracy",
+                                    value=balanced_accuracy(correct, classes) - balanced_accuracy(reference, classes),
+                                    ci_low=low, ci_high=high, n=len(correct), setting=settings[method]))
+    return rows
+
+
 def _target_rows(model: Model, predict: Classifier, target: str, config: TransferConfig, adaptation: str,
                  setting: str, progress: bool) -> TransferResult:
     rows = {"dev": module_rows(target, "dev", n=config.n_dev), "eval": module_rows(target, "eval", n=config.n_eval)}
@@ -125,10 +160,12 @@ def _target_rows(model: Model, predict: Classifier, target: str, config: Transfe
     low, high = paired_interval(english, target_none, config)
     results.append(TransferRow(**base, method="none", language=target, metric="transfer_gap",
                                value=float(english.mean() - target_none.mean()), ci_low=low, ci_high=high, n=n))
+    result = TransferResult(tuple(results), result.items + item_scores(base, "none", target, "english_accuracy", ids,
+                                                                         english))
+    results += _balanced_rows(result, _labels(rows["eval"]), target, config, base)
     return TransferResult(
         tuple(replace(row, setting="; ".join(part for part in (row.setting, setting, f"rows: {source}") if part))
-              for row in results),
-        result.items + item_scores(base, "none", target, "english_accuracy", ids, english))
+              for row in results), result.items)
 
 
 def module_study(model: Model, config: TransferConfig, *, progress: bool = True) -> TransferResult:

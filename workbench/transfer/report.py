@@ -20,6 +20,10 @@ from workbench.transfer.study import TransferConfig, TransferItem, TransferResul
 __all__ = ["gap_figure", "leaderboard", "score_figure", "write_transfer"]
 
 _HEADLINE = {"module": "accuracy", "translate": "chrf"}
+_TABLES = {"module": (("accuracy", ("english_accuracy", "transfer_gap", "majority_share")),
+                      ("balanced_accuracy", ("english_balanced_accuracy",))),
+           "translate": (("chrf", ("bleu",)),)}
+"""Per task, the leaderboard's tables: the scored metric and the per-language rows shown under it."""
 ITEM_COLUMNS = [field.name for field in fields(TransferItem)]
 
 
@@ -33,37 +37,49 @@ def _cell(row: Any, signed: bool = False) -> str:
     return f"{value} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
 
 
+def _method_lines(block: pd.DataFrame, metric: str, languages: Sequence[str]) -> list[str]:
+    """One table line per method: the score and its change against none, per language."""
+    lines = []
+    for method in dict.fromkeys(block.method):
+        cells = []
+        for language in languages:
+            score = block[(block.method == method) & (block.language == language) & (block.metric == metric)]
+            change = block[(block.method == method) & (block.language == language)
+                           & (block.metric == f"delta_{metric}")]
+            cell = _cell(score.iloc[0]) if len(score) else "—"
+            if len(change):
+                cell += f"; Δ {_cell(change.iloc[0], signed=True)}"
+            cells.append(cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def leaderboard(rows: Sequence[TransferRow]) -> str:
-    """Markdown: per task and adaptation, the headline score and its change against no intervention for every
-    method and language (value [95% CI], n per language), and English accuracy and the transfer gap."""
+    """Markdown: per task and adaptation, each scored metric (module: accuracy and balanced accuracy; translate:
+    chrF) and its change against no intervention for every method and language (value [95% CI], n per language),
+    with English accuracy, the transfer gap and the majority share (or BLEU) under it."""
     frame = _frame(rows)
     parts = ["# Cross-lingual transfer", ""]
     for (task, adaptation), block in frame.groupby(["task", "adaptation"], sort=False):
-        metric = _HEADLINE[task]
         languages = list(dict.fromkeys(block.language))
         n = {language: int(block[block.language == language].n.iloc[0]) for language in languages}
-        parts += [f"## {task}, adaptation: {adaptation}", "",
-                  "| method | " + " | ".join(f"{language} (n={n[language]})" for language in languages) + " |",
-                  "|---|" + "---|" * len(languages)]
-        for method in dict.fromkeys(block.method):
-            cells = []
-            for language in languages:
-                score = block[(block.method == method) & (block.language == language) & (block.metric == metric)]
-                change = block[(block.method == method) & (block.language == language)
-                               & (block.metric == f"delta_{metric}")]
-                cell = _cell(score.iloc[0]) if len(score) else "—"
-                if len(change):
-                    cell += f"; Δ {_cell(change.iloc[0], signed=True)}"
-                cells.append(cell)
-            parts.append(f"| {method} | " + " | ".join(cells) + " |")
-        for extra in ("english_accuracy", "transfer_gap", "majority_share", "bleu"):
-            chosen = block[block.metric == extra]
-            if len(chosen):
-                by_language = {row.language: _cell(row, signed=extra == "transfer_gap")
-                               for row in chosen.itertuples()}
-                parts.append(f"| *{extra}* | " + " | ".join(by_language.get(language, "—") for language in languages)
-                             + " |")
-        settings = block[block.setting != ""].drop_duplicates(["method", "language", "setting"])
+        parts += [f"## {task}, adaptation: {adaptation}", ""]
+        for metric, extras in _TABLES[task]:
+            if not (block.metric == metric).any():
+                continue
+            parts += [f"{metric}:", "",
+                      "| method | " + " | ".join(f"{language} (n={n[language]})" for language in languages) + " |",
+                      "|---|" + "---|" * len(languages)]
+            parts += _method_lines(block, metric, languages)
+            for extra in extras:
+                chosen = block[block.metric == extra]
+                if len(chosen):
+                    by_language = {row.language: _cell(row, signed=extra == "transfer_gap")
+                                   for row in chosen.itertuples()}
+                    parts.append(f"| *{extra}* | " + " | ".join(by_language.get(language, "—")
+                                                               for language in languages) + " |")
+            parts.append("")
+        settings = block[block.setting != ""].drop_duplicates(["method", "language"])
         if len(settings):
             parts += ["", "Settings chosen on dev and row sources:", ""]
             parts += [f"- {row.method} / {row.language}: {row.setting}" for row in settings.itertuples()]
@@ -71,17 +87,19 @@ def leaderboard(rows: Sequence[TransferRow]) -> str:
     return "\n".join(parts)
 
 
-def score_figure(rows: Sequence[TransferRow], task: str) -> go.Figure:
-    """The headline score per language (x) for each method (bars), with 95% intervals."""
+def score_figure(rows: Sequence[TransferRow], task: str, metric: str | None = None) -> go.Figure:
+    """``metric`` (default: the task's headline, accuracy or chrF) per language (x) for each method (bars), with 95%
+    intervals."""
+    metric = metric or _HEADLINE[task]
     frame = _frame(rows)
-    frame = frame[(frame.task == task) & (frame.metric == _HEADLINE[task])]
+    frame = frame[(frame.task == task) & (frame.metric == metric)]
     figure = go.Figure()
     for method, block in frame.groupby("method", sort=False):
         figure.add_bar(x=block.language, y=block.value, name=method,
                        error_y={"type": "data", "symmetric": False, "array": block.ci_high - block.value,
                                 "arrayminus": block.value - block.ci_low})
-    figure.update_layout(barmode="group", title=f"{task}: {_HEADLINE[task]} per language, with and without each "
-                         "intervention", xaxis_title="target language", yaxis_title=_HEADLINE[task])
+    figure.update_layout(barmode="group", title=f"{task}: {metric} per language, with and without each "
+                         "intervention", xaxis_title="target language", yaxis_title=metric)
     return style(figure)
 
 
@@ -110,6 +128,8 @@ def write_transfer(result: TransferResult, config: TransferConfig, out_dir: str 
     atomic_write_text(out / "leaderboard.md", leaderboard(rows))
     atomic_write_json(out / "config.json", asdict(config))
     figures = {f"{config.task}_scores": score_figure(rows, config.task)}
+    if (frame.metric == "balanced_accuracy").any():
+        figures[f"{config.task}_balanced_accuracy"] = score_figure(rows, config.task, "balanced_accuracy")
     if (frame.metric == "transfer_gap").any():
         figures["transfer_gap"] = gap_figure(rows)
     for name, figure in figures.items():

@@ -89,7 +89,9 @@ class TransferRow:
     """The target language."""
     metric: str
     """``accuracy``, ``english_accuracy``, ``transfer_gap``, ``delta_accuracy``, ``majority_share`` (the most
-    frequent class's share of the eval rows: what always guessing it scores), ``chrf``, ``delta_chrf``, ``bleu``."""
+    frequent class's share of the eval rows: what always guessing it scores), ``balanced_accuracy`` (the mean of the
+    per-class recalls: chance is one over the classes, so a classifier collapsed onto the commonest class gains
+    nothing), ``english_balanced_accuracy``, ``delta_balanced_accuracy``, ``chrf``, ``delta_chrf``, ``bleu``."""
     value: float
     """The estimate."""
     ci_low: float
