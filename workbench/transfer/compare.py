@@ -15,11 +15,13 @@ from workbench.artifacts import atomic_write_text
 from workbench.evaluation.scores import bootstrap_interval
 from workbench.transfer.study import TransferError, TransferItem
 
-__all__ = ["ITEMS_FILE", "ComparisonRow", "compare_items", "compare_runs", "comparison_table", "read_items",
-           "write_comparison"]
+__all__ = ["ITEMS_FILE", "ITEM_COLUMNS", "ComparisonRow", "compare_items", "compare_runs", "comparison_table",
+           "read_items", "write_comparison"]
 
 ITEMS_FILE = "items.csv"
 """The per-item scores a transfer run writes beside ``results.csv``."""
+ITEM_COLUMNS = [field.name for field in fields(TransferItem)]
+"""Its columns."""
 
 _KEY = ("task", "method", "language", "metric")
 
@@ -62,9 +64,8 @@ def read_items(path: str | Path) -> list[TransferItem]:
         raise TransferError(f"{file} does not exist; point at a directory written by `workbench transfer` (runs "
                             "before per-item scores were stored have none: rerun them)")
     frame = pd.read_csv(file, dtype={"item": str}, keep_default_na=False)
-    expected = [field.name for field in fields(TransferItem)]
-    if list(frame.columns) != expected:
-        raise TransferError(f"{file} has columns {list(frame.columns)}; a transfer items file has {expected}")
+    if list(frame.columns) != ITEM_COLUMNS:
+        raise TransferError(f"{file} has columns {list(frame.columns)}; a transfer items file has {ITEM_COLUMNS}")
     return [TransferItem(*row) for row in frame.itertuples(index=False)]
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +14,16 @@ import plotly.graph_objects as go
 from workbench.artifacts import atomic_write_json, atomic_write_text
 from workbench.plots import language_colour, style
 from workbench.static_export import write_static
-from workbench.transfer.compare import ITEMS_FILE
-from workbench.transfer.study import TransferConfig, TransferItem, TransferResult, TransferRow
+from workbench.transfer.compare import ITEM_COLUMNS, ITEMS_FILE
+from workbench.transfer.study import TransferConfig, TransferResult, TransferRow
 
 __all__ = ["gap_figure", "leaderboard", "score_figure", "write_transfer"]
 
-_HEADLINE = {"module": "accuracy", "translate": "chrf"}
 _TABLES = {"module": (("accuracy", ("english_accuracy", "transfer_gap", "majority_share")),
                       ("balanced_accuracy", ("english_balanced_accuracy",))),
            "translate": (("chrf", ("bleu",)),)}
-"""Per task, the leaderboard's tables: the scored metric and the per-language rows shown under it."""
-ITEM_COLUMNS = [field.name for field in fields(TransferItem)]
+"""Per task, the leaderboard's tables: the scored metric and the per-language rows shown under it; the first
+metric is the task's headline."""
 
 
 def _frame(rows: Sequence[TransferRow]) -> pd.DataFrame:
@@ -90,7 +89,7 @@ def leaderboard(rows: Sequence[TransferRow]) -> str:
 def score_figure(rows: Sequence[TransferRow], task: str, metric: str | None = None) -> go.Figure:
     """``metric`` (default: the task's headline, accuracy or chrF) per language (x) for each method (bars), with 95%
     intervals."""
-    metric = metric or _HEADLINE[task]
+    metric = metric or _TABLES[task][0][0]
     frame = _frame(rows)
     frame = frame[(frame.task == task) & (frame.metric == metric)]
     figure = go.Figure()
