@@ -160,12 +160,11 @@ def _target_rows(model: Model, predict: Classifier, target: str, config: Transfe
     low, high = paired_interval(english, target_none, config)
     results.append(TransferRow(**base, method="none", language=target, metric="transfer_gap",
                                value=float(english.mean() - target_none.mean()), ci_low=low, ci_high=high, n=n))
-    result = TransferResult(tuple(results), result.items + item_scores(base, "none", target, "english_accuracy", ids,
-                                                                         english))
-    results += _balanced_rows(result, _labels(rows["eval"]), target, config, base)
+    items = result.items + item_scores(base, "none", target, "english_accuracy", ids, english)
+    results += _balanced_rows(TransferResult(result.rows, items), _labels(rows["eval"]), target, config, base)
     return TransferResult(
         tuple(replace(row, setting="; ".join(part for part in (row.setting, setting, f"rows: {source}") if part))
-              for row in results), result.items)
+              for row in results), items)
 
 
 def module_study(model: Model, config: TransferConfig, *, progress: bool = True) -> TransferResult:
