@@ -3,6 +3,8 @@ translations from shuffled pairs on held-out rows; the model-based scorers plug 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,11 @@ from workbench.evaluation.encoder import (
     EncoderRelevance,
     LanguageCalibration,
     RelevanceError,
+    calibration_header,
     language_calibration,
     parallel_pairs,
+    read_shipped_calibrations,
+    write_shipped_calibrations,
 )
 from workbench.evaluation.relevance import (
     ConditionalLikelihoodRelevance,
@@ -20,6 +25,7 @@ from workbench.evaluation.relevance import (
     relevance_scores,
 )
 from workbench.evaluation.validation import auc, validate_relevance
+from workbench.languages import all_languages
 
 
 def test_an_item_scores_the_same_alone_and_in_a_batch_of_100():
@@ -67,6 +73,28 @@ def test_calibrations_are_measured_per_language_and_english_is_derived():
     cosines = np.array([spanish.floor, spanish.ceiling])
     assert spanish.score(cosines).tolist() == [0.0, 1.0]
     assert spanish.score(cosines, "percentile")[0] == pytest.approx(0.5, abs=0.1)
+
+
+def test_the_shipped_calibrations_are_current_and_equal_a_fresh_measurement(tmp_path, monkeypatch):
+    shipped = read_shipped_calibrations()
+    assert shipped is not None and shipped["header"] == calibration_header(), \
+        "the shipped relevance calibrations are stale: run python scripts/ship_relevance_calibrations.py"
+    assert set(shipped["languages"]) == {lang.code for lang in all_languages()} | {"pooled"}
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))  # measured here, not read from a store
+    written = read_shipped_calibrations(write_shipped_calibrations(tmp_path / "fresh.json", ["ar"]))
+    fresh, stored = written["languages"]["ar"], shipped["languages"]["ar"]
+    assert fresh["n_pairs"] == stored["n_pairs"] >= 100 and fresh["source"] == stored["source"]
+    assert [fresh["floor"], fresh["ceiling"], *fresh["floor_quantiles"]] == \
+        pytest.approx([stored["floor"], stored["ceiling"], *stored["floor_quantiles"]], abs=1e-6)
+    assert language_calibration("ar") == LanguageCalibration(**stored)
+
+
+def test_a_tampered_calibration_table_is_refused_with_a_warning(tmp_path):
+    shipped = read_shipped_calibrations()
+    shipped["languages"]["hi"]["ceiling"] += 0.1
+    (tmp_path / "table.json").write_text(json.dumps(shipped), encoding="utf-8")
+    with pytest.warns(UserWarning, match="checksum"):
+        assert read_shipped_calibrations(tmp_path / "table.json") is None
 
 
 @pytest.mark.model

@@ -86,6 +86,21 @@ def test_toy_sets_follow_the_rules(toy: WordTokenizer) -> None:
     assert sets.text_source == "user"
 
 
+def test_the_vocabulary_is_read_once_per_tokenizer_and_again_when_it_grows() -> None:
+    reads = []
+
+    class CountingTokenizer(WordTokenizer):
+        def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+            reads.append(len(ids))
+            return super().convert_ids_to_tokens(ids)
+
+    tokenizer = CountingTokenizer(list(TOY_VOCAB))
+    first = ts.vocab_pieces(tokenizer)
+    assert ts.vocab_pieces(tokenizer) == first and reads == [len(TOY_VOCAB)]
+    tokenizer.tokens.append("▁nuevo")
+    assert ts.vocab_pieces(tokenizer) == [*first, " nuevo"] and reads == [len(TOY_VOCAB), len(TOY_VOCAB) + 1]
+
+
 def test_toy_errors(toy: WordTokenizer) -> None:
     with pytest.raises(TokenSetError, match="es"):
         build_token_sets(toy, ["en", "es"], texts_by_language={"en": TOY_TEXTS["en"], "es": []})

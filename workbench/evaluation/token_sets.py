@@ -32,6 +32,7 @@ import hashlib
 import json
 import re
 import unicodedata
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -211,19 +212,26 @@ class TokenSets:
 # --------------------------------------------------------------------------- vocabulary analysis
 
 
-def _vocab_tokens(tokenizer: Any) -> list[str]:
-    """The token string of every id, in id order."""
-    return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+_VOCABULARIES: weakref.WeakKeyDictionary[Any, tuple[int, list[str], str]] = weakref.WeakKeyDictionary()
+"""Per live tokenizer: its size, token strings and their hash (reading 262k tokens takes ~0.6 s, and every
+evaluation asks for its token sets)."""
 
 
-def _vocab_sha256(tokens: list[str]) -> str:
-    return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
+def _vocabulary(tokenizer: Any) -> tuple[list[str], str]:
+    """The token string of every id, in id order, and their hash; read again only when the tokenizer has grown."""
+    size = len(tokenizer)
+    known = _VOCABULARIES.get(tokenizer)
+    if known is None or known[0] != size:
+        tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+        known = (size, tokens, hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest())
+        _VOCABULARIES[tokenizer] = known
+    return list(known[1]), known[2]
 
 
 def vocab_pieces(tokenizer: Any, tokens: list[str] | None = None) -> list[str]:
     """The text of every vocabulary token (the SentencePiece marker as a space), ``""`` for special, added and
     byte-fallback tokens, which belong to no language."""
-    tokens = _vocab_tokens(tokenizer) if tokens is None else tokens
+    tokens = _vocabulary(tokenizer)[0] if tokens is None else tokens
     skipped = set(tokenizer.added_tokens_decoder) | set(tokenizer.all_special_ids)
     return [
         "" if i in skipped or _BYTE_TOKEN.fullmatch(token) else token.replace(_SPACE_MARKER, " ")
@@ -348,7 +356,7 @@ def build_token_sets(
             language without text when frequencies are needed.
     """
     langs = _resolve_languages(languages)
-    tokens = _vocab_tokens(tokenizer)
+    tokens, vocab_sha256 = _vocabulary(tokenizer)
     pieces = vocab_pieces(tokenizer, tokens)
     vocab_size = len(pieces)
     in_script = _script_masks(pieces, langs, config.min_script_fraction)
@@ -412,7 +420,7 @@ def build_token_sets(
         masks=masks,
         config=config,
         tokenizer={"name": str(getattr(tokenizer, "name_or_path", type(tokenizer).__name__)),
-                   "vocab_size": vocab_size, "vocab_sha256": _vocab_sha256(tokens)},
+                   "vocab_size": vocab_size, "vocab_sha256": vocab_sha256},
         text_source="user" if texts_by_language is not None else f"corpus:{config.split}",
         stats={lang.code: stats[lang.code] for lang in langs},
     )
@@ -423,7 +431,7 @@ def build_token_sets(
 
 def _entry(tokenizer: Any, codes: list[str], config: TokenSetConfig) -> Entry:
     manifest = resources.files("workbench").joinpath("data", "manifest.json").read_bytes()
-    key = {"vocab_sha256": _vocab_sha256(_vocab_tokens(tokenizer)), "languages": sorted(codes),
+    key = {"vocab_sha256": _vocabulary(tokenizer)[1], "languages": sorted(codes),
            "config": asdict(config), "corpus_sha256": hashlib.sha256(manifest).hexdigest()}
     return Store().entry(TOKEN_SETS, key, label="-".join(sorted(codes)))
 
