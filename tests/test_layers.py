@@ -19,8 +19,8 @@ LAYERS: dict[str, int] = {
     "workbench.hf_backend": 1, "workbench.backends": 1, "workbench.models": 1, "workbench.devices": 1,
     "workbench.embedded": 1, "workbench.static_export": 1,
     # 2 activations, interventions, generation, SAEs, token-level measurement
-    "workbench.activations": 2, "workbench.readouts": 2, "workbench.interventions": 2, "workbench.generation": 2,
-    "workbench.saes": 2, "workbench.distributed": 2,
+    "workbench.activations": 2, "workbench.histograms": 2, "workbench.readouts": 2, "workbench.interventions": 2,
+    "workbench.generation": 2, "workbench.saes": 2, "workbench.distributed": 2,
     "workbench.neurons.masks": 2, "workbench.neurons.gating": 2, "workbench.neurons.data": 2,
     "workbench.neurons.interventions": 2, "workbench.features.scores": 2, "workbench.features.steer": 2,
     "workbench.features.encode": 2, "workbench.evaluation.lid": 2, "workbench.evaluation.token_sets": 2,

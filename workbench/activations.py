@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from workbench.artifacts import atomic_write_json, load_tensors, read_json, save_tensors
 from workbench.backends import Model, forward_to
 from workbench.errors import WorkbenchError
+from workbench.histograms import bin_counts
 from workbench.models import model_metadata
 from workbench.sites import Site, resolve_site
 
@@ -173,35 +173,22 @@ class _UnitAccumulator:
         rows = rows.detach().float().cpu()
         # Plain sums and amin/amax are several times faster on CPU than var_mean/aminmax (measured).
         batch_mean = rows.sum(0) / n
-        centred = rows - batch_mean
-        batch_m2 = (centred * centred).sum(0).double()
+        batch_m2 = (rows - batch_mean).pow_(2).sum(0).double()  # in place: one 8 MB temporary fewer per site
         batch_mean = batch_mean.double()
         total = self.count + n
         delta = batch_mean - self.mean
         self.mean += delta * (n / total)
         self.m2 += batch_m2 + delta**2 * (self.count * n / total)
         self.count = total
-        self.positive += (rows > 0).sum(0)
+        self.positive += (rows > 0).sum(0, dtype=torch.int32)
         self.minimum = torch.minimum(self.minimum, rows.amin(0))
         self.maximum = torch.maximum(self.maximum, rows.amax(0))
         if self.histogram is not None:
-            self.histogram += _bin_counts(rows, self._config).to(torch.int32)
+            config = self._config
+            self.histogram += bin_counts(rows, config.histogram_bins, config.histogram_max_abs,
+                                         config.histogram_scale).to(torch.int32)
         if self._config.sample_tokens:
             self._sample(rows)
-
-
-def _bin_counts(rows: Float[Tensor, "n d"], config: HarvestConfig) -> Int[Tensor, "d bins"]:
-    """Per-unit counts over the inner bins plus one underflow (index 0) and one overflow (last) bin."""
-    n_bins = config.histogram_bins
-    limit = torch.asinh(torch.tensor(config.histogram_max_abs / config.histogram_scale)).item()
-    # In place on one temporary, int32 indices: the same bins as the out-of-place form, ~1.8x faster (measured).
-    position = torch.asinh(rows / config.histogram_scale)
-    position.add_(limit).mul_(n_bins / (2 * limit)).floor_().clamp_(-1, n_bins).add_(1)
-    width = rows.shape[1]
-    index = position.to(torch.int32)
-    index += torch.arange(0, width * (n_bins + 2), n_bins + 2, dtype=torch.int32)
-    counts = torch.bincount(index.view(-1), minlength=width * (n_bins + 2))
-    return einops.rearrange(counts, "(d bins) -> d bins", d=width)
 
 
 @dataclass
