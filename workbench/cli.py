@@ -93,6 +93,12 @@ def demo(out: Path = typer.Option(Path("figures"), help="Output directory.")) ->
                       f"{foxp2['lid_success']:.2f} score {foxp2['steering_score']:.2f} | DiffMean LID "
                       f"{diffmean['lid_success']:.2f} score {diffmean['steering_score']:.2f}")
     console.print(f"demo.md, foxp2/<target>/ (report.md, metrics.json, figures) and bench/ written to {out}/")
+    timings = Table(title="Wall time per stage (also in timings.json)")
+    timings.add_column("stage")
+    timings.add_column("time", justify="right")
+    for stage, seconds in [*result.stage_seconds.items(), ("total", sum(result.stage_seconds.values()))]:
+        timings.add_row(stage, f"{seconds // 60:.0f} min {seconds % 60:04.1f} s")
+    console.print(timings)
 
 
 @app.command()

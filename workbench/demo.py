@@ -7,16 +7,20 @@ runner adds the other residual directions (PCA, LDA, probe) under ``bench/``. Th
 ``metrics.json`` and ``demo.md`` (the leaderboard of every row, in the shared result schema of
 :mod:`workbench.evaluation.results`, with links to the FOXP2 reports) are built from both runs' result rows;
 ``directions_by_layer.html`` shows how far each language sits from English by layer; the paper figures (html, png,
-svg) are regenerated from all of it into ``paper/``.
+svg) are regenerated from all of it into ``paper/``; ``timings.json`` holds each stage's wall time.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from workbench.artifacts import atomic_write_json
 from workbench.backends import Model
 from workbench.bench import BenchConfig, BenchResult, run_bench
 from workbench.calibration import CalibrationConfig
@@ -74,6 +78,23 @@ class DemoConfig:
 class DemoResult:
     foxp2: dict[str, Foxp2Result]
     bench: BenchResult
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage, in order (also written to ``timings.json``)."""
+
+
+class _StageClock:
+    """Wall time per named stage, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
 
 
 def write_demo_results(foxp2: dict[str, Foxp2Result], bench: BenchResult, config: DemoConfig, out_dir: Path) -> None:
@@ -96,19 +117,28 @@ def write_demo_results(foxp2: dict[str, Foxp2Result], bench: BenchResult, config
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), model: Model | None = None) -> DemoResult:
     """FOXP2 per target, then the benchmark of the other directions; writes everything under ``out_dir``."""
     out_dir = Path(out_dir)
-    model = model or load_model(backend="hf")
-    results = {target: run_foxp2(model, target, out_dir / "foxp2" / target, config.foxp2)
-               for target in config.targets}
-    bench = run_bench(model, config.bench, out_dir / "bench")
-    profile = []
+    clock = _StageClock()
+    with clock.stage("load the model"):
+        model = model or load_model(backend="hf")
+    results = {}
     for target in config.targets:
-        diffmean = directions_for(model, target, config.foxp2.source)["diffmean"]
-        profile += [{"layer": layer, "language": target, "distance": float(scale)}
-                    for layer, scale in zip(diffmean.layers, diffmean.scale, strict=True)]
-    figure = layer_profile(pd.DataFrame(profile), value="distance", title="How far each language sits from English",
-                           y_title="natural scale (μ_target − μ_en)·u at hook_resid_post")
-    figure.update_yaxes(type="log")
-    figure.write_html(out_dir / "directions_by_layer.html", include_plotlyjs="cdn")
-    write_demo_results(results, bench, config, out_dir)
-    regenerate(out_dir)
-    return DemoResult(results, bench)
+        with clock.stage(f"FOXP2 -> {target} (stages II, I, III, controls, baselines)"):
+            results[target] = run_foxp2(model, target, out_dir / "foxp2" / target, config.foxp2)
+    with clock.stage(f"benchmark of {', '.join(m for m in config.bench.methods if m != 'none')}"):
+        bench = run_bench(model, config.bench, out_dir / "bench")
+    with clock.stage("tables and figures"):
+        profile = []
+        for target in config.targets:
+            diffmean = directions_for(model, target, config.foxp2.source)["diffmean"]
+            profile += [{"layer": layer, "language": target, "distance": float(scale)}
+                        for layer, scale in zip(diffmean.layers, diffmean.scale, strict=True)]
+        figure = layer_profile(pd.DataFrame(profile), value="distance",
+                               title="How far each language sits from English",
+                               y_title="natural scale (μ_target − μ_en)·u at hook_resid_post")
+        figure.update_yaxes(type="log")
+        figure.write_html(out_dir / "directions_by_layer.html", include_plotlyjs="cdn")
+        write_demo_results(results, bench, config, out_dir)
+        regenerate(out_dir)
+    atomic_write_json(out_dir / "timings.json", {"stage_seconds": clock.seconds,
+                                                 "total_seconds": sum(clock.seconds.values())})
+    return DemoResult(results, bench, clock.seconds)
