@@ -150,6 +150,18 @@ def test_answer_costs_are_zero_without_an_edit_and_match_the_continuation_nll(ge
 
 
 @pytest.mark.model
+def test_a_batch_of_empty_answers_costs_nan_not_an_error(gemma_fast, hindi_contexts):
+    """A strong edit can make every answer of a batch empty (the demo's Hindi sweep at x4 did)."""
+    prompts, answers = hindi_contexts
+    costs = answer_costs(gemma_fast, prompts, ["", "", *answers[2:]], reference_prompts=prompts, batch_size=2)
+    assert costs.nll[:2].isnan().all() and costs.kl[:2].isnan().all()
+    assert not costs.nll[2:].isnan().any() and costs.kl[2:].abs().max() < 1e-5
+    assert continuation_nll(gemma_fast, prompts[:2], ["", ""]).isnan().all()
+    kept = answer_costs(gemma_fast, prompts[:2], ["", ""], keep_log_probs=True, batch_size=2)
+    assert kept.log_probs[0].shape == (0, gemma_fast.cfg.d_vocab)
+
+
+@pytest.mark.model
 def test_an_edit_of_the_prompt_final_positions_costs_kl_and_nll_on_the_answers(gemma_fast, hindi_contexts):
     """The old utility measure read only the last prompt position's logit, dropped under ``final+k``: 0 cost."""
     prompts, answers = hindi_contexts

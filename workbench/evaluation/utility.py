@@ -200,8 +200,9 @@ def answer_costs(model: Model, prompts: Sequence[str], answers: Sequence[str], *
         with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode(), prompt_ends(batch.prompt_ends):
             values = position_logits(model, batch.tokens, batch.mask, batch.answer,
                                      _position_costs(batch.targets.to(device), reference, chunks)).cpu()
+        values = values.reshape(-1, 1 if reference is None else 2)  # a batch of empty answers gives no rows
         if chunks is not None:
-            kept.append(torch.cat(chunks))
+            kept.append(torch.cat(chunks) if chunks else torch.empty(0, model.cfg.d_vocab))
         for part in values.split(counts):
             scored = part[skip_tokens:, 0]
             nll.append(float(scored.mean()) if len(scored) else float("nan"))
@@ -214,4 +215,4 @@ def _log_probs(model: Model, batch: _Batch) -> Float[Tensor, "answer_position vo
     """The unhooked model's log-probabilities at the answer positions of ``batch``."""
     with torch.inference_mode(), prompt_ends(batch.prompt_ends):
         return position_logits(model, batch.tokens, batch.mask, batch.answer,
-                               lambda logits, _: logits.float().log_softmax(-1))
+                               lambda logits, _: logits.float().log_softmax(-1)).reshape(-1, model.cfg.d_vocab)
