@@ -122,11 +122,14 @@ def test_trust_region_takes_the_largest_strength_within_bounds_raised_to_prompti
         TrustRegionConfig(strengths=(0.0, 1.0))
 
 
-def test_shifted_window_goes_after_then_before_and_fails_without_room():
+def test_shifted_window_goes_after_then_before_then_takes_the_roomier_side():
     assert shifted_window((0, 2), 18) == (3, 5)
     assert shifted_window((14, 17), 18) == (10, 13)
+    assert shifted_window((0, 10), 18) == (11, 17)  # the demo's Spanish window: 7 layers after it, none before
+    assert shifted_window((2, 12), 18) == (13, 17)
+    assert shifted_window((6, 17), 18) == (0, 5)
     with pytest.raises(Foxp2Error, match="no room"):
-        shifted_window((2, 12), 18)
+        shifted_window((0, 17), 18)
 
 
 def test_config_rejects_unknown_controls_and_rules():

@@ -89,14 +89,20 @@ class Foxp2MethodConfig:
 
 
 def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
-    """A window of the same width outside the chosen one: right after it if it fits, else right before it."""
+    """A window of the same width outside the chosen one: right after it if it fits, else right before it. A window
+    wider than the room on either side (the literal mass x stability run can span most layers) gets every layer of
+    the roomier side instead: a narrower control, which its plan's layer list shows."""
     first, last = window
     width = last - first + 1
     if last + width < n_layers:
         return last + 1, last + width
     if first - width >= 0:
         return first - width, first - 1
-    raise Foxp2Error(f"no room for a window of width {width} outside layers {first}-{last} of {n_layers}")
+    after, before = n_layers - 1 - last, first
+    if not after and not before:
+        raise Foxp2Error(f"the window {first}-{last} covers all {n_layers} layers: no room for the shifted-window "
+                         "control")
+    return (last + 1, n_layers - 1) if after >= before else (0, first - 1)
 
 
 def foxp2_plan(model: Model, spectral: SpectralReport, localisation: Localisation | None, layers: list[int], *,
