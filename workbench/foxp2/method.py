@@ -91,7 +91,8 @@ class Foxp2MethodConfig:
 def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
     """A window of the same width outside the chosen one: right after it if it fits, else right before it. A window
     wider than the room on either side (the literal mass x stability run can span most layers) gets every layer of
-    the roomier side instead: a narrower control, which its plan's layer list shows."""
+    the roomier side instead: a narrower control, which its plan's layer list shows (under per-layer units, λ / |W|
+    then gives each of its layers more strength than FOXP2's)."""
     first, last = window
     width = last - first + 1
     if last + width < n_layers:
