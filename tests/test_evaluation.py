@@ -11,7 +11,12 @@ from workbench.evaluation.evaluate import EvaluationConfig, compute_baseline, ev
 from workbench.evaluation.mass import delta_mass, language_mass, leakage
 from workbench.evaluation.relevance import pooled_representations, retrieval_matches
 from workbench.evaluation.scores import bootstrap_interval, harmonic_mean, wilson_interval
-from workbench.evaluation.utility import answer_costs, continuation_nll
+from workbench.evaluation.utility import (
+    answer_costs,
+    continuation_nll,
+    normalised_log_probs,
+    position_costs,
+)
 from workbench.interventions import PositionRule, add_vector
 from workbench.prompting import QA_TEMPLATE
 
@@ -34,6 +39,24 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
 def test_harmonic_mean_is_zero_when_either_rate_is_zero():
     assert harmonic_mean(0.0, 1.0) == 0.0 and harmonic_mean(0.5, 0.5) == pytest.approx(0.5)
     assert harmonic_mean(1.0, 0.25) == pytest.approx(0.4)
+
+
+def test_position_costs_match_float64_nll_and_kl_over_a_gemma_sized_vocabulary():
+    """The fused KL (one log-sum-exp, one dot product) against the textbook formula in float64, on logits the size
+    and spread of Gemma's, with an edit large enough to move the argmax."""
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 262_144, generator=generator) * 3
+    base[::2, :50] += 25  # a few dominant tokens, as most real next-token logits have; odd rows stay flat
+    edited = base + torch.randn(6, 262_144, generator=generator) * torch.tensor([0.0, 0.01, 0.3, 1, 3, 10])[:, None]
+    targets = torch.tensor([0, 7, 49, 1000, 5, 200_000])
+    costs = position_costs(edited, targets, normalised_log_probs(base))
+    base64, edited64 = base.double().log_softmax(-1), edited.double().log_softmax(-1)
+    exact_kl = (base64.exp() * (base64 - edited64)).sum(-1)
+    exact_nll = -edited64[torch.arange(6), targets]
+    assert costs[0, 1].abs() < 1e-5 and exact_kl[1:].min() > 1e-5    # the same distribution costs nothing
+    torch.testing.assert_close(costs[:, 1].double(), exact_kl, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(costs[:, 0].double(), exact_nll, atol=1e-5, rtol=1e-5)
+    assert position_costs(edited, targets).shape == (6, 1)
 
 
 def test_mass_delta_and_leakage():

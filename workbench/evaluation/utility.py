@@ -134,18 +134,40 @@ def _rows(model: Model, prompts: Sequence[str], answers: Sequence[str], max_leng
     return rows
 
 
-def _position_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Tensor, "row vocab"] | None,
-                    kept: list[Tensor] | None = None) -> Callable[[Tensor, slice], Tensor]:
-    """Per selected position: the NLL of its target token and, with reference log-probs, the KL from them (the
-    log-probabilities themselves appended to ``kept``, chunk by chunk, when given)."""
+def normalised_log_probs(logits: Float[Tensor, "row vocab"]) -> Float[Tensor, "row vocab"]:
+    """``log_softmax`` in float32, normalised twice: over a 262k vocabulary one pass leaves probabilities summing
+    to 1 +- 1e-4, which :func:`position_costs` would carry into the KL as that much times the logits' size."""
+    log_probs = logits.float().log_softmax(-1)
+    return log_probs - log_probs.logsumexp(-1, keepdim=True)
+
+
+def position_costs(logits: Float[Tensor, "row vocab"], targets: Int[Tensor, " row"],
+                   reference_log_probs: Float[Tensor, "row vocab"] | None = None
+                   ) -> Float[Tensor, "row cost"]:
+    """Per row: the NLL of its target token and, with reference log-probabilities (from
+    :func:`normalised_log_probs`), ``KL(p_reference || softmax(logits))``.
+
+    The KL is ``sum p_ref (log p_ref - logits + logsumexp(logits))``: one log-sum-exp and one dot product per row
+    instead of two normalisations of the edited logits, and within ~1e-6 nats of the float64 value.
+    """
+    logits = logits.float()
+    log_normaliser = logits.logsumexp(-1, keepdim=True)
+    token_nll = (log_normaliser - logits.gather(-1, targets[:, None]))[:, 0]
+    if reference_log_probs is None:
+        return token_nll[:, None]
+    kl = torch.linalg.vecdot(reference_log_probs.exp(), reference_log_probs - (logits - log_normaliser))
+    return torch.stack([token_nll, kl], -1)
+
+
+def _chunk_costs(targets: Int[Tensor, " row"], reference_log_probs: Float[Tensor, "row vocab"] | None,
+                 kept: list[Tensor] | None = None) -> Callable[[Tensor, slice], Tensor]:
+    """:func:`position_costs` of each chunk of selected positions (their normalised log-probabilities appended to
+    ``kept``, chunk by chunk, when given)."""
     def costs(logits: Tensor, rows: slice) -> Tensor:
-        log_probs = logits.float().log_softmax(-1)
         if kept is not None:
-            kept.append(log_probs.cpu())
-        token_nll = -log_probs.gather(-1, targets[rows, None])[:, 0]
-        if reference_log_probs is None:
-            return token_nll[:, None]
-        return torch.stack([token_nll, kl_divergence(reference_log_probs[rows], log_probs)], -1)
+            kept.append(normalised_log_probs(logits).cpu())
+        return position_costs(logits, targets[rows],
+                              reference_log_probs[rows] if reference_log_probs is not None else None)
 
     return costs
 
@@ -199,7 +221,7 @@ def answer_costs(model: Model, prompts: Sequence[str], answers: Sequence[str], *
         chunks: list[Tensor] | None = [] if keep_log_probs else None
         with model.hooks(fwd_hooks=list(hooks)), torch.inference_mode(), prompt_ends(batch.prompt_ends):
             values = position_logits(model, batch.tokens, batch.mask, batch.answer,
-                                     _position_costs(batch.targets.to(device), reference, chunks)).cpu()
+                                     _chunk_costs(batch.targets.to(device), reference, chunks)).cpu()
         values = values.reshape(-1, 1 if reference is None else 2)  # a batch of empty answers gives no rows
         if chunks is not None:
             kept.append(torch.cat(chunks) if chunks else torch.empty(0, model.cfg.d_vocab))
@@ -215,4 +237,4 @@ def _log_probs(model: Model, batch: _Batch) -> Float[Tensor, "answer_position vo
     """The unhooked model's log-probabilities at the answer positions of ``batch``."""
     with torch.inference_mode(), prompt_ends(batch.prompt_ends):
         return position_logits(model, batch.tokens, batch.mask, batch.answer,
-                               lambda logits, _: logits.float().log_softmax(-1)).reshape(-1, model.cfg.d_vocab)
+                               lambda logits, _: normalised_log_probs(logits)).reshape(-1, model.cfg.d_vocab)
