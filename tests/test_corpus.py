@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -290,3 +291,13 @@ def test_load_flores_from_a_local_copy(tmp_path: Path) -> None:
     assert rows[0].split == "dev" and rows[0].source == "flores"
     with pytest.raises(CorpusError, match="devtest/eng_Latn.parquet"):
         corpus.load_flores(["en"], split="devtest", name=str(tmp_path))
+
+
+def test_shipped_sha256_is_the_manifests_digest_and_keys_the_caches_built_from_the_corpus():
+    from importlib import resources
+
+    from workbench.evaluation.encoder import calibration_header
+
+    manifest = resources.files("workbench").joinpath("data", "manifest.json").read_bytes()
+    assert corpus.shipped_sha256() == hashlib.sha256(manifest).hexdigest()
+    assert calibration_header()["corpus_sha256"] == corpus.shipped_sha256()

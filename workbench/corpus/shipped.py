@@ -15,6 +15,7 @@ by document and are the same in every language.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 from collections.abc import Sequence
@@ -56,6 +57,12 @@ def _read_jsonl_xz(name: str) -> list[dict[str, Any]]:
         lzma.open(raw, "rt", encoding="utf-8") as f,
     ):
         return [json.loads(line) for line in f]
+
+
+@lru_cache(maxsize=1)
+def shipped_sha256() -> str:
+    """sha256 of the shipped corpus's build manifest: the version of every shipped text, for cache keys."""
+    return hashlib.sha256(resources.files("workbench").joinpath("data", "manifest.json").read_bytes()).hexdigest()
 
 
 @lru_cache(maxsize=1)

@@ -194,13 +194,9 @@ def _margin_calibrations(config: EncoderCalibrationConfig, use_shipped: bool) ->
     return [language_calibration(code, config, use_shipped=use_shipped) for code in MARGIN_LANGUAGES]
 
 
-def _corpus_sha256() -> str:
-    return hashlib.sha256(resources.files("workbench").joinpath("data", "manifest.json").read_bytes()).hexdigest()
-
-
 def calibration_header(config: EncoderCalibrationConfig = EncoderCalibrationConfig()) -> dict[str, Any]:
     """What a calibration depends on besides its language: the encoder, ``config`` and the shipped corpus."""
-    return {"encoder": sentence_encoder().name, "config": asdict(config), "corpus_sha256": _corpus_sha256()}
+    return {"encoder": sentence_encoder().name, "config": asdict(config), "corpus_sha256": corpus.shipped_sha256()}
 
 
 def _payload_sha256(languages: dict[str, Any]) -> str:

@@ -35,7 +35,6 @@ import unicodedata
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from workbench import corpus
 from workbench.artifacts import atomic_write_json, load_tensors, save_tensors
 from workbench.errors import WorkbenchError
 from workbench.languages import Language, get_language
@@ -321,8 +321,6 @@ def _texts(
     languages: Sequence[Language], config: TokenSetConfig, texts_by_language: Mapping[str, Sequence[str]] | None
 ) -> dict[str, Sequence[str]]:
     if texts_by_language is None:
-        from workbench import corpus
-
         return {lang.code: [row.text for row in corpus.monolingual(lang.code, split=config.split)]
                 for lang in languages}
     missing = [lang.code for lang in languages if lang.code not in texts_by_language]
@@ -430,9 +428,8 @@ def build_token_sets(
 
 
 def _entry(tokenizer: Any, codes: list[str], config: TokenSetConfig) -> Entry:
-    manifest = resources.files("workbench").joinpath("data", "manifest.json").read_bytes()
     key = {"vocab_sha256": _vocabulary(tokenizer)[1], "languages": sorted(codes),
-           "config": asdict(config), "corpus_sha256": hashlib.sha256(manifest).hexdigest()}
+           "config": asdict(config), "corpus_sha256": corpus.shipped_sha256()}
     return Store().entry(TOKEN_SETS, key, label="-".join(sorted(codes)))
 
 
