@@ -47,9 +47,14 @@ layers and two strengths around where the full benchmark calibrated DiffMean (L2
 and the probe, whose natural scale is small, a chance to move the language."""
 DEMO_EVALUATION = EvaluationConfig(max_new_tokens=24, n_utility_contexts=8)
 """Eval-split settings of every evaluation in the demo."""
+DEMO_WINDOW_WIDTH = 3
+"""The demo's windows have exactly 3 layers (stage II's shortest): stage I trains an SAE for every layer of the
+window and of the shifted-window control, and Spanish's unconstrained window (0-10) made that 18 SAEs and ~30 of the
+demo's ~50 minutes; ``workbench foxp2`` searches windows of 3-12 layers."""
 DEMO_SAES = SAETrainConfig(d_sae=1024, k=32, n_tokens=40_000, training_samples=120_000)
 """Half-size SAEs (1024 latents, 120k samples: ~4x faster to train than the default) so that a fresh machine
-trains the six window SAEs within the demo's budget; ``workbench foxp2`` uses the full default."""
+trains the six SAEs of each target (window and shifted window, :data:`DEMO_WINDOW_WIDTH` layers each) within the
+demo's budget; ``workbench foxp2`` uses the full default."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class DemoConfig:
     targets: tuple[str, ...] = ("hi", "es")
     """Target languages."""
     foxp2: Foxp2Config = field(default_factory=lambda: Foxp2Config(
-        pairs=PairDataConfig(n_pairs=128), spectral=SpectralConfig(n_bootstrap=16),
+        pairs=PairDataConfig(n_pairs=128), spectral=SpectralConfig(n_bootstrap=16, max_width=DEMO_WINDOW_WIDTH),
         localise=LocaliseConfig(sae=DEMO_SAES, n_lift_candidates=16),
         trust=TrustRegionConfig(strengths=(0.2, 0.5, 1.0, 2.0, 4.0, 8.0)), window_search=WindowSearchConfig(grid=False),
         beta_search=None, other_rules=(), matchings=(), n_dev_prompts=8,
