@@ -13,7 +13,7 @@ import torch
 import workbench.methods
 from workbench.activations import HarvestError
 from workbench.bench import BenchConfig, run_bench
-from workbench.calibration import CalibrationConfig
+from workbench.calibration import SELECTIONS, CalibrationConfig
 from workbench.demo import DemoConfig, write_demo_results
 from workbench.directions import DirectionDataConfig
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, final_logits
@@ -210,6 +210,10 @@ def test_foxp2_runs_on_the_benchmark_spine_like_every_method(gemma_fast, foxp2_r
     table = pd.read_csv(tmp_path / "demo" / "results.csv")
     assert tuple(table.columns) == COLUMNS and {"foxp2", "random-support", "foxp2-random-support"} <= set(table.method)
     assert len(table) == len(result.metrics) + 1   # bench's foxp2 row is FOXP2's own: listed once
+    # FOXP2's DiffMean baseline says how it was chosen: by the calibration's own rule (the trust region here)
+    selections = table.drop_duplicates("method").set_index("method")["selection"]
+    assert selections["diffmean"] == SELECTIONS["trust-region"] == selections["foxp2"]
+    assert selections["prompt-native"] == "fixed"
     assert "| foxp2-random-support |" in (tmp_path / "demo" / "demo.md").read_text()
 
 

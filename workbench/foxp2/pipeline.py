@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from workbench.backends import Model
-from workbench.calibration import calibrate, calibration_bounds, calibration_runs
+from workbench.calibration import SELECTIONS, calibrate, calibration_bounds, calibration_runs
 from workbench.evaluation.evaluate import UtilityContexts
 from workbench.evaluation.runs import EvaluationRuns
 from workbench.foxp2.config import Foxp2Config, Foxp2Result
@@ -117,7 +117,8 @@ def run_foxp2(model: Model, target: str, out_dir: str | Path, config: Foxp2Confi
         metrics[name], _ = runner.run_method(baseline, layer=setting.layer, strength=setting.strength,
                                              rule=baseline.default_rule, name=f"eval-{name}")
         settings[name] = {"layer": setting.layer, "strength": setting.strength, "rule": str(baseline.default_rule),
-                          "description": metrics[name]["provenance"]["treatment"], "admissible": setting.admissible}
+                          "description": metrics[name]["provenance"]["treatment"], "admissible": setting.admissible,
+                          "selection": SELECTIONS[setting.strategy]}
         if progress:
             console.print(f"  eval {target} {name}: {_brief(metrics[name])}")
     lap("evaluation (eval split)")

@@ -43,7 +43,8 @@ def _selection(name: str, result: Foxp2Result) -> str:
     if control in CONTROLS:
         return f"matched to FOXP2's {MATCHED_ON[matched_on]} on dev"
     setting = result.plans[name]
-    return "fixed" if setting["description"].startswith(("prompt", "no steering")) else SELECTIONS["grid"]
+    return "fixed" if setting["description"].startswith(("prompt", "no steering")) else setting.get(
+        "selection", "calibrated on dev")
 
 
 def result_rows(result: Foxp2Result) -> list[ResultRow]:
@@ -52,8 +53,8 @@ def result_rows(result: Foxp2Result) -> list[ResultRow]:
     for name, metrics in result.metrics.items():
         setting = result.plans[name]
         selection = _selection(name, result)
-        within = (result.within_bounds if name == "foxp2" else setting.get("admissible")
-                  if selection == SELECTIONS["grid"] else None)
+        within = (result.within_bounds if name == "foxp2" else None if selection == "fixed"
+                  else setting.get("admissible"))
         rows.append(ResultRow.from_metrics(metrics, method=name, layer=setting.get("layer"),
                                            strength=setting["strength"], rule=setting["rule"], selection=selection,
                                            within_bounds=within))
