@@ -116,6 +116,12 @@ def test_trust_region_takes_the_largest_strength_within_bounds_raised_to_prompti
     assert chosen["strength"] == 1.0 and inside and within(rows[0], limits) and not within(rows[2], limits)
     chosen, inside = choose_strength(rows[2:], limits)
     assert chosen["strength"] == 2.0 and not inside
+    # nothing within the bounds: the least damaging setting, which need not be the smallest strength (LAPE's dev
+    # sweep into Hindi: x0.25 cost NLL +3.00, x1 +0.11)
+    lape_like = [{"strength": s, "leakage_max": 0.0, "kl": kl, "nll_delta": nll}
+                 for s, kl, nll in ((0.25, 2.90, 3.00), (0.5, 1.02, 0.81), (1.0, 0.71, 0.11), (2.0, 1.75, 0.63))]
+    chosen, inside = choose_strength(lape_like, limits)
+    assert chosen["strength"] == 1.0 and not inside
     with pytest.raises(WorkbenchError):
         choose_strength([], limits)
     with pytest.raises(WorkbenchError, match="positive"):

@@ -8,8 +8,8 @@ NLL increase (``max_leakage``, ``max_kl``, ``max_nll_delta``), each raised to wh
 prompting, "Answer in L." written in L) costs on the same dev prompts when that is larger; set once per target.
 
 * ``trust-region`` (the default, METHODS section 3, used for every tunable method so their budgets are equal):
-  the largest strength at the kept layer whose dev costs all stay within the bounds. When none is, the smallest
-  strength is returned and flagged.
+  the largest strength at the kept layer whose dev costs all stay within the bounds. When none is, the least
+  damaging strength there (smallest NLL increase) is returned and flagged.
 * ``grid`` (exploration): the setting of the sweep with the best dev steering score within the bounds (ties: higher
   LID, then the weaker edit); when none is, the least damaging one (smallest NLL increase), flagged.
 
@@ -170,7 +170,15 @@ def choose(rows: Sequence[dict[str, Any]], limits: dict[str, float]) -> tuple[di
     admissible = [row for row in rows if within(row, limits)]
     if admissible:
         return max(admissible, key=lambda r: (r["steering_score"], r["lid_success"], -r["strength"])), True
-    return min(rows, key=lambda r: (r["nll_delta"], r["strength"])), False
+    return least_damaging(rows), False
+
+
+def least_damaging(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the smallest in-language NLL increase (ties: the smaller strength): what both strategies fall
+    back to when no setting is within the bounds. Not the smallest strength: a method's cost need not grow with its
+    strength (LAPE's strength scales the target neurons' act(gate) while the English ones are zeroed at every
+    strength, so x0.25 costs more than the paper's x1)."""
+    return min(rows, key=lambda r: (r["nll_delta"], r["strength"]))
 
 
 def kept_layer(rows: Sequence[dict[str, Any]]) -> int | None:
@@ -183,14 +191,14 @@ def kept_layer(rows: Sequence[dict[str, Any]]) -> int | None:
 
 
 def choose_strength(rows: Sequence[dict[str, Any]], limits: dict[str, float]) -> tuple[dict[str, Any], bool]:
-    """Trust region: the row with the largest strength within ``limits``; when none is, the smallest strength,
-    flagged False."""
+    """Trust region: the row with the largest strength within ``limits``; when none is, the
+    :func:`least_damaging` one, flagged False."""
     if not rows:
         raise CalibrationError("no trust-region rows to choose from")
     inside = [row for row in rows if within(row, limits)]
     if inside:
         return max(inside, key=lambda row: row["strength"]), True
-    return min(rows, key=lambda row: row["strength"]), False
+    return least_damaging(rows), False
 
 
 def calibration_entry(model: Model, method: SteeringMethod, target: str, source: str, rule: PositionRule,
@@ -268,7 +276,7 @@ def calibrate(model: Model, method: SteeringMethod, target: str, source: str = "
                          choices=choices)
     if progress and not admissible:
         console.print(f"[yellow]no {method.name} setting for {target} met the bounds {limits}; "
-                      f"using the {'least damaging' if strategy == 'grid' else 'weakest'} one[/yellow]")
+                      "using the least damaging one[/yellow]")
     result.save(entry.prepare() / "calibration.json")
     entry.commit()
     return result

@@ -63,7 +63,7 @@ def _kinds(*kinds: Kind) -> dict[str, Kind]:
 # runs 3 / calibrations 4: KL and NLL on prompt-conditioned question/answer contexts; calibrations 5: layer ties
 # broken by LID, then dM.
 DIRECTIONS = Kind("directions", 2, "direction sets (DiffMean, PCA, LDA, probe) at every layer, per target/source")
-CALIBRATIONS = Kind("calibrations", 5, "a tunable method's chosen layer and strength on dev, with its grid")
+CALIBRATIONS = Kind("calibrations", 6, "a tunable method's chosen layer and strength on dev, with its grid")
 RUNS = Kind("runs", 3, "one evaluated treatment (metrics + per-prompt records) on one prompt set")
 NEURON_HARVESTS = Kind("neuron-harvests", 1, "per-language mlp_pre statistics with histograms, every layer")
 NEURON_POOLED = Kind("neuron-pooled", 1, "sentence-pooled act(gate) on parallel items, per language")

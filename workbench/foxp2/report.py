@@ -204,7 +204,8 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
     lines += ["", "## Stage III: trust region (dev split)", "",
               f"Bounds (each max(fixed, cost of prompting \"Answer in {name}.\")): {bound_text}. "
               f"Chosen λ = **{result.strength:g}**" + ("" if result.within_bounds else
-                                                       " — no strength met every bound; the smallest is reported") +
+                                                       " — no strength met every bound; the least damaging "
+                                                       "(smallest NLL increase) is reported") +
               f". Positions: `{config.rule}`; β = {result.plans['foxp2']['beta']:g}.", "",
               "| λ | LID | relevance | score | dM | leak max | KL | NLL Δ |", "|---|---|---|---|---|---|---|---|"]
     for row in result.sweep:
