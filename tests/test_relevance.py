@@ -84,8 +84,8 @@ def test_the_shipped_calibrations_are_current_and_equal_a_fresh_measurement(tmp_
     written = read_shipped_calibrations(write_shipped_calibrations(tmp_path / "fresh.json", ["ar"]))
     fresh, stored = written["languages"]["ar"], shipped["languages"]["ar"]
     assert fresh["n_pairs"] == stored["n_pairs"] >= 100 and fresh["source"] == stored["source"]
-    # the encoder's 4-bit C engine rounds differently on different CPUs: another machine of this kind measured cosines
-    # up to 7.6e-4 away from the shipped ones (the same machine reproduces them within 1e-6)
+    # the encoder's C engine rounds differently on different CPUs: on another machine of this kind the fresh floor,
+    # ceiling and quantiles came out up to 7.6e-4 from the shipped ones (the shipping machine reproduced them to 1e-6)
     assert [fresh["floor"], fresh["ceiling"], *fresh["floor_quantiles"]] == \
         pytest.approx([stored["floor"], stored["ceiling"], *stored["floor_quantiles"]], abs=2e-3)
     assert language_calibration("ar") == LanguageCalibration(**stored)

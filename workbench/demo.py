@@ -49,8 +49,8 @@ DEMO_EVALUATION = EvaluationConfig(max_new_tokens=24, n_utility_contexts=8)
 """Eval-split settings of every evaluation in the demo."""
 DEMO_WINDOW_WIDTH = 3
 """The demo's windows have exactly 3 layers (stage II's shortest): stage I trains an SAE for every layer of the
-window and of the shifted-window control, and Spanish's unconstrained window (0-10) made that 18 SAEs and ~30 of the
-demo's ~50 minutes; ``workbench foxp2`` searches windows of 3-12 layers."""
+window and of the shifted-window control, and Spanish's unconstrained window (0-10) made that 18 SAEs and the
+demo ~50 minutes cold (35 with this cap); ``workbench foxp2`` searches windows of 3-12 layers."""
 DEMO_SAES = SAETrainConfig(d_sae=1024, k=32, n_tokens=40_000, training_samples=120_000)
 """Half-size SAEs (1024 latents, 120k samples: ~4x faster to train than the default) so that a fresh machine
 trains the six SAEs of each target (window and shifted window, :data:`DEMO_WINDOW_WIDTH` layers each) within the
