@@ -84,6 +84,21 @@ def gemma_fast():
     return load_model(backend="hf")
 
 
+@pytest.fixture
+def small_diffmean(monkeypatch):
+    """``diffmean`` fitted on fewer rows than its default (96 parallel rows, Hindi as the only negative): one cheap
+    harvest per target in the shared cache, read by every real-model test that steers with DiffMean."""
+    from functools import partial
+
+    import workbench.methods
+    from workbench.directions import DirectionDataConfig
+    from workbench.methods import DirectionMethod
+
+    factory = partial(DirectionMethod, "diffmean", "diffmean", data=DirectionDataConfig(n_rows=96, negatives=("hi",)))
+    monkeypatch.setitem(workbench.methods._REGISTRY, "diffmean", factory)
+    return factory()
+
+
 @pytest.fixture(scope="session")
 def gemma_hf():
     from workbench.models import load_hf_model

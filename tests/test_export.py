@@ -237,20 +237,6 @@ def test_every_vector_method_is_a_registered_method():
 
 # ------------------------------------------------------------------------------------------- the embedded model
 
-@pytest.fixture
-def small_diffmean(monkeypatch):
-    """DiffMean on the small direction data other real-model tests fit too (shared cache)."""
-    from functools import partial
-
-    import workbench.methods
-    from workbench.directions import DirectionDataConfig
-    from workbench.methods import DirectionMethod
-
-    factory = partial(DirectionMethod, "diffmean", "diffmean", data=DirectionDataConfig(n_rows=96, negatives=("hi",)))
-    monkeypatch.setitem(workbench.methods._REGISTRY, "diffmean", factory)
-    return factory()
-
-
 @pytest.mark.model
 def test_exported_diffmean_at_its_llama_cpp_index_reproduces_the_workbench_s_steered_logits(gemma_fast, small_diffmean,
                                                                                            tmp_path, monkeypatch):

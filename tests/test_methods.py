@@ -1,5 +1,4 @@
 import json
-from functools import partial
 
 import pandas as pd
 import pytest
@@ -10,12 +9,11 @@ from workbench import corpus
 from workbench.bench import BenchConfig, BenchError, run_bench
 from workbench.calibration import CalibrationConfig, calibrate, choose, kept_layer
 from workbench.cli import app
-from workbench.directions import DirectionDataConfig
 from workbench.errors import WorkbenchError
 from workbench.evaluation import QA_TEMPLATE, EvaluationConfig, identify_language
 from workbench.generation import generate
 from workbench.interventions import PositionRule, hooks_for, prompt_ends
-from workbench.methods import DirectionMethod, MethodError, fingerprint_digest, get_method, get_methods, method_names
+from workbench.methods import MethodError, fingerprint_digest, get_method, get_methods, method_names
 from workbench.prompting import NATIVE_INSTRUCTIONS, english_instruction, native_instruction, with_instruction
 
 
@@ -119,17 +117,6 @@ def test_steer_cli_rejects_bad_input_before_loading_a_model():
 
 SMALL_CALIBRATION = CalibrationConfig(n_prompts=6, max_new_tokens=10, n_utility_contexts=4, layers=(4, 6),
                                       strengths=(0.5, 1.0), max_kl=2.0, max_nll_delta=0.5, max_leakage=0.5)
-SMALL_DIRECTIONS = DirectionDataConfig(n_rows=96, negatives=("hi",))
-
-
-@pytest.fixture
-def small_diffmean(monkeypatch):
-    """``diffmean`` fitted on fewer rows (one cheap harvest shared by the model tests)."""
-    import workbench.methods
-
-    factory = partial(DirectionMethod, "diffmean", "diffmean", data=SMALL_DIRECTIONS)
-    monkeypatch.setitem(workbench.methods._REGISTRY, "diffmean", factory)
-    return factory()
 
 
 @pytest.mark.model

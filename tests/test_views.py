@@ -76,7 +76,7 @@ def test_the_logit_lens_top_layer_is_the_models_own_next_token_mass(gemma_fast, 
 
 
 @pytest.mark.model
-def test_view_command_writes_html_png_and_the_numbers(tmp_path):
+def test_view_command_writes_html_png_and_the_numbers(tmp_path, small_diffmean):
     import json
 
     from typer.testing import CliRunner
