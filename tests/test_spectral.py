@@ -66,6 +66,20 @@ def test_a_planted_low_rank_language_shift_is_recovered_stably():
     assert subspace_overlap(top_subspace(difference, 2), language) > 0.99
 
 
+@pytest.mark.parametrize("n_rows", [96, 24])  # more rows than dimensions, and fewer
+def test_top_subspace_is_the_svd_s_top_right_singular_vectors_largest_first(n_rows):
+    generator = torch.Generator().manual_seed(5)
+    difference = (torch.randn(n_rows, 3, generator=generator) * torch.tensor([9.0, 5.0, 3.0])
+                  @ torch.linalg.qr(torch.randn(48, 3, generator=generator))[0].T
+                  + 0.1 * torch.randn(n_rows, 48, generator=generator))
+    right = torch.linalg.svd(difference.double(), full_matrices=False)[2]
+    basis = top_subspace(difference, 3)
+    assert basis.shape == (48, 3) and torch.allclose(basis.T @ basis, torch.eye(3), atol=1e-6)
+    for i in range(3):  # each vector, up to sign, in the SVD's order
+        assert abs(float(basis[:, i].double() @ right[i])) == pytest.approx(1.0, abs=1e-6)
+    assert subspace_overlap(basis, right[:3].T.float()) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_null_models_lose_the_language_subspace():
     target, english, language = planted(shift_rank=1)
     generator = torch.Generator().manual_seed(3)

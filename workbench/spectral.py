@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -130,11 +129,29 @@ def captured_mass(values: Float[Tensor, " k"], rank: int) -> float:
 
 
 def top_subspace(difference: Float[Tensor, "pair d"], rank: int) -> Float[Tensor, "d rank"]:
-    """Orthonormal basis of the top-``rank`` right singular vectors (the directions in activation space)."""
-    _, _, right = torch.linalg.svd(difference.double(), full_matrices=False)
-    if not 1 <= rank <= right.shape[0]:
-        raise SpectralError(f"rank must lie in 1..{right.shape[0]}, got {rank}")
-    return einops.rearrange(right[:rank], "rank d -> d rank").float()
+    """Orthonormal basis of the top-``rank`` right singular vectors (the directions in activation space), largest
+    first.
+
+    They come from the smaller Gram matrix (``D^T D``, or ``D D^T`` mapped back through ``D^T`` when there are fewer
+    rows than dimensions), and LAPACK's ``evr`` driver computes only its top eigenvectors: in float64 this is ~10x
+    faster than a full SVD of a (768, 640) matrix (the bootstrap calls it 64 times per spectrum) and agrees with it
+    to ~1e-15 in subspace overlap where the top values are separated from the rest.
+    """
+    import scipy.linalg
+
+    n_rows, width = difference.shape
+    if not 1 <= rank <= min(n_rows, width):
+        raise SpectralError(f"rank must lie in 1..{min(n_rows, width)}, got {rank}")
+    matrix = difference.double()
+    by_columns = n_rows >= width
+    gram = (matrix.T @ matrix if by_columns else matrix @ matrix.T).numpy()
+    size = gram.shape[0]
+    _, vectors = scipy.linalg.eigh(gram, subset_by_index=[size - rank, size - 1], driver="evr")
+    vectors = torch.from_numpy(vectors[:, ::-1].copy())
+    if not by_columns:  # left singular vectors u_i -> right ones D^T u_i / s_i
+        vectors = matrix.T @ vectors
+        vectors = vectors / vectors.norm(dim=0, keepdim=True)
+    return vectors.float()
 
 
 def subspace_overlap(a: Float[Tensor, "d rank"], b: Float[Tensor, "d rank"]) -> float:
