@@ -36,6 +36,10 @@ OUT = Path(os.environ.get("WORKBENCH_NOTEBOOK_OUT", "figures/notebooks"))
 PROGRESS = not SMALL  # progress bars for the real runs only
 
 if SMALL:  # three methods, one target, 4 prompts, one calibration setting
+    # DiffMean's directions fitted on 96 parallel rows and Hindi texts (the default: 200 rows, six languages):
+    # a registered name can be replaced by any factory, e.g. a method of your own
+    wb.register_method("diffmean", lambda: wb.methods.DirectionMethod(
+        "diffmean", "diffmean", data=wb.directions.DirectionDataConfig(n_rows=96, negatives=("hi",))))
     CONFIG = wb.BenchConfig(
         methods=("none", "prompt-en", "diffmean"), targets=("es",), n_prompts=4,
         evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=200),

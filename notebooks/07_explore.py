@@ -40,8 +40,8 @@ if SMALL:
     N_PROMPTS, NEW_TOKENS = 3, 6
     SAE_CONFIG = wb.saes.SAETrainConfig(d_sae=256, k=16, n_tokens=4096, training_samples=8192, batch_size=256)
     CARD = wb.views.CardConfig(languages=("en", "hi"), tokens_per_language=200, ablation_tokens=0)
-    NEURONS = wb.neurons.NeuronRunConfig(languages=("en", "hi"),
-                                         tokens=wb.neurons.TokenDataConfig(tokens_per_language=1500))
+    NEURONS = wb.neurons.NeuronRunConfig(languages=("en", "hi"),  # the neuron study notebook's harvests (cached)
+                                         tokens=wb.neurons.TokenDataConfig(tokens_per_language=2000))
 else:
     N_PROMPTS, NEW_TOKENS = 16, 24
     SAE_CONFIG = wb.saes.SAETrainConfig()  # 2048 latents at layer 6, trained once and cached
