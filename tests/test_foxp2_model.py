@@ -23,7 +23,7 @@ from workbench.foxp2.config import Foxp2Config
 from workbench.foxp2.gate import fit_gate, gated
 from workbench.foxp2.matching import MatchConfig
 from workbench.foxp2.method import Foxp2Method
-from workbench.foxp2.pairs import PairDataConfig, response_sequences
+from workbench.foxp2.pairs import PairDataConfig, pair_representations, response_sequences
 from workbench.foxp2.pipeline import run_foxp2
 from workbench.foxp2.sae_features import LocaliseConfig
 from workbench.foxp2.shift import LayerShift, ShiftPlan
@@ -57,6 +57,15 @@ def test_spectral_stage_on_gemma_beats_the_null_models_and_is_cached(gemma_fast,
     assert frame["stability"].median() > 0.8
     again = spectral_stage(gemma_fast, "hi", data=data, config=config, progress=False)
     assert again.window == report.window and again.frame["mass"].tolist() == pytest.approx(frame["mass"].tolist())
+    # stage I reads the rows stage II used from the store, without running the model again
+    monkeypatch.setattr("workbench.foxp2.pairs.activations_at", _no_forward)
+    rows = pair_representations(gemma_fast, "hi", "en", data, progress=False)
+    assert rows["hi"].shape == (gemma_fast.cfg.n_layers, 3 * 48, gemma_fast.cfg.d_model)
+    torch.testing.assert_close((rows["hi"].double() - rows["en"].double()).mean(1).float(), report.mean_differences)
+
+
+def _no_forward(*args, **kwargs):
+    raise AssertionError("the model ran although the rows are in the store")
 
 
 def test_response_rows_share_the_prompt_and_differ_from_the_first_answer_token(gemma_fast):

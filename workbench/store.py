@@ -80,9 +80,10 @@ UNIT_STATISTICS = Kind("unit-statistics", 1, "every unit of one site (SAE latent
                        "firing counts, value reservoirs, top texts (what cards read)")
 HELD_OUT_CE = Kind("held-out-ce", 1, "held-out cross-entropy per language without any edit (cards' ablations)")
 MATCHED_STRENGTHS = Kind("matched-strengths", 1, "FOXP2 controls' strengths matched to FOXP2's edit norm or dev KL")
+PAIR_ROWS = Kind("pair-rows", 1, "FOXP2 stage II's aligned English/target rows at every layer (read again by stage I)")
 KINDS: dict[str, Kind] = _kinds(DIRECTIONS, CALIBRATIONS, RUNS, NEURON_HARVESTS, NEURON_POOLED, NEURON_GATES,
                                 NEURON_MASKS, SPECTRA, SAES, FEATURES, SAE_STEERING, TOKEN_SETS,
-                                RELEVANCE_CALIBRATIONS, UNIT_STATISTICS, HELD_OUT_CE, MATCHED_STRENGTHS)
+                                RELEVANCE_CALIBRATIONS, UNIT_STATISTICS, HELD_OUT_CE, MATCHED_STRENGTHS, PAIR_ROWS)
 """Every kind of cached artifact, by name."""
 
 

@@ -10,21 +10,27 @@ Two representations (``PairDataConfig.positions``):
 * ``pooled`` (the paper-literal option): each parallel sentence's mean residual over its tokens. Its difference
   matrix is dominated by the mean offset at every layer, so its spectra do not separate from the shuffled-pairing
   null (reported beside the default).
+
+The rows are one :data:`workbench.store.PAIR_ROWS` entry per (model, target, source, config): stage II computes
+them, stage I's feature-space spectra read them again at every window it localises.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from jaxtyping import Float
 from torch import Tensor
 
 from workbench import corpus
+from workbench.artifacts import load_tensors, save_tensors
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
+from workbench.models import model_key
 from workbench.prompting import prompt_format
 from workbench.readouts import activations_at, pooled_means
 from workbench.sites import Site, resolve_site
+from workbench.store import PAIR_ROWS, Store
 
 POSITIONS: tuple[str, ...] = ("response", "pooled")
 """How a pair is represented: its first response positions, or its mean-pooled sentences."""
@@ -110,10 +116,25 @@ def response_representations(model: Model, target: str, source: str = "en",
 
 
 def pair_representations(model: Model, target: str, source: str = "en", config: PairDataConfig = PairDataConfig(),
-                         *, progress: bool = True) -> dict[str, Float[Tensor, "layer row d"]]:
-    """Aligned ``source``/``target`` rows at every layer, keyed by language (see the module docstring)."""
+                         *, use_cache: bool = True, progress: bool = True) -> dict[str, Float[Tensor, "layer row d"]]:
+    """Aligned ``source``/``target`` rows at every layer, keyed by language (see the module docstring); computed
+    once per model, languages and config, then read from the store (``use_cache=False`` recomputes them)."""
+    entry = Store().entry(PAIR_ROWS, {"model": model_key(model), "target": target, "source": source,
+                                      "data": asdict(config)}, scope=model_key(model), label=f"{target}-{source}")
+    if use_cache and entry.ready():
+        return load_tensors(entry / "rows.safetensors")
     if config.positions == "response":
-        return response_representations(model, target, source, config, progress=progress)
+        rows = response_representations(model, target, source, config, progress=progress)
+    else:
+        rows = _pooled_representations(model, target, source, config, progress=progress)
+    entry.clear()
+    save_tensors(rows, entry.prepare() / "rows.safetensors")
+    entry.commit()
+    return rows
+
+
+def _pooled_representations(model: Model, target: str, source: str, config: PairDataConfig, *, progress: bool
+                            ) -> dict[str, Float[Tensor, "layer row d"]]:
     rows = corpus.parallel([source, target], split=config.split, n=config.n_pairs)
     if len(rows) < 2:
         raise WorkbenchError(f"fewer than 2 parallel {source}/{target} pairs in the {config.split} split")

@@ -67,13 +67,13 @@ class LocaliseConfig:
 
 def feature_spectra(model: Model, saes: dict[str, Any], target: str, source: str = "en",
                     pairs: PairDataConfig = PairDataConfig(), config: SpectralConfig = SpectralConfig(), *,
-                    progress: bool = True) -> pd.DataFrame:
+                    use_cache: bool = True, progress: bool = True) -> pd.DataFrame:
     """Stage II in SAE-feature space at each SAE's site: stage II's rows (``pairs``: the first response positions
     of shared questions by default) encoded by the site's SAE, with the same scores and null models as in residual
     space (:func:`workbench.foxp2.spectra.layer_record`; one row per site)."""
     if any(Site.parse(name).kind != pairs.kind for name in saes):
         raise WorkbenchError(f"feature spectra need SAEs at {pairs.kind} sites, got {', '.join(saes)}")
-    rows = pair_representations(model, target, source, pairs, progress=progress)
+    rows = pair_representations(model, target, source, pairs, use_cache=use_cache, progress=progress)
     generator = torch.Generator().manual_seed(config.seed)
     records = []
     for name, sae in saes.items():
@@ -134,7 +134,7 @@ def localise(model: Model, target: str, layers: list[int], config: LocaliseConfi
     report = run_feature_analysis(model, saes, analysis, progress=progress)
     analysis_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    spectra = feature_spectra(model, saes, target, pairs=pairs, progress=progress)
+    spectra = feature_spectra(model, saes, target, pairs=pairs, use_cache=use_cache, progress=progress)
     seconds = {"saes": round(sae_seconds, 1), "features": round(analysis_seconds, 1),
                "feature_spectra": round(time.perf_counter() - clock, 1)}
     atomic_write_json(entry.prepare() / "stage1.json", json_safe({

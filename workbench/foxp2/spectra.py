@@ -124,7 +124,7 @@ def spectral_stage(model: Model, target: str, source: str = "en", data: PairData
     if use_cache and entry.ready():
         return SpectralReport.load(entry.path)
     started = time.perf_counter()
-    representations = pair_representations(model, target, source, data, progress=progress)
+    representations = pair_representations(model, target, source, data, use_cache=use_cache, progress=progress)
     pooled_seconds = time.perf_counter() - started
     report = analyse_pairs(representations[target], representations[source], config, target=target, source=source,
                            progress=progress)
