@@ -37,6 +37,15 @@ def test_every_kind_reads_only_its_own_key_and_version(kind, tmp_path):
     assert [info.path for info in cache.entries(kind.name)] == [entry.path]
 
 
+def test_the_architecture_doc_lists_every_kind_at_its_version():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    listed = {name: int(version) for name, version in re.findall(r"^\| `([a-z-]+)` \| (\d+) \|", doc, re.M)}
+    assert listed == {name: kind.version for name, kind in KINDS.items()}
+
+
 def test_an_uncommitted_entry_is_not_read_and_keeps_its_partial_work(tmp_path):
     entry = Store(tmp_path).entry(store.RUNS, {"run": 1})
     (entry.prepare() / "half.json").write_text("{")
