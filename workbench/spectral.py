@@ -133,9 +133,9 @@ def top_subspace(difference: Float[Tensor, "pair d"], rank: int) -> Float[Tensor
     first.
 
     They come from the smaller Gram matrix (``D^T D``, or ``D D^T`` mapped back through ``D^T`` when there are fewer
-    rows than dimensions), and LAPACK's ``evr`` driver computes only its top eigenvectors: in float64 this is ~10x
-    faster than a full SVD of a (768, 640) matrix (the bootstrap calls it 64 times per spectrum) and agrees with it
-    to ~1e-15 in subspace overlap where the top values are separated from the rest.
+    rows than dimensions), and LAPACK's ``evr`` driver computes only its top eigenvectors: in float64 this took 59 ms
+    against a full SVD's 147 ms for a (768, 640) matrix (the bootstrap calls it 64 times per spectrum), and the
+    subspaces agree to float32 precision (overlap within 2e-9 of 1) where the top values are separated from the rest.
     """
     import scipy.linalg
 
