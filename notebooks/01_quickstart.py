@@ -29,7 +29,6 @@
 #    leakage and utility costs, each with a 95% interval.
 
 # %%
-import dataclasses
 import os
 from pathlib import Path
 
@@ -95,9 +94,10 @@ pd.DataFrame({"question": [pair.question for pair in pairs], f"answer ({TARGET})
 # from discovery text and cached.
 
 # %%
+if SMALL:  # DiffMean's directions fitted on 96 parallel rows alone (the default: 200 rows, six more languages)
+    wb.register_method("diffmean", lambda: wb.methods.DirectionMethod(
+        "diffmean", "diffmean", data=wb.directions.DirectionDataConfig(n_rows=96, negatives=())))
 method = wb.get_method("diffmean")
-if SMALL:  # directions fitted on 96 parallel rows alone (the default: 200 rows and six more languages' texts)
-    method = dataclasses.replace(method, data=wb.directions.DirectionDataConfig(n_rows=96, negatives=()))
 if CALIBRATE:
     calibration = wb.calibrate(model, method, TARGET, config=wb.CalibrationConfig(), progress=PROGRESS)
     layer, strength = calibration.layer, calibration.strength

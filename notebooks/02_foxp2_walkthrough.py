@@ -48,6 +48,9 @@ PROGRESS = not SMALL  # progress bars for the real runs only
 
 TARGET = "hi"
 if SMALL:  # a smoke run: 32 pairs, a 3-layer window, tiny SAEs, 4 prompts, few tokens, one control
+    # the DiffMean baseline on directions fitted on 96 parallel rows alone (the quickstart's small run stores them)
+    wb.register_method("diffmean", lambda: wb.methods.DirectionMethod(
+        "diffmean", "diffmean", data=wb.directions.DirectionDataConfig(n_rows=96, negatives=())))
     CONFIG = wb.foxp2.Foxp2Config(
         pairs=wb.foxp2.PairDataConfig(n_pairs=32, max_length=48),
         spectral=wb.spectral.SpectralConfig(n_bootstrap=4, max_width=3),
