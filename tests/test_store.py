@@ -2,7 +2,9 @@
 
 import dataclasses
 import json
+import re
 import tarfile
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -38,9 +40,6 @@ def test_every_kind_reads_only_its_own_key_and_version(kind, tmp_path):
 
 
 def test_the_architecture_doc_lists_every_kind_at_its_version():
-    import re
-    from pathlib import Path
-
     doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
     listed = {name: int(version) for name, version in re.findall(r"^\| `([a-z-]+)` \| (\d+) \|", doc, re.M)}
     assert listed == {name: kind.version for name, kind in KINDS.items()}

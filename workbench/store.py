@@ -61,7 +61,7 @@ def _kinds(*kinds: Kind) -> dict[str, Kind]:
 # calibrations 2: named strategy, bounds and leakage in each sweep row; 3: coherence in each sweep row;
 # runs 2: encoder relevance, coherence, LID with close relatives on answers, score over relevance x coherence;
 # runs 3 / calibrations 4: KL and NLL on prompt-conditioned question/answer contexts; calibrations 5: layer ties
-# broken by LID, then dM.
+# broken by LID, then dM; 6: with no setting within the bounds, the least damaging one (not the weakest).
 DIRECTIONS = Kind("directions", 2, "direction sets (DiffMean, PCA, LDA, probe) at every layer, per target/source")
 CALIBRATIONS = Kind("calibrations", 6, "a tunable method's chosen layer and strength on dev, with its grid")
 RUNS = Kind("runs", 3, "one evaluated treatment (metrics + per-prompt records) on one prompt set")
