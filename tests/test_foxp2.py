@@ -235,3 +235,41 @@ def test_dev_choices_fix_the_window_and_beta_so_they_are_not_searched_again():
         from workbench.foxp2.beta import BetaSearchConfig
 
         BetaSearchConfig(betas=(-1.0,))
+
+
+def test_stage_one_saes_train_on_a_million_discovery_tokens_with_qa_contexts():
+    from transformers import AutoTokenizer
+
+    from workbench.embedded import ensure_embedded_checkpoint
+    from workbench.foxp2.sae_features import STAGE_I_SAES, LocaliseConfig
+    from workbench.saes.data import buffer_gib, corpus_batches
+
+    config = LocaliseConfig().sae
+    assert config == STAGE_I_SAES and config.width(640) == 2560
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
+    batches, counts = corpus_batches(tokenizer, config.languages, config.split, config.n_tokens,
+                                     max_length=config.max_length, qa_share=config.qa_share)
+    assert sum(counts.values()) >= 1_000_000 and config.training_samples >= 1_000_000, counts
+    assert counts["hi"] < counts["es"] and counts["ar"] < counts["es"]  # the short languages gave all they have
+    first_rows = [tokenizer.decode(batch.tokens[0], skip_special_tokens=True) for batch in batches]
+    assert any(text.startswith("Q: ") for text in first_rows)
+    assert buffer_gib(sum(counts.values()), [640] * 8) > config.max_buffer_gib  # an 8-layer window spills to disk
+
+
+def test_variants_that_skip_stage_one_keep_their_runs_when_the_saes_or_beta_change():
+    from dataclasses import replace
+
+    from workbench.foxp2.method import Foxp2Method
+    from workbench.foxp2.sae_features import LocaliseConfig
+    from workbench.methods import fingerprint_digest
+    from workbench.saes import SAETrainConfig
+
+    method = Foxp2Method()
+    other = replace(method, config=replace(method.config, beta=0.5, localise=LocaliseConfig(sae=SAETrainConfig())))
+    for variant in ("positive-only", "diffmean-window"):
+        assert fingerprint_digest(method.variant_of(variant)) == fingerprint_digest(other.variant_of(variant))
+    for variant in ("foxp2", "negative-only", "random-support", "shifted-window"):
+        assert fingerprint_digest(method.variant_of(variant)) != fingerprint_digest(other.variant_of(variant))
+    moved = replace(method, config=replace(method.config, window=(2, 4)))
+    probe = "positive-only"
+    assert fingerprint_digest(moved.variant_of(probe)) != fingerprint_digest(method.variant_of(probe))

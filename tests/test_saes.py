@@ -125,10 +125,41 @@ def test_one_harvest_fills_every_site_at_the_same_tokens(tiny_model):
                           atol=1e-5)
 
 
-def test_harvest_refuses_a_buffer_over_the_memory_cap(tiny_model):
-    with pytest.raises(SAEError, match="GiB"):
+def test_harvest_refuses_a_buffer_over_the_memory_cap_without_a_spill_folder(tiny_model):
+    with pytest.raises(SAEError, match="GiB.*spill_dir"):
         harvest_buffer(tiny_model, random_batches(), ["0.resid_post"], exclude_bos=False, progress=False,
                        max_gib=1e-6)
+
+
+def test_a_buffer_over_the_memory_cap_goes_to_disk_and_trains_the_same_sae(tiny_model, tmp_path):
+    batches = random_batches()
+    sites = ["0.resid_post", "1.mlp_post"]
+    in_memory = harvest_buffer(tiny_model, batches, sites, exclude_bos=False, progress=False)
+    on_disk = harvest_buffer(tiny_model, batches, sites, exclude_bos=False, progress=False, max_gib=1e-6,
+                             spill_dir=tmp_path / "spill")
+    assert in_memory.spill_dir is None and on_disk.spill_dir == tmp_path / "spill"
+    assert sorted(p.name for p in on_disk.spill_dir.iterdir()) == ["blocks.0.hook_resid_post.npy",
+                                                                   "blocks.1.mlp.hook_post.npy"]
+    for name, activations in in_memory.activations.items():
+        assert torch.equal(on_disk.activations[name], activations)
+    with one_thread():
+        trained = {label: train_saes(tiny_model, ["1.mlp_post"], tmp_path / label, make_train_cfg(),
+                                     buffer=buffer, progress=False)["blocks.1.mlp.hook_post"]
+                   for label, buffer in (("memory", in_memory), ("disk", on_disk))}
+    assert torch.equal(trained["memory"].sae.W_dec, trained["disk"].sae.W_dec)
+    assert trained["disk"].record["buffer_on_disk"] and not trained["memory"].record["buffer_on_disk"]
+    on_disk.release()
+    assert not (tmp_path / "spill").exists() and on_disk.activations == {}
+
+
+def test_disk_room_for_a_spilled_buffer_is_checked_before_the_harvest(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    full = shutil.disk_usage(tmp_path)._replace(free=0)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    config = make_train_cfg(n_tokens=600, training_samples=1024, max_buffer_gib=1e-6)
+    with pytest.raises(SAEError, match="GiB on disk"):  # the tiny model has no tokenizer: the check comes first
+        train_saes(tiny_model, ["0.resid_post"], tmp_path, config, progress=False)
 
 
 def test_trained_saes_are_saelens_directories_that_reconstruct(tiny_trained):
@@ -365,3 +396,17 @@ def test_qa_share_takes_that_share_of_each_language_from_question_answer_context
                          and "Q: " not in text for text in texts)
     # fields added later leave older SAEs' cache keys unchanged at their defaults
     assert "qa_share" not in SAETrainConfig().to_dict() and SAETrainConfig(qa_share=0.25).to_dict()["qa_share"] == 0.25
+
+
+def test_languages_short_of_text_leave_their_share_to_the_others():
+    from transformers import AutoTokenizer
+
+    from workbench.embedded import ensure_embedded_checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
+    _, alone = corpus_batches(tokenizer, ["ar"], "discovery", 10**7, max_length=64)
+    _, counts = corpus_batches(tokenizer, ["ar", "es"], "discovery", alone["ar"] + 30_000, max_length=64)
+    assert counts["ar"] == alone["ar"]  # all the Arabic there is
+    assert 30_000 <= counts["es"] < 30_000 + 64  # Spanish fills the rest (within one text)
+    _, equal = corpus_batches(tokenizer, ["ar", "es"], "discovery", 4000, max_length=64)
+    assert all(2000 <= count < 2000 + 64 for count in equal.values()), equal

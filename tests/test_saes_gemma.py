@@ -29,12 +29,24 @@ SITE = "blocks.6.hook_resid_post"
 
 
 @pytest.fixture(scope="module")
-def gemma_sae(gemma_fast, tmp_path_factory):
+def gemma_trained(gemma_fast, tmp_path_factory):
+    """A quick SAE at layer 6, its buffer kept on disk (``max_buffer_gib`` far below its 20 MiB) as stage I's
+    1M-token buffers are."""
     config = SAETrainConfig(d_sae=1024, k=32, n_tokens=8_000, training_samples=40_000, batch_size=512, lr=2e-3,
-                            dead_feature_window=40, languages=("en", "hi", "es", "zh"))
+                            dead_feature_window=40, languages=("en", "hi", "es", "zh"), max_buffer_gib=1e-3)
     out = tmp_path_factory.mktemp("gemma_saes")
-    trained = train_saes(gemma_fast, ["6.resid_post"], out, config, progress=False)
-    return trained[SITE].sae
+    return train_saes(gemma_fast, ["6.resid_post"], out, config, progress=False)[SITE]
+
+
+@pytest.fixture(scope="module")
+def gemma_sae(gemma_trained):
+    return gemma_trained.sae
+
+
+def test_the_buffer_went_to_disk_and_was_deleted_after_training(gemma_trained):
+    assert gemma_trained.record["buffer_on_disk"]
+    assert gemma_trained.record["tokens"] >= 8_000
+    assert not (gemma_trained.directory.parent / ".buffer").exists()
 
 
 @pytest.fixture(scope="module")

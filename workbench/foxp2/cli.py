@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from workbench import model_options
+
+if TYPE_CHECKING:
+    from workbench.saes.config import SAETrainConfig
 
 console = Console()
 
@@ -46,9 +50,9 @@ def foxp2_command(
         n_dev_prompts: int = typer.Option(48, help="Dev-split prompts per trust-region evaluation."),
         pairs: int | None = typer.Option(None, help="Parallel pairs of stage II and stage I (default: 256)."),
         bootstraps: int | None = typer.Option(None, help="Bootstrap resamples of stage II's stability (default: 32)."),
-        sae_latents: int | None = typer.Option(None, help="Latents per stage I SAE (default: the config's)."),
-        sae_tokens: int | None = typer.Option(None, help="Corpus tokens the stage I SAEs train on (default: the "
-                                                         "config's)."),
+        sae_latents: int | None = typer.Option(None, help="Latents per stage I SAE (default: 4x the site's width)."),
+        sae_tokens: int | None = typer.Option(None, help="Corpus tokens the stage I SAEs train on, one epoch "
+                                                         "(default: 2^20)."),
         saes: Path | None = typer.Option(None, "--saes", help="Stage I SAEs instead of training them: SAELens "
                                          "folders or released Gemma Scope 2 folders, one resid_post SAE per layer."),
         max_new_tokens: int = typer.Option(32, help="Greedy tokens per prompt on eval."),
@@ -109,10 +113,7 @@ def foxp2_command(
                          else positive(bootstraps, "--bootstraps")),
         localise=replace(defaults.localise, n_pairs=n_pairs if pairs is not None else defaults.localise.n_pairs,
                          sae_dir=None if saes is None else str(saes),
-                         sae=replace(sae, d_sae=sae.d_sae if sae_latents is None
-                                     else positive(sae_latents, "--sae-latents"),
-                                     n_tokens=sae.n_tokens if sae_tokens is None
-                                     else positive(sae_tokens, "--sae-tokens"))),
+                         sae=_sized_saes(sae, sae_latents, sae_tokens)),
         trust=TrustRegionConfig(strengths=numbers(strengths, "--strengths", minimum=0),
                                 max_leakage=finite(max_leakage, "--max-leakage", minimum=0),
                                 max_kl=finite(max_kl, "--max-kl", minimum=0),
@@ -126,6 +127,20 @@ def foxp2_command(
     result = run_foxp2(loaded, code, out / code, config)
     console.print((result.out_dir / "report.md").read_text())
     console.print(f"report.md, metrics.json, results.csv and figures written to {result.out_dir}/")
+
+
+def _sized_saes(sae: SAETrainConfig, latents: int | None, tokens: int | None) -> SAETrainConfig:
+    """Stage I's SAE config with ``--sae-latents`` (a fixed width) and ``--sae-tokens`` (one epoch over that many
+    tokens) applied."""
+    from dataclasses import replace
+
+    from workbench.inputs import positive
+
+    if latents is not None:
+        sae = replace(sae, d_sae=positive(latents, "--sae-latents"), expansion_factor=None)
+    if tokens is not None:
+        sae = replace(sae, n_tokens=positive(tokens, "--sae-tokens"), training_samples=tokens)
+    return sae
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -88,6 +88,10 @@ class Foxp2MethodConfig:
             raise Foxp2Error(f"a window is (first, last) with 0 <= first <= last, got {self.window}")
 
 
+_WITHOUT_STAGE_I: tuple[str, ...] = ("positive-only", "diffmean-window")
+"""Variants whose shift reads neither stage I's SAEs and features nor ``beta``."""
+
+
 def shifted_window(window: tuple[int, int], n_layers: int) -> tuple[int, int]:
     """A window of the same width outside the chosen one: right after it if it fits, else right before it. A window
     wider than the room on either side (the literal mass x stability run can span most layers) gets every layer of
@@ -201,7 +205,11 @@ class Foxp2Method:
         return list(self.config.strengths)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"variant": self.variant, "config": asdict(self.config)}
+        config = asdict(self.config)
+        if self.variant in _WITHOUT_STAGE_I:  # a new SAE or beta setting leaves their stored runs valid
+            for name in ("localise", "beta", "beta_search"):
+                del config[name]
+        return {"variant": self.variant, "config": config}
 
     def _memo(self, key: tuple[Any, ...], build: Any) -> Any:
         if key not in self._stages:

@@ -36,13 +36,19 @@ from workbench.sites import Site
 from workbench.spectral import SpectralConfig
 from workbench.store import FEATURES, Store
 
+STAGE_I_SAES = SAETrainConfig(expansion_factor=4.0, n_tokens=2**20, training_samples=2**20, qa_share=0.25)
+"""Stage I's self-trained SAEs: 4x the site's width (2,560 latents on Gemma 3 270M), TopK k 32, one epoch over
+~1M distinct discovery tokens of nine languages (a quarter of each language's share in the Q/A format of the steered
+prompts; Hindi and Arabic, short of text, give all they have and the others share the rest). Eight window layers'
+buffer (19 GiB) goes to memory-mapped files on disk while they train."""
+
 
 @dataclass(frozen=True)
 class LocaliseConfig:
     """Stage I settings: the SAEs and the feature analysis."""
 
-    sae: SAETrainConfig = field(default_factory=SAETrainConfig)
-    """How the per-layer residual SAEs are trained (cached per layer and config)."""
+    sae: SAETrainConfig = field(default_factory=lambda: STAGE_I_SAES)
+    """How the per-layer residual SAEs are trained (cached per layer and config; :data:`STAGE_I_SAES`)."""
     sae_dir: str | None = None
     """Use these SAEs instead of training them: a directory of SAELens SAE folders or of released Gemma Scope 2
     folders (:func:`workbench.saes.load_sae`) with one ``resid_post`` SAE per window layer."""

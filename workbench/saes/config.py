@@ -87,7 +87,9 @@ class SAETrainConfig:
     exclude_bos: bool = True
     """Leave BOS positions out of the training data (their residual norm is an outlier shared by every text)."""
     max_buffer_gib: float = 8.0
-    """Refuse to harvest more than this many GiB of float32 activations (all sites together)."""
+    """Keep at most this many GiB of float32 activations (all sites together) in memory; a larger buffer goes to
+    memory-mapped files beside the SAEs being trained (deleted afterwards; refused early if the disk lacks room).
+    It does not change the SAEs."""
     seed: int = 0
     """Seed of the SAE initialisation and the buffer shuffling."""
     device: str = "cpu"

@@ -1,7 +1,8 @@
 """Train one SAE per site with SAELens (its ``SAETrainer`` and training SAE classes) on shipped-corpus activations.
 
 One harvest serves every site: the corpus text is run once through the fast backend, stopping after the deepest
-site, and each site's activations fill an in-memory float32 buffer (see :mod:`workbench.saes.data` for its size).
+site, and each site's activations fill a float32 buffer (see :mod:`workbench.saes.data` for its size), in memory
+up to ``max_buffer_gib`` and in memory-mapped files in ``out_dir/.buffer`` beyond (deleted after training).
 Each SAE is then trained by ``sae_lens.SAETrainer`` on a data provider that cycles through its buffer in
 reshuffled minibatches (SAELens 6.x takes any ``Iterator[Tensor]`` as its ``DataProvider``), with SAELens' input
 normalisation estimated at the start and folded into the weights at the end. The inference SAE is saved in
@@ -33,12 +34,22 @@ from workbench.backends import Model
 from workbench.models import model_metadata
 from workbench.prompting import prompt_format
 from workbench.saes.config import SAEError, SAETrainConfig
-from workbench.saes.data import ActivationBuffer, buffer_gib, corpus_batches, harvest_buffer, shuffled_batches
+from workbench.saes.data import (
+    ActivationBuffer,
+    buffer_gib,
+    check_disk_room,
+    column_moments,
+    corpus_batches,
+    harvest_buffer,
+    shuffled_batches,
+)
 from workbench.saes.io import TRAINING_FILE, load_sae, read_json
 from workbench.saes.metrics import reconstruction_metrics
 from workbench.sites import Site, resolve_site
 
 _NORM_ESTIMATE_BATCHES = 32
+_SPILL_DIR = ".buffer"
+"""Folder in ``out_dir`` of a buffer too large for memory (deleted after training)."""
 
 
 def build_training_sae(config: SAETrainConfig, d_in: int, hook_name: str, model_name: str = "unknown") -> Any:
@@ -99,13 +110,14 @@ def fit_sae(data: Float[Tensor, "token d"], config: SAETrainConfig, hook_name: s
     sae = build_training_sae(config, data.shape[-1], hook_name, model_name)
     trainer = SAETrainer(cfg=trainer_config(config), sae=sae,
                          data_provider=shuffled_batches(data, config.batch_size, config.seed))
+    mean, mean_norm = column_moments(data)
     scale = 1.0
     if config.normalize_activations == "expected_average_only_in":
-        scale = data.shape[-1] ** 0.5 / float(data.norm(dim=-1).double().mean())
+        scale = data.shape[-1] ** 0.5 / mean_norm
         trainer.activation_scaler.scaling_factor = scale
     if config.b_dec_init == "mean":
         with torch.no_grad():
-            sae.b_dec.copy_(data.double().mean(0).float() * scale)
+            sae.b_dec.copy_(mean.float() * scale)
     trained = trainer.fit()
     return trained, trainer
 
@@ -162,7 +174,6 @@ def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, c
     if not resolved:
         raise SAEError("no sites given; pass e.g. ['6.resid_post', '6.mlp_out']")
     out_dir = Path(out_dir)
-    meta = model_metadata(model)
     results: dict[str, TrainedSite] = {}
     todo = []
     for site in resolved:
@@ -175,28 +186,37 @@ def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, c
     if not todo:
         return results
 
-    harvest_seconds = 0.0
-    token_counts: dict[str, int] = {}
-    if buffer is None:
-        widths = [site.width(model) for site in todo]
-        estimate = buffer_gib(config.n_tokens, widths)
-        if estimate > config.max_buffer_gib:
-            raise SAEError(f"{config.n_tokens} tokens at {len(todo)} sites need ~{estimate:.2f} GiB of buffer, more "
-                           f"than max_buffer_gib={config.max_buffer_gib}; train fewer sites at once or lower n_tokens")
-        started = time.perf_counter()
-        batches, token_counts = corpus_batches(model.tokenizer, config.languages, config.split, config.n_tokens,
-                                               max_length=config.max_length, batch_size=config.text_batch_size,
-                                               exclude_bos=config.exclude_bos, qa_share=config.qa_share,
-                                               prompt_format=prompt_format(model))
-        buffer = harvest_buffer(model, batches, todo, exclude_bos=config.exclude_bos,
-                                max_gib=config.max_buffer_gib, progress=progress,
-                                description=f"harvest {len(todo)} site(s)")
-        harvest_seconds = time.perf_counter() - started
-    else:
+    if buffer is not None:
         missing = [site.hook_name for site in todo if site.hook_name not in buffer.activations]
         if missing:
             raise SAEError(f"the given buffer has no activations for {', '.join(missing)}")
-        token_counts = {group: int((buffer.labels == i).sum()) for i, group in enumerate(buffer.groups)}
+        _train_sites(model, todo, out_dir, config, buffer, results, harvest_seconds=0.0, threads=threads)
+        return results
+    spill_dir = out_dir / _SPILL_DIR
+    estimate = buffer_gib(config.n_tokens, [site.width(model) for site in todo])
+    if estimate > config.max_buffer_gib:
+        check_disk_room(out_dir, estimate)
+    shutil.rmtree(spill_dir, ignore_errors=True)  # a killed run's files
+    started = time.perf_counter()
+    batches, _ = corpus_batches(model.tokenizer, config.languages, config.split, config.n_tokens,
+                                max_length=config.max_length, batch_size=config.text_batch_size,
+                                exclude_bos=config.exclude_bos, qa_share=config.qa_share,
+                                prompt_format=prompt_format(model))
+    buffer = harvest_buffer(model, batches, todo, exclude_bos=config.exclude_bos, max_gib=config.max_buffer_gib,
+                            spill_dir=spill_dir, progress=progress, description=f"harvest {len(todo)} site(s)")
+    try:
+        _train_sites(model, todo, out_dir, config, buffer, results, harvest_seconds=time.perf_counter() - started,
+                     threads=threads)
+    finally:
+        buffer.release()
+    return results
+
+
+def _train_sites(model: Model, todo: list[Site], out_dir: Path, config: SAETrainConfig, buffer: ActivationBuffer,
+                 results: dict[str, TrainedSite], *, harvest_seconds: float, threads: int | None) -> None:
+    """Train, save and record the SAE of each site of ``todo`` on ``buffer`` (into ``results``)."""
+    meta = model_metadata(model)
+    token_counts = {group: int((buffer.labels == i).sum()) for i, group in enumerate(buffer.groups)}
 
     for site in todo:
         data = buffer.activations[site.hook_name]
@@ -218,14 +238,13 @@ def train_saes(model: Model, sites: Sequence[Site | str], out_dir: str | Path, c
             "epochs": trainer.n_training_samples / buffer.n_tokens,
             "harvest_seconds_shared": round(harvest_seconds, 2), "train_seconds": round(train_seconds, 2),
             "train_threads": torch.get_num_threads() if threads is None else threads,
-            "buffer_gib_all_sites": round(buffer.nbytes() / 2**30, 3),
+            "buffer_gib_all_sites": round(buffer.nbytes() / 2**30, 3), "buffer_on_disk": buffer.spill_dir is not None,
             "train_fit": {key: fit[key] for key in ("fvu", "l0", "dead_share")},
             "sae_lens_l0": trained.cfg.metadata.l0, "config": config.to_dict(), "model": meta,
             "sae_lens_version": _version("sae-lens"), "torch_version": torch.__version__,
         }
         atomic_write_json(directory / TRAINING_FILE, record)
         results[site.hook_name] = TrainedSite(site, sae, directory, record, reused=False)
-    return results
 
 
 @contextmanager
