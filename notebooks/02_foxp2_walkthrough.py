@@ -66,7 +66,7 @@ if SMALL:  # a smoke run: 32 pairs, a 3-layer window, tiny SAEs, 4 prompts, few 
         n_prompts=4, evaluation=wb.EvaluationConfig(max_new_tokens=8, n_utility_contexts=3, bootstrap_resamples=100),
         calibration=wb.CalibrationConfig(n_prompts=3, max_new_tokens=6, n_utility_contexts=2, layers=(4,),
                                          strengths=(1.0,)))
-else:      # the method's defaults: 256 pairs, 2048-latent TopK SAEs, 32 eval prompts, every control
+else:      # the defaults: 256 pairs, 2,560-latent TopK SAEs on 2^20 tokens, all 74 eval prompts, every control
     CONFIG = wb.foxp2.Foxp2Config()
 
 # %%
