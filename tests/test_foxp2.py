@@ -273,3 +273,16 @@ def test_variants_that_skip_stage_one_keep_their_runs_when_the_saes_or_beta_chan
     moved = replace(method, config=replace(method.config, window=(2, 4)))
     probe = "positive-only"
     assert fingerprint_digest(moved.variant_of(probe)) != fingerprint_digest(method.variant_of(probe))
+
+
+def test_the_cli_sizes_stage_one_saes_by_a_fixed_width_and_one_epoch_over_the_tokens():
+    from workbench.foxp2.cli import _sized_saes
+    from workbench.foxp2.sae_features import STAGE_I_SAES
+    from workbench.inputs import InputError
+
+    assert _sized_saes(STAGE_I_SAES, None, None) == STAGE_I_SAES
+    sized = _sized_saes(STAGE_I_SAES, 1024, 40_000)
+    assert sized.width(640) == 1024 and sized.expansion_factor is None
+    assert sized.n_tokens == sized.training_samples == 40_000 and sized.qa_share == STAGE_I_SAES.qa_share
+    with pytest.raises(InputError, match="--sae-latents must be a positive integer"):
+        _sized_saes(STAGE_I_SAES, 0, None)
