@@ -40,7 +40,7 @@ STAGE_I_SAES = SAETrainConfig(expansion_factor=4.0, n_tokens=2**20, training_sam
 """Stage I's self-trained SAEs: 4x the site's width (2,560 latents on Gemma 3 270M), TopK k 32, one epoch over
 ~1M distinct discovery tokens of nine languages (a quarter of each language's share in the Q/A format of the steered
 prompts; Hindi and Arabic, short of text, give all they have and the others share the rest). Eight window layers'
-buffer (19 GiB) goes to memory-mapped files on disk while they train."""
+buffer (19 GiB) goes to memory-mapped files on disk; each SAE trains on its site's 2.4 GiB read back into memory."""
 
 
 @dataclass(frozen=True)

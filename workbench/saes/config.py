@@ -88,8 +88,9 @@ class SAETrainConfig:
     """Leave BOS positions out of the training data (their residual norm is an outlier shared by every text)."""
     max_buffer_gib: float = 8.0
     """Keep at most this many GiB of float32 activations (all sites together) in memory; a larger buffer goes to
-    memory-mapped files beside the SAEs being trained (deleted afterwards; refused early if the disk lacks room).
-    It does not change the SAEs."""
+    memory-mapped files beside the SAEs being trained (deleted afterwards; refused early if the disk lacks room),
+    from which each site that fits this limit is read back into memory for its own training. It does not change the
+    SAEs."""
     seed: int = 0
     """Seed of the SAE initialisation and the buffer shuffling."""
     device: str = "cpu"

@@ -220,6 +220,8 @@ def _train_sites(model: Model, todo: list[Site], out_dir: Path, config: SAETrain
 
     for site in todo:
         data = buffer.activations[site.hook_name]
+        if buffer.spill_dir is not None and data.numel() * 4 / 2**30 <= config.max_buffer_gib:
+            data = data.clone()  # one site in memory at a time: shuffled minibatches read RAM, not the disk
         started = time.perf_counter()
         with _torch_threads(threads):
             trained, trainer = fit_sae(data, config, site.hook_name, str(meta.get("name")))
