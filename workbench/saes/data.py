@@ -49,7 +49,7 @@ def corpus_batches(tokenizer: Any, languages: Sequence[str], split: str, n_token
     while True:
         open_languages = [lang for lang in languages if lang not in exhausted]
         left = n_tokens - sum(counts[lang] for lang in exhausted)
-        share = max(1, left // len(open_languages)) if open_languages else 0
+        share = max(1, left // len(open_languages))
         for lang in open_languages:
             chosen[lang], counts[lang] = _language_texts(tokenizer, lang, split, share, max_length, exclude_bos,
                                                          qa_share, fmt)
