@@ -51,6 +51,9 @@ else:
 # %%
 model = wb.load_model(backend="hf")  # embedded Gemma 3 270M: HF forward + TransformerLens hook points (fastest)
 prompts = [wb.QA_TEMPLATE.format(prompt=row.prompt) for row in wb.corpus.prompts(split="dev", n=N_PROMPTS)]
+if SMALL:  # DiffMean on 96 parallel rows alone (the quickstart's small run stores these directions)
+    wb.register_method("diffmean", lambda: wb.methods.DirectionMethod(
+        "diffmean", "diffmean", data=wb.directions.DirectionDataConfig(n_rows=96, negatives=())))
 method = wb.get_method("diffmean")
 treatment = method.treatment(model, TARGET, "en", layer=LAYER, strength=STRENGTH, rule=method.default_rule)
 hooks = wb.interventions.hooks_for(model, treatment.interventions)
