@@ -184,6 +184,26 @@ def test_window_objective_is_the_revisions_j():
     assert window_objective(outside, unsteered, {}, instability=0.0) == pytest.approx(0.7)
 
 
+def test_a_climb_stops_at_the_first_strength_outside_the_bounds_and_keeps_the_strongest_inside():
+    from workbench.foxp2.trust import climb_to_bounds
+
+    unsteered = {"delta_mass": -0.5, "default_rate": 0.0}
+    tried = []
+
+    def evaluate(strength: float) -> dict[str, float]:
+        tried.append(strength)
+        return {"lid_success": 0.0, "default_rate": min(1.0, strength), "delta_mass": strength - 0.5,
+                "leakage_max": 0.0, "kl": 0.1 * strength ** 2, "nll_delta": 0.0, "relevance": 1.0,
+                "steering_score": 0.0}
+    rows, point = climb_to_bounds(evaluate, [4.0, 0.5, 1.0, 2.0, 8.0], unsteered, {"kl": 0.2})
+    assert tried == [0.5, 1.0, 2.0] and [row["within_bounds"] for row in rows] == [True, True, False]
+    assert point is rows[1] and point["point"] and not rows[2]["point"]
+    assert point["objective"] == pytest.approx(0.5 * (1.0 + 1.0))
+    assert rows[2]["objective"] == pytest.approx(0.5 * (2.0 + 1.0) - (0.4 - 0.2))  # the KL excess charged
+    rows, point = climb_to_bounds(evaluate, [8.0, 4.0], unsteered, {"kl": 0.2})
+    assert point is None and len(rows) == 1 and rows[0]["strength"] == 4.0 and not rows[0]["point"]
+
+
 def test_window_candidates_are_stage_two_windows_then_a_coarse_grid():
     stage = {"fisher": (14, 17), "mass-excess": (6, 8), "mass-x-stability": (0, 2)}
     candidates = candidate_windows(stage, 18, WindowSearchConfig(widths=(3, 5), stride=3))
@@ -256,7 +276,7 @@ def test_stage_one_saes_train_on_a_million_discovery_tokens_with_qa_contexts():
     assert buffer_gib(sum(counts.values()), [640] * 8) > config.max_buffer_gib  # an 8-layer window spills to disk
 
 
-def test_variants_that_skip_stage_one_keep_their_runs_when_the_saes_or_beta_change():
+def test_variants_that_skip_stage_one_keep_their_runs_when_the_saes_or_beta_change_and_a_fixed_window_its_search():
     from dataclasses import replace
 
     from workbench.foxp2.method import Foxp2Method
@@ -273,6 +293,11 @@ def test_variants_that_skip_stage_one_keep_their_runs_when_the_saes_or_beta_chan
     moved = replace(method, config=replace(method.config, window=(2, 4)))
     probe = "positive-only"
     assert fingerprint_digest(moved.variant_of(probe)) != fingerprint_digest(method.variant_of(probe))
+    # once the window is fixed (chosen), how it would have been searched no longer keys the runs
+    searched_otherwise = replace(moved, config=replace(moved.config, window_search=WindowSearchConfig(strength=1.0)))
+    assert fingerprint_digest(searched_otherwise) == fingerprint_digest(moved)
+    assert fingerprint_digest(replace(searched_otherwise, config=replace(searched_otherwise.config, window=None))) \
+        != fingerprint_digest(replace(moved, config=replace(moved.config, window=None)))
 
 
 def test_the_cli_sizes_stage_one_saes_by_a_fixed_width_and_one_epoch_over_the_tokens():

@@ -92,7 +92,7 @@ def test_response_rows_share_the_prompt_and_differ_from_the_first_answer_token(g
 
 TINY = dict(
     pairs=PairDataConfig(n_pairs=32, max_length=48), spectral=SpectralConfig(n_bootstrap=4),
-    window_search=WindowSearchConfig(grid=False, strength=2.0),
+    window_search=WindowSearchConfig(grid=False),
     match=MatchConfig(n_prompts=3, n_contexts=3, max_steps=4), beta_search=BetaSearchConfig(betas=(0.0, 1.0)),
     trust=TrustRegionConfig(strengths=(0.1, 2.0), max_kl=50.0, max_leakage=1.0, max_nll_delta=50.0),
     n_dev_prompts=4, dev_evaluation=EvaluationConfig(max_new_tokens=6, n_utility_contexts=3, utility_split="dev"),
@@ -130,10 +130,14 @@ def test_foxp2_shifts_the_output_towards_the_target_and_the_random_control_only_
     result, _, _, _, _ = foxp2_run
     assert result.strength == 2.0 and result.within_bounds  # the relaxed bounds admit the larger strength
     first, last = result.window
-    # the window is the best J on dev among stage II's windows, each tried with the positive term only
+    # the window is the best J on dev among stage II's windows, each tried with the positive term only at its
+    # trust-region point (the relaxed bounds admit both strengths: each climbed to 2.0)
     search = pd.DataFrame(result.window_search)
     assert set(search["origin"]) <= {"fisher", "mass-excess", "mass-x-stability"}
-    best = search.loc[search["objective"].idxmax()]
+    assert set(search["strength"]) == {0.1, 2.0} and search["within_bounds"].all()
+    points = search[search["point"]]
+    assert (points["strength"] == 2.0).all() and len(points) == len(search) // 2
+    best = points.loc[points["objective"].idxmax()]
     assert (best["first"], best["last"]) == result.window
     assert [p["layer"] for p in result.plans["foxp2"]["layers"]] == list(range(first, last + 1))
     # beta chosen with lambda on dev: each beta's strongest admissible point, the best J among them

@@ -21,16 +21,11 @@ from rich.console import Console
 
 from workbench.backends import Model
 from workbench.errors import WorkbenchError
-from workbench.foxp2.trust import window_objective
+from workbench.foxp2.trust import climb_to_bounds, describe_row
 from workbench.interventions import PositionRule
 from workbench.methods import get_method
 
 console = Console(stderr=True)
-
-ROW_KEYS: tuple[str, ...] = ("lid_success", "default_rate", "delta_mass", "leakage_max", "kl", "nll_delta",
-                             "relevance", "steering_score")
-"""Dev evaluation keys kept per (beta, lambda) row."""
-
 
 @dataclass(frozen=True)
 class BetaSearchConfig:
@@ -69,24 +64,15 @@ def search_beta(method: Any, model: Model, target: str, source: str, runs: Any, 
     points: list[dict[str, Any]] = []
     for beta in config.betas:
         candidate = method.with_choices({"beta": beta})
-        point = None
-        for strength in sorted(method.strength_grid()):
-            metrics, _ = runs.run_method(candidate, layer=None, strength=strength, rule=rule)
-            row = {"beta": beta, "strength": strength, **{key: float(metrics[key]) for key in ROW_KEYS}}
-            row["within_bounds"] = all(row[key] <= limit for key, limit in bounds.items())
-            row["objective"] = window_objective(metrics, unsteered, bounds, 0.0)
-            row["point"] = False
-            rows.append(row)
-            if progress:
-                console.print(f"  beta {beta:g} x{strength:g}: J {row['objective']:+.3f} (DEFAULT "
-                              f"{row['default_rate']:.2f}, dM {row['delta_mass']:+.2f}, KL {row['kl']:.2f}, NLL "
-                              f"{row['nll_delta']:+.2f}){'' if row['within_bounds'] else ' (outside bounds)'}")
-            if not row["within_bounds"]:
-                break
-            point = row
+        climbed, point = climb_to_bounds(
+            lambda strength, candidate=candidate: runs.run_method(candidate, layer=None, strength=strength,
+                                                                  rule=rule)[0],
+            method.strength_grid(), unsteered, bounds,
+            report=(lambda row, beta=beta: console.print(f"  beta {beta:g} {describe_row(row)}")) if progress
+            else None)
+        rows += [{"beta": beta, **row} for row in climbed]
         if point is not None:
-            point["point"] = True
-            points.append(point)
+            points.append({"beta": beta, **point})
     if not points:
         if progress:
             console.print(f"[yellow]no beta had a strength within the bounds {bounds}; keeping beta "

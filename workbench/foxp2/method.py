@@ -209,6 +209,8 @@ class Foxp2Method:
         if self.variant in _WITHOUT_STAGE_I:  # a new SAE or beta setting leaves their stored runs valid
             for name in ("localise", "beta", "beta_search"):
                 del config[name]
+        if self.config.window is not None:  # a fixed window is never searched: the search settings do not matter
+            del config["window_search"]
         return {"variant": self.variant, "config": config}
 
     def _memo(self, key: tuple[Any, ...], build: Any) -> Any:

@@ -110,8 +110,14 @@ def comparison_figure(frame: pd.DataFrame, target: str) -> go.Figure:
     return figure
 
 
+def window_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The row each candidate window is scored by (its trust-region point, or its weakest strength)."""
+    return [row for row in rows if row["point"]]
+
+
 def window_search_figure(rows: list[dict[str, Any]], target: str) -> go.Figure:
     """Each candidate window as a bar from its first to its last layer at its J (the winner highlighted)."""
+    rows = window_points(rows)
     best = max(rows, key=lambda r: r["objective"])
     figure = go.Figure()
     for row in rows:
@@ -120,8 +126,9 @@ def window_search_figure(rows: list[dict[str, Any]], target: str) -> go.Figure:
             x=[row["first"] - 0.4, row["last"] + 0.4], y=[row["objective"]] * 2, mode="lines",
             line={"width": 8 if chosen else 4, "color": language_colour(target) if chosen else "#999999"},
             name=f"{row['first']}-{row['last']} ({row['origin']})", hovertext=(
-                f"DEFAULT {row['default_rate']:.2f}, dM {row['delta_mass']:+.2f}, KL {row['kl']:.2f}, "
-                f"NLL {row['nll_delta']:+.2f}, leak {row['leakage_max']:.3f}")))
+                f"λ {row['strength']:g}: DEFAULT {row['default_rate']:.2f}, dM "
+                f"{row['delta_mass']:+.2f}, KL {row['kl']:.2f}, NLL {row['nll_delta']:+.2f}, leak "
+                f"{row['leakage_max']:.3f}")))
     figure.update_layout(template=TEMPLATE, xaxis_title="layer", yaxis_title="J on dev",
                          title=f"FOXP2 → {target}: candidate windows by J (chosen: {best['first']}-{best['last']})",
                          legend_title="window (origin)")
@@ -169,14 +176,18 @@ def report_markdown(result: Foxp2Result, config: Foxp2Config, model: dict[str, A
              f"{frame['fisher'][layers].mean():.2f} (swapped sides {frame['fisher_null'][layers].mean():.3f}). "
              f"Strength units: {config.units}.", ""]
     if result.window_search:
-        lines += [f"Candidate windows on dev (positive term only, λ = {config.window_search.strength:g}; "
-                  "J = 0.5 (gain dM + gain DEFAULT) − 2 leak excess − KL excess − 2 util excess − 0.05 instability):",
-                  "", "| window | origin | J | DEFAULT | dM | KL | NLL Δ | leak max |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for row in sorted(result.window_search, key=lambda r: -r["objective"]):
-            lines.append(f"| {row['first']}–{row['last']} | {row['origin']} | {row['objective']:+.3f} "
-                         f"| {row['default_rate']:.2f} | {row['delta_mass']:+.2f} | {row['kl']:.2f} "
-                         f"| {row['nll_delta']:+.2f} | {row['leakage_max']:.3f} |")
+        fixed = config.window_search.strength if config.window_search is not None else None
+        at = f"λ = {fixed:g}" if fixed is not None else ("each at its trust-region point: λ climbed to the first "
+                                                         "setting outside the bounds, the strongest inside kept")
+        lines += [f"Candidate windows on dev (positive term only, {at}; J = 0.5 (gain dM + gain DEFAULT) − 2 leak "
+                  "excess − KL excess − 2 util excess − 0.05 instability):", "",
+                  "| window | origin | λ | J | DEFAULT | dM | KL | NLL Δ | leak max | within bounds |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in sorted(window_points(result.window_search), key=lambda r: -r["objective"]):
+            lines.append(f"| {row['first']}–{row['last']} | {row['origin']} | {row['strength']:g} "
+                         f"| {row['objective']:+.3f} | {row['default_rate']:.2f} | {row['delta_mass']:+.2f} "
+                         f"| {row['kl']:.2f} | {row['nll_delta']:+.2f} | {row['leakage_max']:.3f} "
+                         f"| {'yes' if row['within_bounds'] else 'no'} |")
         lines.append("")
     if result.beta_search:
         lines += [f"β jointly with λ on dev (each β's λ climbed to the first setting outside the bounds; its point is "

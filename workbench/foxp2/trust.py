@@ -9,6 +9,7 @@ for it (:meth:`workbench.foxp2.config.Foxp2Config.trust_calibration` turns them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,3 +54,42 @@ def window_objective(row: dict[str, Any], unsteered: dict[str, Any], bounds: dic
             + float(row["default_rate"]) - float(unsteered["default_rate"]))
     return (0.5 * gain - 2 * excess("leakage_max") - excess("kl") - 2 * excess("nll_delta")
             - 0.05 * instability)
+
+
+ROW_KEYS: tuple[str, ...] = ("lid_success", "default_rate", "delta_mass", "leakage_max", "kl", "nll_delta",
+                             "relevance", "steering_score")
+"""Dev evaluation keys kept per evaluated strength."""
+
+
+def climb_to_bounds(evaluate: Callable[[float], dict[str, Any]], strengths: list[float], unsteered: dict[str, Any],
+                    bounds: dict[str, float], *, instability: float = 0.0,
+                    report: Callable[[dict[str, Any]], None] | None = None
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """``strengths`` climbed in increasing order until the first setting outside ``bounds`` (``evaluate`` gives a
+    strength's dev metrics); returns one row per evaluated strength (the :data:`ROW_KEYS`, ``within_bounds``, J as
+    ``objective``, ``point``) and the trust-region point, the strongest row inside (None when the weakest is
+    already outside; every row's ``point`` stays False then)."""
+    rows: list[dict[str, Any]] = []
+    point = None
+    for strength in sorted(strengths):
+        metrics = evaluate(strength)
+        row = {"strength": strength, **{key: float(metrics[key]) for key in ROW_KEYS}}
+        row["within_bounds"] = all(row[key] <= limit for key, limit in bounds.items())
+        row["objective"] = window_objective(metrics, unsteered, bounds, instability)
+        row["point"] = False
+        rows.append(row)
+        if report is not None:
+            report(row)
+        if not row["within_bounds"]:
+            break
+        point = row
+    if point is not None:
+        point["point"] = True
+    return rows, point
+
+
+def describe_row(row: dict[str, Any]) -> str:
+    """One climbed row for progress output: strength, J and the dev keys J reads."""
+    return (f"x{row['strength']:g}: J {row['objective']:+.3f} (DEFAULT {row['default_rate']:.2f}, dM "
+            f"{row['delta_mass']:+.2f}, KL {row['kl']:.2f}, NLL {row['nll_delta']:+.2f})"
+            + ("" if row["within_bounds"] else " (outside bounds)"))

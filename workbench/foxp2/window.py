@@ -1,14 +1,21 @@
 """FOXP2's window chosen on dev by the revision's objective ``J`` (:func:`workbench.foxp2.trust.window_objective`).
 
 Candidates: each stage II score's window (Fisher ratio, centred mass excess, the paper-literal mass x stability)
-and every contiguous run of ``widths`` layers starting every ``stride`` layers. Each candidate is evaluated once on
-the dev prompts with the positive term only (``v_tgt`` at the candidate's layers, at ``strength``): the negative
-term needs stage I's SAEs at the candidate's layers, and training them for every candidate would cost more than
-the whole search, so stage I runs once, at the winner. Every dev evaluation is a stored run, so a repeated search
-(another variant, a resumed benchmark) costs nothing.
+and every contiguous run of ``widths`` layers starting every ``stride`` layers. Each candidate is evaluated on the
+dev prompts with the positive term only (``v_tgt`` at the candidate's layers): the negative term needs stage I's
+SAEs at the candidate's layers, and training them for every candidate would cost more than the whole search, so
+stage I runs once, at the winner.
+
+A candidate's J is read at its trust-region point, as ``beta``'s is (:func:`workbench.foxp2.trust.climb_to_bounds`:
+the method's strengths climbed until the first outside the bounds, the strongest inside kept; a candidate outside
+them already at the weakest strength is scored there, excess included). At one fixed strength every candidate can
+sit far outside the bounds (Hindi at lambda = 1: KL 5-14 nats against a bound below 1), and J then ranks the
+windows by how much damage they do rather than by how much control they buy at an admissible cost.
+``WindowSearchConfig.strength`` keeps the fixed-strength form (one evaluation per candidate). Every dev evaluation
+is a stored run, so a repeated search (another variant, a resumed benchmark) costs nothing.
 
     search = search_window(method, model, "hi", "en", runs, bounds, rule=ALL_POSITIONS)
-    search.window, search.frame      # the winner; one row per candidate with its dev costs and J
+    search.window, search.frame      # the winner; one row per evaluated (candidate, strength) with its J
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import pandas as pd
 from rich.console import Console
 
 from workbench.backends import Model
-from workbench.foxp2.trust import window_objective
+from workbench.foxp2.trust import climb_to_bounds, describe_row
 from workbench.interventions import PositionRule
 from workbench.methods import get_method
 
@@ -37,9 +44,9 @@ class WindowSearchConfig:
     """Start layers of the grid: 0, stride, 2 stride, ..."""
     grid: bool = True
     """Try the coarse grid besides stage II's windows (False: stage II's windows only)."""
-    strength: float = 1.0
-    """Strength every candidate is evaluated at (residual-norm units: the window adds about one median residual
-    norm)."""
+    strength: float | None = None
+    """None: each candidate at its trust-region point over the method's strengths; a number: every candidate at
+    that one strength (residual-norm units: 1 adds about one median residual norm over the window)."""
 
 
 @dataclass
@@ -48,7 +55,8 @@ class WindowSearch:
 
     window: tuple[int, int]
     frame: pd.DataFrame
-    """One row per candidate: first, last, origin (the stage II score or ``grid``), the dev keys, instability, J."""
+    """One row per evaluated (candidate, strength): first, last, origin (the stage II score or ``grid``), strength,
+    the dev keys, instability, J, within_bounds and ``point`` (the row the candidate is scored by)."""
     unsteered: dict[str, float] = field(default_factory=dict)
 
     def choices(self) -> dict[str, Any]:
@@ -72,27 +80,31 @@ def search_window(method: Any, model: Model, target: str, source: str, runs: Any
                   rule: PositionRule, config: WindowSearchConfig = WindowSearchConfig(), progress: bool = True
                   ) -> WindowSearch:
     """Every candidate window of ``method`` (a :class:`workbench.foxp2.method.Foxp2Method`) evaluated on ``runs``
-    (the dev prompts' :class:`workbench.evaluation.runs.EvaluationRuns`) with the positive term only; the best J
-    wins (ties: the narrower, then the earlier window)."""
+    (the dev prompts' :class:`workbench.evaluation.runs.EvaluationRuns`) with the positive term only, each scored at
+    its trust-region point (or at ``config.strength``); the best J wins (ties: the narrower, then the earlier
+    window)."""
     spectral = method.spectral(model, target, source)
     stability = spectral.frame["stability"]
     unsteered, _ = runs.run_method(get_method("none"), layer=None, strength=0.0, rule=rule)
     probe = method.variant_of("positive-only")
-    rows = []
+    strengths = method.strength_grid() if config.strength is None else [config.strength]
+    rows: list[dict[str, Any]] = []
     for (first, last), origin in candidate_windows(spectral.windows(), model.cfg.n_layers, config).items():
         candidate = replace(probe, config=replace(probe.config, window=(first, last)))
-        metrics, _ = runs.run_method(candidate, layer=None, strength=config.strength, rule=rule)
         instability = 1.0 - float(stability[first:last + 1].mean())
-        row = {"first": first, "last": last, "origin": origin,
-               **{key: float(metrics[key]) for key in ("lid_success", "default_rate", "delta_mass", "leakage_max",
-                                                       "kl", "nll_delta", "relevance")},
-               "instability": instability, "objective": window_objective(metrics, unsteered, bounds, instability)}
-        rows.append(row)
+        climbed, point = climb_to_bounds(
+            lambda strength, candidate=candidate: runs.run_method(candidate, layer=None, strength=strength,
+                                                                  rule=rule)[0],
+            strengths, unsteered, bounds, instability=instability)
+        scored = point or climbed[0]
+        scored["point"] = True
+        rows += [{"first": first, "last": last, "origin": origin, "instability": instability, **row}
+                 for row in climbed]
         if progress:
-            console.print(f"  window {first}-{last} ({origin}): J {row['objective']:+.3f} (DEFAULT "
-                          f"{row['default_rate']:.2f}, dM {row['delta_mass']:+.2f}, KL {row['kl']:.2f}, NLL "
-                          f"{row['nll_delta']:+.2f})")
+            console.print(f"  window {first}-{last} ({origin}) {describe_row(scored)}"
+                          + ("" if len(climbed) == 1 else f" [{len(climbed)} strengths tried]"))
     frame = pd.DataFrame(rows)
-    best = max(rows, key=lambda r: (r["objective"], -(r["last"] - r["first"]), -r["first"]))
+    points = [row for row in rows if row["point"]]
+    best = max(points, key=lambda r: (r["objective"], -(r["last"] - r["first"]), -r["first"]))
     return WindowSearch((best["first"], best["last"]), frame,
                         {key: float(unsteered[key]) for key in ("delta_mass", "default_rate")})
