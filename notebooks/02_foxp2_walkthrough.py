@@ -23,8 +23,9 @@
 #   mass, its stability and the null models (shuffled pairing, a content contrast within English, a random
 #   subspace), plus two scores that can separate from chance: the centred mass against the centred shuffled
 #   pairing, and the Fisher ratio against randomly swapped sides; each score proposes a window;
-# * **window** (dev): stage II's windows and a coarse grid, each tried with the positive term on **dev** and
-#   scored by the revision's objective J (gains in dM and DEFAULT minus the excess costs); the best J wins;
+# * **window** (dev): stage II's windows and a coarse grid, each tried with the positive term on **dev** at its
+#   trust-region point (λ climbed to the first setting outside the bounds, the strongest inside kept) and scored
+#   by the revision's objective J (gains in dM and DEFAULT minus the excess costs); the best J wins;
 # * **stage I** (features): SAEs at the window's residual sites; English-promoting features `N_en` chosen by
 #   selectivity on parallel pairs × causal logit-mass lift;
 # * **stage III** (shift): at each window layer `h ← h + (λ/|W|) (ρ_l v̂_l − β Σ_{j∈N_en} z_j(h) d_j)`, with `ρ_l`
