@@ -56,6 +56,32 @@ def test_corrupt_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
     assert len(builds) == 2 and verify_checkpoint(first) is None
 
 
+def test_a_checkpoint_build_parses_each_gguf_once(tmp_path):
+    """transformers makes a GGUFReader for the tokenizer, the config and the weights; inside the build they share
+    one parse (the same files byte for byte, 43 s instead of 67 s for the embedded model on 2 cores)."""
+    import gguf
+    import numpy as np
+
+    paths = []
+    for name in ("a", "b"):
+        writer = gguf.GGUFWriter(tmp_path / f"{name}.gguf", arch="llama")
+        writer.add_string("general.name", name)
+        writer.add_tensor("t", np.arange(4, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        paths.append(tmp_path / f"{name}.gguf")
+    plain = gguf.GGUFReader
+    with pytest.raises(RuntimeError), embedded._one_gguf_parse():
+        first = gguf.GGUFReader(paths[0])
+        assert gguf.GGUFReader(str(paths[0])) is first and gguf.GGUFReader(paths[1]) is not first
+        assert bytes(first.fields["general.name"].parts[-1]) == b"a"
+        assert list(first.tensors[0].data) == [0, 1, 2, 3]
+        raise RuntimeError("the build failed")
+    assert gguf.GGUFReader is plain and plain(paths[0]) is not first
+
+
 def test_unknown_name_lists_known_aliases():
     with pytest.raises(ModelLoadError, match=r"gemma-3-270m.*known_aliases"):
         load_model("gemma-3-270mm")
