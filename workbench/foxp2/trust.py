@@ -4,7 +4,8 @@ increase <= 0.03 nats/token, each raised to what simply prompting "Answer in L."
 same rule and bounds every tunable method is calibrated under).
 
 The choice itself is :mod:`workbench.calibration`'s ``trust-region`` strategy; this module holds FOXP2's settings
-for it (:meth:`workbench.foxp2.config.Foxp2Config.trust_calibration` turns them into a calibration config).
+for it (:meth:`workbench.foxp2.config.Foxp2Config.trust_calibration` turns them into a calibration config), the
+revision's objective ``J`` and the climb to the bounds that FOXP2's dev choices (window, ``beta``) score J at.
 """
 
 from __future__ import annotations
